@@ -1,0 +1,1 @@
+"""Sacred experiments of mnerqg-graph (the only place, with the CLI, that reads configuration)."""

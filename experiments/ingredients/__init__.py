@@ -1,0 +1,1 @@
+"""One Sacred ingredient per concern: data, model, optimisation, grounding supervision."""

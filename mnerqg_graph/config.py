@@ -1,0 +1,115 @@
+"""The model's configuration: everything needed to rebuild it, saved as a checkpoint's config.json.
+
+Only the edges (the Sacred experiment, the CLI) turn user config into a :class:`ModelConfig`; the
+library's constructors take typed arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mnerqg_graph.errors import ConfigError
+
+#: Bumped when the saved config or weights layout changes incompatibly.
+CONFIG_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of :class:`mnerqg_graph.model.MnerqgModel`.
+
+    Args:
+        types: entity types, in query order.
+        text_encoder: local Hugging Face model directory (a checkpoint stores its own copy).
+        fusion: registered fusion module name (``hetero_gat``, ``none``, ...).
+        fusion_layers: number of fusion layers.
+        fusion_kwargs: module-specific options (e.g. ``{"heads": 4}``).
+        hidden_dim: node feature size after fusion.
+        use_image: build the image branch (False: text-only graph of token and query nodes).
+        backbone: registered image backbone name.
+        backbone_kwargs: backbone options (e.g. ``{"width": 32}``).
+        image_size: side of the square image fed to the backbone, in pixels.
+        num_scales: region scales used, coarsest first (1 = only the coarsest).
+        token_window: token-token edges join tokens at most this far apart.
+        existence_gating: gate unimodal messages by the existence probability.
+        casing_dim: size of the token casing/shape embedding (0: off).
+        max_span_len: longest span scored, in tokens.
+        max_length: word pieces per ``[CLS] query [SEP] tweet [SEP]`` sequence.
+        dropout: dropout in fusion and heads.
+        loss_weights: weight of each loss part: start, end, match, existence, grounding.
+        span_threshold: each of start, end and match probabilities must pass it to decode a span.
+        grounding_threshold: confidence under which a type is "not in the image".
+    """
+
+    types: list[str]
+    text_encoder: str
+    fusion: str = "hetero_gat"
+    fusion_layers: int = 2
+    fusion_kwargs: dict[str, Any] = field(default_factory=dict)
+    hidden_dim: int = 128
+    use_image: bool = True
+    backbone: str = "small_cnn"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 64
+    num_scales: int = 3
+    token_window: int = 2
+    existence_gating: bool = True
+    casing_dim: int = 16
+    max_span_len: int = 8
+    max_length: int = 128
+    dropout: float = 0.1
+    loss_weights: dict[str, float] = field(
+        default_factory=lambda: {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5,
+                                 "grounding": 1.0}
+    )
+    span_threshold: float = 0.5
+    grounding_threshold: float = 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict, with the config version."""
+        return {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+        """Rebuild from :meth:`to_dict`'s output; unknown or missing keys are a ConfigError."""
+        data = dict(data)
+        version = data.pop("config_version", None)
+        if version != CONFIG_VERSION:
+            raise ConfigError(
+                f"{source}: config_version {version!r} does not match this code ({CONFIG_VERSION})"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{source}: unknown model config keys {unknown}")
+        required = {f.name for f in dataclasses.fields(cls)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ConfigError(f"{source}: missing model config keys {missing}")
+        unknown_loss = set(data.get("loss_weights", {})) - {"start", "end", "match", "existence",
+                                                            "grounding"}
+        if unknown_loss:
+            raise ConfigError(f"{source}: unknown loss_weights keys {sorted(unknown_loss)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON (atomically)."""
+        from mnerqg_graph.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelConfig:
+        """Read a config.json; malformed JSON is a ConfigError naming the file."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read model config: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: model config must be a JSON object")
+        return cls.from_dict(data, source=str(path))

@@ -1,0 +1,130 @@
+"""Tweets -> padded tensors: the model's :class:`MrcBatch` (schema in :mod:`mnerqg_graph.model`).
+
+The unit of batching is the tweet, not the (tweet, type) example: a :class:`TweetItem` holds the
+tweet's ``T`` MRC examples and its image (or none), so the image is decoded, and later encoded, once
+per tweet and shared by its queries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from mnerqg_graph.data.mrc import MrcExample
+
+
+@dataclass
+class TweetItem:
+    """One tweet ready for batching.
+
+    Attributes:
+        index: position of the tweet in its split (to map predictions back).
+        examples: its MRC examples, one per type, in type order.
+        shapes: casing/shape class per original token.
+        image: ``[3, S, S]`` uint8, or None when the tweet has no usable image.
+    """
+
+    index: int
+    examples: list[MrcExample]
+    shapes: list[int]
+    image: Tensor | None
+
+
+@dataclass
+class MrcBatch:
+    """Padded tensors of a batch of tweets (see :mod:`mnerqg_graph.model` for shapes)."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    token_type_ids: Tensor
+    first_piece: Tensor
+    token_shape: Tensor
+    type_index: Tensor
+    example_tweet: Tensor
+    images: Tensor
+    has_image: Tensor
+    start: Tensor
+    end: Tensor
+    match: Tensor
+    exists: Tensor
+    gt_boxes: Tensor
+    gt_mask: Tensor
+    tweet_index: Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> MrcBatch:
+        """A copy with every tensor on ``device``."""
+        return MrcBatch(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                           for f in dataclasses.fields(self)})
+
+    def pin_memory(self) -> MrcBatch:
+        """A copy in pinned host memory (the DataLoader calls this when ``pin_memory=True``)."""
+        return MrcBatch(**{f.name: getattr(self, f.name).pin_memory()
+                           for f in dataclasses.fields(self)})
+
+    @property
+    def num_examples(self) -> int:
+        """``N``, the number of (tweet, type) examples."""
+        return int(self.input_ids.size(0))
+
+
+def collate(items: list[TweetItem], max_span_len: int, image_size: int, pad_id: int = 0) -> MrcBatch:
+    """Pad a list of tweets into one batch.
+
+    Args:
+        items: the tweets.
+        max_span_len: ``S``, the span-match label width.
+        image_size: side of the image tensor (tweets without image get zeros).
+        pad_id: the tokenizer's padding id.
+    """
+    exs = [e for it in items for e in it.examples]
+    n = len(exs)
+    seq_len = max(len(e.input_ids) for e in exs)
+    width = max(max(e.n_tokens for e in exs), 1)
+    n_box = max(max((len(e.boxes) for e in exs), default=0), 1)
+    input_ids = torch.full((n, seq_len), pad_id, dtype=torch.long)
+    attention = torch.zeros(n, seq_len, dtype=torch.long)
+    token_type = torch.zeros(n, seq_len, dtype=torch.long)
+    first_piece = torch.full((n, width), -1, dtype=torch.long)
+    shapes = torch.zeros(n, width, dtype=torch.long)
+    start = torch.zeros(n, width)
+    end = torch.zeros(n, width)
+    match = torch.zeros(n, width, max_span_len)
+    gt_boxes = torch.zeros(n, n_box, 4)
+    gt_mask = torch.zeros(n, n_box, dtype=torch.bool)
+    example_tweet = torch.zeros(n, dtype=torch.long)
+    row = 0
+    for t, it in enumerate(items):
+        for e in it.examples:
+            length = len(e.input_ids)
+            input_ids[row, :length] = torch.tensor(e.input_ids)
+            attention[row, :length] = 1
+            token_type[row, :length] = torch.tensor(e.token_type_ids)
+            first_piece[row, : e.n_tokens] = torch.tensor(e.first_piece)
+            shapes[row, : e.n_tokens] = torch.tensor(it.shapes)
+            start[row, : e.n_tokens] = torch.tensor(e.start_labels, dtype=torch.float)
+            end[row, : e.n_tokens] = torch.tensor(e.end_labels, dtype=torch.float)
+            for a, b in e.spans:
+                if b - a < max_span_len:
+                    match[row, a, b - a] = 1.0
+            if e.boxes:
+                gt_boxes[row, : len(e.boxes)] = torch.tensor(e.boxes, dtype=torch.float)
+                gt_mask[row, : len(e.boxes)] = True
+            example_tweet[row] = t
+            row += 1
+    images = torch.zeros(len(items), 3, image_size, image_size)
+    has_image = torch.zeros(len(items), dtype=torch.bool)
+    for t, it in enumerate(items):
+        if it.image is not None:
+            images[t] = it.image.float() / 255.0
+            has_image[t] = True
+    return MrcBatch(
+        input_ids=input_ids, attention_mask=attention, token_type_ids=token_type,
+        first_piece=first_piece, token_shape=shapes,
+        type_index=torch.tensor([e.type_index for e in exs], dtype=torch.long),
+        example_tweet=example_tweet, images=images, has_image=has_image, start=start, end=end,
+        match=match, exists=torch.tensor([float(e.exists) for e in exs]), gt_boxes=gt_boxes,
+        gt_mask=gt_mask, tweet_index=torch.tensor([it.index for it in items], dtype=torch.long),
+    )

@@ -1,0 +1,129 @@
+"""One-stage, anchor-free query-grounding head over the 3 region scales.
+
+For each (tweet, type) example with an image, every region cell of every scale predicts a confidence
+that it holds the centre of a box of type t, and a box (centre offsets inside the cell, width and
+height relative to the image). The predicted box of the type is that of the most confident cell over
+all scales; a confidence below the threshold means "type t is not in the image".
+
+Targets: a gold box is assigned, at every scale, to the cell that contains its centre.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def box_xyxy_iou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """IoU and generalised IoU of paired boxes.
+
+    Shapes:
+        a, b: ``[..., 4]`` xyxy -> iou, giou: ``[...]``.
+    """
+    lt = torch.maximum(a[..., :2], b[..., :2])
+    rb = torch.minimum(a[..., 2:], b[..., 2:])
+    inter = (rb - lt).clamp(min=0).prod(-1)
+    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
+    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
+    union = area_a + area_b - inter
+    iou = inter / union.clamp(min=1e-9)
+    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).prod(-1)
+    giou = iou - (hull - union) / hull.clamp(min=1e-9)
+    return iou, giou
+
+
+class GroundingHead(nn.Module):
+    """Query-conditioned confidence and box per region cell.
+
+    Args:
+        region_dim: region feature size after fusion.
+        query_dim: query feature size after fusion.
+        grids: ``(rows, cols)`` per scale, coarsest first.
+        hidden_dim: MLP width.
+        threshold: confidence under which the prediction is "not in the image".
+
+    Shapes:
+        regions: list over scales of ``[M, rows*cols, region_dim]``; query: ``[M, query_dim]``
+        -> logits ``[M, C]`` and boxes ``[M, C, 4]`` (normalised xyxy), ``C`` = all cells.
+    """
+
+    def __init__(
+        self, region_dim: int, query_dim: int, grids: tuple[tuple[int, int], ...],
+        hidden_dim: int = 128, threshold: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.grids = grids
+        self.threshold = threshold
+        self.region_proj = nn.Linear(region_dim, hidden_dim)
+        self.query_proj = nn.Linear(query_dim, hidden_dim)
+        self.scale_emb = nn.Embedding(len(grids), hidden_dim)
+        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
+                                 nn.Linear(hidden_dim, 5))
+        cells = []
+        for rows, cols in grids:
+            idx = torch.arange(rows * cols)
+            cells.append(torch.stack([idx % cols, idx // cols, torch.full_like(idx, cols),
+                                      torch.full_like(idx, rows)], -1).float())
+        self.register_buffer("cells", torch.cat(cells), persistent=False)  # [C, 4]: col,row,W,H
+
+    def forward(self, regions: list[Tensor], query: Tensor) -> tuple[Tensor, Tensor]:
+        """Confidence logits and boxes for every cell (see the class docstring)."""
+        feats = []
+        for level, r in enumerate(regions):
+            feats.append(self.region_proj(r) + self.scale_emb.weight[level])
+        h = torch.cat(feats, 1) * self.query_proj(query).unsqueeze(1)  # [M, C, hidden]
+        out = self.mlp(h)
+        col, row, ncol, nrow = self.cells.unbind(-1)
+        cx = (col + torch.sigmoid(out[..., 1])) / ncol
+        cy = (row + torch.sigmoid(out[..., 2])) / nrow
+        w, hh = torch.sigmoid(out[..., 3]), torch.sigmoid(out[..., 4])
+        boxes = torch.stack([cx - w / 2, cy - hh / 2, cx + w / 2, cy + hh / 2], -1).clamp(0, 1)
+        return out[..., 0], boxes
+
+    def targets(self, gt: Tensor, gt_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-cell 0/1 confidence targets and box targets from gold boxes.
+
+        Shapes:
+            gt: ``[M, K, 4]`` normalised xyxy; gt_mask: ``[M, K]`` -> ``[M, C]``, ``[M, C, 4]``.
+        """
+        m, k = gt_mask.shape
+        n_cells = self.cells.size(0)
+        conf = torch.zeros(m, n_cells, device=gt.device)
+        box_t = torch.zeros(m, n_cells, 4, device=gt.device)
+        centre = (gt[..., :2] + gt[..., 2:]) / 2
+        offset = 0
+        ex = torch.arange(m, device=gt.device).unsqueeze(1).expand(m, k)[gt_mask]
+        for rows, cols in self.grids:
+            c = centre[gt_mask]
+            col = (c[:, 0] * cols).long().clamp(0, cols - 1)
+            row = (c[:, 1] * rows).long().clamp(0, rows - 1)
+            cell = offset + row * cols + col
+            conf[ex, cell] = 1.0
+            box_t[ex, cell] = gt[gt_mask]
+            offset += rows * cols
+        return conf, box_t
+
+    def loss(
+        self, logits: Tensor, boxes: Tensor, gt: Tensor, gt_mask: Tensor
+    ) -> Tensor:
+        """Confidence BCE (positives and negatives balanced) + L1 + GIoU on positive cells."""
+        conf_t, box_t = self.targets(gt, gt_mask)
+        pos = conf_t > 0.5
+        bce = F.binary_cross_entropy_with_logits(logits, conf_t, reduction="none")
+        n_pos = pos.sum().clamp(min=1)
+        conf_loss = bce[pos].sum() / n_pos + bce[~pos].mean() if pos.any() else bce.mean()
+        if not pos.any():
+            return conf_loss
+        _, giou = box_xyxy_iou(boxes[pos], box_t[pos])
+        box_loss = F.l1_loss(boxes[pos], box_t[pos], reduction="sum") / n_pos
+        return conf_loss + box_loss + (1 - giou).sum() / n_pos
+
+    def predict(self, logits: Tensor, boxes: Tensor) -> tuple[Tensor, Tensor]:
+        """Best box per example and its confidence.
+
+        Shapes:
+            logits: ``[M, C]``; boxes: ``[M, C, 4]`` -> box ``[M, 4]``, confidence ``[M]``.
+        """
+        conf, best = torch.sigmoid(logits).max(1)
+        return boxes[torch.arange(boxes.size(0), device=boxes.device), best], conf

@@ -1,0 +1,274 @@
+"""The MNER-QG meta-architecture: backbones (text, image) + neck (graph + fusion) + heads.
+
+Input schema (:class:`mnerqg_graph.data.collate.MrcBatch`), for a batch of ``B`` tweets and ``T``
+entity types, ``N = B * T`` (tweet, type) examples ordered tweet-major:
+
+===================  ===============  ======================================================
+key                  shape            meaning
+===================  ===============  ======================================================
+input_ids            [N, L]           ``[CLS] query [SEP] tweet [SEP]`` word pieces
+attention_mask       [N, L]           1 on real pieces
+token_type_ids       [N, L]           0 on the query part, 1 on the tweet part
+first_piece          [N, W]           position of each original token's first piece, -1: none
+token_shape          [N, W]           casing/shape class per original token (0: padding)
+type_index           [N]              entity type of the example
+example_tweet        [N]              index of the example's tweet in ``images``
+images               [B, 3, H, W]     RGB in [0, 1] (zeros where there is no image)
+has_image            [B]              whether the tweet has an image
+start, end           [N, W]           0/1 span boundary labels (training)
+match                [N, W, S]        0/1 label of span ``i..i+k`` (training)
+exists               [N]              0/1 existence label (training)
+gt_boxes, gt_mask    [N, K, 4], [N,K] gold boxes of the type, normalised xyxy (training)
+===================  ===============  ======================================================
+
+The image is encoded once per tweet (``B`` images, not ``N``) and shared by the tweet's ``T``
+queries through ``example_tweet``. :meth:`MnerqgModel.forward` returns a :class:`ModelOutput`;
+:meth:`MnerqgModel.losses` returns a dict of named, weighted losses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from detectors.backbones import BACKBONE_REGISTRY, ImageBackbone
+from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.data.collate import MrcBatch
+from mnerqg_graph.encoders.features import SHAPES
+from mnerqg_graph.encoders.text import TEXT_ENCODER_REGISTRY, TextEncoder
+from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
+from mnerqg_graph.graph.builder import GraphSpec, build_graph
+from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types, region_types
+from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead
+from mnerqg_graph.heads.span import span_scores
+
+
+@dataclass
+class ModelOutput:
+    """What the model computes for a batch.
+
+    Attributes:
+        span_logits: start ``[N, W]``, end ``[N, W]``, match ``[N, W, S]``.
+        token_mask: ``[N, W]`` tokens that are graph nodes.
+        existence_logits: ``[N]`` from the fused query node.
+        gate_logits: ``[N]`` from the text-only query node, used to gate unimodal messages.
+        image_examples: ``[M]`` indices of the examples that have an image.
+        grounding_logits: ``[M, C]`` per-cell confidence logits (None without image branch).
+        grounding_boxes: ``[M, C, 4]`` per-cell boxes, normalised xyxy (None without image branch).
+        attention: token-region attention of the last fusion layer, when asked for.
+        graph: the batch graph, when asked for (visualisation).
+    """
+
+    span_logits: tuple[Tensor, Tensor, Tensor]
+    token_mask: Tensor
+    existence_logits: Tensor
+    gate_logits: Tensor
+    image_examples: Tensor
+    grounding_logits: Tensor | None
+    grounding_boxes: Tensor | None
+    attention: dict[EdgeType, tuple[Tensor, Tensor]] | None = None
+    graph: object | None = None
+
+
+class MnerqgModel(nn.Module):
+    """MNER-QG on a heterogeneous graph.
+
+    Args:
+        config: the hyper-parameters (kept, to be saved with the weights).
+        text_encoder: contextual word-piece features.
+        backbone: image backbone with 3 scales (None: text only).
+        fusion: the graph fusion module.
+        grids: region grid ``(rows, cols)`` per scale in use, coarsest first.
+    """
+
+    def __init__(
+        self, config: ModelConfig, text_encoder: TextEncoder, backbone: ImageBackbone | None,
+        fusion: FusionModule, grids: tuple[tuple[int, int], ...],
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.text_encoder = text_encoder
+        self.backbone = backbone
+        self.fusion = fusion
+        self.spec = GraphSpec(grids=grids, token_window=config.token_window,
+                              use_image=backbone is not None)
+        d_text = text_encoder.output_dim
+        self.casing = nn.Embedding(len(SHAPES), config.casing_dim) if config.casing_dim else None
+        self.type_emb = nn.Embedding(len(config.types), d_text)
+        self.gate_head = nn.Linear(d_text, 1)
+        if backbone is not None:
+            shapes = backbone.output_shape()[: len(grids)]
+            self.region_pos = nn.ParameterList(
+                [nn.Parameter(torch.zeros(r * c, s.channels)) for (r, c), s in zip(grids, shapes)]
+            )
+            self.no_image = nn.Parameter(torch.zeros(shapes[0].channels))
+        out = fusion.output_dims()
+        self.span_head = SpanHead(out[TOKEN], config.max_span_len, config.dropout)
+        self.existence_head = ExistenceHead(out[QUERY], config.dropout)
+        self.grounding_head = (
+            GroundingHead(out[region_types(1)[0]], out[QUERY], grids,
+                          threshold=config.grounding_threshold)
+            if backbone is not None else None
+        )
+
+    @staticmethod
+    def input_dims(config: ModelConfig, text_dim: int, backbone: ImageBackbone | None,
+                   num_scales: int) -> dict[str, int]:
+        """Input feature size per node type, for building the fusion module."""
+        dims = {TOKEN: text_dim + config.casing_dim, QUERY: text_dim}
+        if backbone is not None:
+            shapes = backbone.output_shape()
+            for rtype, s in zip(region_types(num_scales), shapes):
+                dims[rtype] = s.channels
+            dims[IMAGE] = shapes[0].channels
+        return dims
+
+    def forward(self, batch: MrcBatch, return_attention: bool = False,
+                return_graph: bool = False) -> ModelOutput:
+        """Run the model on a batch (see the module docstring for the input schema)."""
+        hidden = self.text_encoder(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        n, w = batch.first_piece.shape
+        token_mask = batch.first_piece >= 0
+        idx = batch.first_piece.clamp(min=0)
+        tok = hidden.gather(1, idx.unsqueeze(-1).expand(n, w, hidden.size(-1)))  # [N, W, D]
+        if self.casing is not None:
+            tok = torch.cat([tok, self.casing(batch.token_shape)], -1)
+        query = hidden[:, 0] + self.type_emb(batch.type_index)  # [N, D]
+        gate_logits = self.gate_head(query).squeeze(-1)
+
+        example_has_image = (
+            batch.has_image[batch.example_tweet] if self.backbone is not None
+            else torch.zeros(n, dtype=torch.bool, device=hidden.device)
+        )
+        graph = build_graph(token_mask, example_has_image, self.spec)
+        x = {TOKEN: tok[token_mask], QUERY: query}
+        img_ex = example_has_image.nonzero(as_tuple=True)[0]
+        if self.backbone is not None:
+            x.update(self._image_nodes(batch, img_ex, example_has_image))
+        batch_dict = {nt: graph[nt].batch for nt in x}
+        fused = self.fusion(
+            x, graph.edge_index_dict, graph.edge_attr_dict, batch_dict, torch.sigmoid(gate_logits),
+            return_attention=return_attention,
+        )
+        h_tok = fused.x_dict[TOKEN].new_zeros(n, w, fused.x_dict[TOKEN].size(-1))
+        h_tok[token_mask] = fused.x_dict[TOKEN]
+        span_logits = self.span_head(h_tok)
+        q_out = fused.x_dict[QUERY]
+        g_logits = g_boxes = None
+        if self.grounding_head is not None:
+            m = img_ex.numel()
+            regions = [fused.x_dict[rt].view(m, r * c, -1) for rt, (r, c)
+                       in zip(region_types(self.spec.num_scales), self.spec.grids)]
+            g_logits, g_boxes = self.grounding_head(regions, q_out[img_ex])
+        return ModelOutput(
+            span_logits=span_logits, token_mask=token_mask,
+            existence_logits=self.existence_head(q_out), gate_logits=gate_logits,
+            image_examples=img_ex, grounding_logits=g_logits, grounding_boxes=g_boxes,
+            attention=fused.attention, graph=graph if return_graph else None,
+        )
+
+    def _image_nodes(self, batch: MrcBatch, img_ex: Tensor, example_has_image: Tensor
+                     ) -> dict[str, Tensor]:
+        """Region and image node features; the backbone runs once per tweet that has an image."""
+        assert self.backbone is not None
+        tweets_with_image = batch.has_image.nonzero(as_tuple=True)[0]
+        slot = torch.full_like(batch.has_image, -1, dtype=torch.long)
+        slot[tweets_with_image] = torch.arange(tweets_with_image.numel(), device=slot.device)
+        maps = self.backbone(batch.images[tweets_with_image]) if tweets_with_image.numel() else None
+        out: dict[str, Tensor] = {}
+        rows = slot[batch.example_tweet[img_ex]]  # each image example's row in the encoded images
+        for level, rtype in enumerate(region_types(self.spec.num_scales)):
+            if maps is None:
+                out[rtype] = self.region_pos[level].new_zeros(0, self.region_pos[level].size(-1))
+                continue
+            f = maps[level].flatten(2).transpose(1, 2)  # [B_img, cells, C]
+            out[rtype] = (f[rows] + self.region_pos[level]).reshape(-1, f.size(-1))
+        n = example_has_image.numel()
+        image = self.no_image.expand(n, -1).clone()
+        if maps is not None:
+            pooled = maps[0].mean((2, 3))  # [B_img, C]
+            image[img_ex] = pooled[rows].to(image.dtype)
+        out[IMAGE] = image
+        return out
+
+    def losses(self, batch: MrcBatch, out: ModelOutput) -> dict[str, Tensor]:
+        """Weighted loss parts and their sum under ``"total"``."""
+        wts = self.config.loss_weights
+        parts = self.span_head.loss(out.span_logits, out.token_mask, batch.start, batch.end,
+                                    batch.match)
+        parts["existence"] = ExistenceHead.loss(out.existence_logits, batch.exists) + (
+            ExistenceHead.loss(out.gate_logits, batch.exists)
+        )
+        if self.grounding_head is not None and out.grounding_logits is not None and (
+            out.image_examples.numel()
+        ):
+            ie = out.image_examples
+            assert out.grounding_boxes is not None
+            parts["grounding"] = self.grounding_head.loss(
+                out.grounding_logits, out.grounding_boxes, batch.gt_boxes[ie], batch.gt_mask[ie]
+            )
+        weighted = {k: v * wts.get(k, 1.0) for k, v in parts.items()}
+        weighted["total"] = torch.stack(list(weighted.values())).sum()
+        return weighted
+
+    @torch.no_grad()
+    def decode(self, out: ModelOutput) -> tuple[list[list[tuple[int, int, float]]],
+                                                 list[tuple[list[float], float] | None]]:
+        """Span candidates and grounding predictions per example.
+
+        Returns:
+            per example: list of ``(start, end_exclusive, score)`` spans that pass the thresholds;
+            per example: ``(box xyxy normalised, confidence)``, or None without an image.
+        """
+        t = self.config.span_threshold
+        start_l, end_l, match_l = out.span_logits
+        s = self.config.max_span_len
+        ps, pe_raw, pm = torch.sigmoid(start_l), torch.sigmoid(end_l), torch.sigmoid(match_l)
+        pe = torch.nn.functional.pad(pe_raw, (0, s - 1)).unfold(1, s, 1)
+        ok = (ps.unsqueeze(-1) > t) & (pe > t) & (pm > t)
+        score = span_scores(out.span_logits, out.token_mask, s).clamp(min=1e-12) ** (1 / 3)
+        ok &= out.span_logits[0].new_ones(ok.shape, dtype=torch.bool) & (score > 0)
+        ex, i, k = ok.nonzero(as_tuple=True)
+        sc = score[ex, i, k]
+        n = start_l.size(0)
+        spans: list[list[tuple[int, int, float]]] = [[] for _ in range(n)]
+        for e, a, b, v in zip(ex.tolist(), i.tolist(), k.tolist(), sc.tolist()):
+            spans[e].append((a, a + b + 1, v))
+        boxes: list[tuple[list[float], float] | None] = [None] * n
+        if self.grounding_head is not None and out.grounding_logits is not None and (
+            out.image_examples.numel()
+        ):
+            assert out.grounding_boxes is not None
+            box, conf = self.grounding_head.predict(out.grounding_logits, out.grounding_boxes)
+            for e, bx, c in zip(out.image_examples.tolist(), box.tolist(), conf.tolist()):
+                boxes[e] = (bx, c)
+        return spans, boxes
+
+
+def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
+    """Build a model from its config (the typed builder used by the experiment, CLI and loader).
+
+    Args:
+        config: the hyper-parameters.
+        weights: load the text encoder's pretrained weights from ``config.text_encoder`` (False:
+            build it from its config only, as when a checkpoint's weights are loaded next).
+    """
+    text = TEXT_ENCODER_REGISTRY.build("hf", path=config.text_encoder, from_config=not weights)
+    fusion_cls = FUSION_REGISTRY.get(config.fusion)
+    use_image = config.use_image and getattr(fusion_cls, "uses_image", True)
+    backbone = BACKBONE_REGISTRY.build(config.backbone, **config.backbone_kwargs) if use_image else None
+    grids: tuple[tuple[int, int], ...] = ()
+    if backbone is not None:
+        shapes = backbone.output_shape()
+        grids = tuple((config.image_size // s.stride, config.image_size // s.stride)
+                      for s in shapes[: config.num_scales])
+    in_dims = MnerqgModel.input_dims(config, text.output_dim, backbone, config.num_scales)
+    fusion = FUSION_REGISTRY.build(
+        config.fusion, in_dims=in_dims, hidden_dim=config.hidden_dim,
+        num_layers=config.fusion_layers,
+        edge_types=edge_types(config.num_scales, backbone is not None),
+        existence_gating=config.existence_gating, dropout=config.dropout, **config.fusion_kwargs,
+    )
+    return MnerqgModel(config, text, backbone, fusion, grids)

@@ -1,0 +1,133 @@
+"""From samples to model inputs and from model outputs to predictions.
+
+:func:`prepare_items` builds the MRC examples of every tweet (one tokenizer pass per split), decodes
+each image once (resized, kept as uint8) and groups them into :class:`TweetItem` s. An unreadable
+image is counted and its tweet runs text-only. :func:`predict` runs a model over items and returns,
+per tweet, the decoded flat BIO tags, the spans with scores, and a box (or none) per type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mnerqg_graph.data.collate import TweetItem
+from mnerqg_graph.data.images import load_image
+from mnerqg_graph.data.mrc import MrcReport, build_mrc_examples, decode_spans, iter_tweet_groups
+from mnerqg_graph.data.tags import tags_from_spans
+from mnerqg_graph.data.types import Sample, Span
+from mnerqg_graph.encoders.features import token_shapes
+from mnerqg_graph.errors import DataError
+
+
+@dataclass
+class PrepareReport:
+    """What :func:`prepare_items` met on the way."""
+
+    mrc: MrcReport
+    n_images: int = 0
+    unreadable_images: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """One line for logs."""
+        return (f"{self.mrc.n_tweets} tweets, {self.n_images} images "
+                f"({len(self.unreadable_images)} unreadable -> text-only), "
+                f"{len(self.mrc.truncated_ids)} truncated, "
+                f"{len(self.mrc.long_entities)} entities longer than max_span_len")
+
+
+def prepare_items(samples: Sequence[Sample], tokenizer: Any, queries: dict[str, str],
+                  max_length: int, max_span_len: int, image_size: int | None
+                  ) -> tuple[list[TweetItem], PrepareReport]:
+    """Turn samples into tweet items; ``image_size=None`` skips images (text-only model)."""
+    examples, mrc_report = build_mrc_examples(list(samples), tokenizer, queries,
+                                              max_length=max_length, max_span_len=max_span_len)
+    report = PrepareReport(mrc_report)
+    items: list[TweetItem] = []
+    for group in iter_tweet_groups(examples):
+        idx = group[0].sample_index
+        sample = samples[idx]
+        image = None
+        if image_size is not None and sample.image_path is not None:
+            try:
+                image = (load_image(sample.image_path, image_size) * 255).round().to(torch.uint8)
+                report.n_images += 1
+            except DataError:
+                report.unreadable_images.append(str(sample.image_path))
+        items.append(TweetItem(idx, group, token_shapes(sample.tweet.tokens), image))
+    return items, report
+
+
+@dataclass
+class Predictions:
+    """Per-tweet predictions of a split (index = position in the split's samples).
+
+    Attributes:
+        spans: decoded spans with their scores.
+        tags: flat BIO over the original tokens (canonical types).
+        boxes: per type, ``(box in pixels of the original image (or normalised when the size is
+            unknown), confidence)`` when the model grounds the type in the image, else None.
+        grounding_conf: per type, the best cell's confidence (also when under the threshold).
+    """
+
+    spans: list[list[tuple[Span, float]]]
+    tags: list[list[str]]
+    boxes: list[dict[str, tuple[list[float], float] | None]]
+    grounding_conf: list[dict[str, float]]
+
+
+def _batches(items: list[TweetItem], size: int) -> Iterator[list[TweetItem]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+@torch.no_grad()
+def predict(model: Any, items: list[TweetItem], samples: Sequence[Sample], batch_size: int = 32,
+            device: torch.device | str = "cpu", pad_id: int = 0) -> Predictions:
+    """Run ``model`` over ``items`` and decode (spans resolved across types by score)."""
+    from mnerqg_graph.data.collate import collate
+
+    model.eval()
+    cfg = model.config
+    n = len(samples)
+    spans: list[list[tuple[Span, float]]] = [[] for _ in range(n)]
+    tags: list[list[str]] = [["O"] * len(s.tweet.tokens) for s in samples]
+    boxes: list[dict[str, tuple[list[float], float] | None]] = [{} for _ in range(n)]
+    confs: list[dict[str, float]] = [{} for _ in range(n)]
+    dev = torch.device(device)
+    for chunk in _batches(items, batch_size):
+        batch = collate(chunk, cfg.max_span_len, cfg.image_size, pad_id).to(dev)
+        with (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
+              else torch.autocast("cpu", enabled=False)):
+            out = model(batch)
+        ex_spans, ex_boxes = model.decode(out)
+        row = 0
+        for it in chunk:
+            sample = samples[it.index]
+            cands = []
+            for ex in it.examples:
+                for a, b, sc in ex_spans[row]:
+                    cands.append((a, b, ex.type, sc))
+                pred = ex_boxes[row]
+                if pred is not None:
+                    box, conf = pred
+                    confs[it.index][ex.type] = conf
+                    if conf >= cfg.grounding_threshold:
+                        if sample.image_size is not None:
+                            w, h = sample.image_size
+                            box = [box[0] * w, box[1] * h, box[2] * w, box[3] * h]
+                        boxes[it.index][ex.type] = (box, conf)
+                    else:
+                        boxes[it.index][ex.type] = None
+                else:
+                    boxes[it.index][ex.type] = None
+                row += 1
+            n_tok = len(sample.tweet.tokens)
+            accepted = decode_spans(n_tok, cands)
+            score = {(a, b, t): s for a, b, t, s in cands}
+            spans[it.index] = [(sp, score[(sp.start, sp.end, sp.type)]) for sp in accepted]
+            tags[it.index] = tags_from_spans(n_tok, accepted)
+    return Predictions(spans, tags, boxes, confs)

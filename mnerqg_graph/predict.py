@@ -1,0 +1,195 @@
+"""``mnerqg predict``: entities and per-type boxes from a checkpoint, as JSON lines (or CoNLL).
+
+    mnerqg predict --checkpoint DIR --text "..." [--image PATH]
+    mnerqg predict --checkpoint DIR --input FILE [--images DIR] [--output FILE]
+
+``--input`` is a CoNLL file (``IMGID:`` lines; tags, if any, are ignored) or JSON lines with
+``{"id": ..., "tokens": [...]}`` or ``{"id": ..., "text": "..."}`` and an optional ``"image"`` path.
+Large inputs are streamed in chunks (bounded memory); inside a chunk tweets are sorted by length to
+cut padding, and results are written in input order. ``--output`` ending in ``.conll``/``.txt``
+writes CoNLL (readable by ``mnerqg evaluate``), anything else JSON lines; the file is written
+atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from mnerqg_graph.data.types import Sample, Tweet
+from mnerqg_graph.errors import DataError
+
+_TOKEN = re.compile(r"https?://\S+|[@#]?\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
+
+
+def tokenize(text: str) -> list[str]:
+    """Split raw text into tweet-style tokens (URLs, @mentions and #hashtags kept whole)."""
+    return _TOKEN.findall(text)
+
+
+def _sample(tweet_id: str, tokens: list[str], image: str | None, images_dir: str | None,
+            source: str, line: int) -> Sample:
+    from mnerqg_graph.data.images import find_image, probe_image
+
+    path: Path | None = None
+    if image:
+        path = Path(image)
+    elif images_dir:
+        path = find_image(Path(images_dir), tweet_id)
+    size = None
+    if path is not None:
+        try:
+            size = probe_image(path)
+        except DataError as exc:
+            print(f"warning: {exc}; tweet {tweet_id} runs text-only", file=sys.stderr)
+            path = None
+    return Sample(Tweet(tweet_id, tokens, ["O"] * len(tokens), source, line), path, size)
+
+
+def read_inputs(path: str, images_dir: str | None) -> Iterator[Sample]:
+    """Stream samples from a CoNLL or JSON-lines input file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(path, "input file does not exist")
+    with p.open("rb") as fh:
+        head = fh.read(1).lstrip()
+    if head == b"{":
+        with p.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(path, f"invalid JSON: {exc.msg}", line=n) from None
+                if not isinstance(rec, dict) or not ("tokens" in rec or "text" in rec):
+                    raise DataError(path, "a record needs 'tokens' or 'text'", line=n)
+                tokens = rec["tokens"] if "tokens" in rec else tokenize(str(rec["text"]))
+                if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+                    raise DataError(path, "'tokens' must be a list of strings", line=n,
+                                    field="tokens")
+                yield _sample(str(rec.get("id", n)), tokens, rec.get("image"), images_dir, path,
+                              n)
+    else:
+        from mnerqg_graph.data.conll import read_conll
+
+        for tw in read_conll(path).tweets:
+            yield _sample(tw.id, tw.tokens, None, images_dir, path, tw.line)
+
+
+def _chunks(it: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
+    chunk: list[Sample] = []
+    for s in it:
+        chunk.append(s)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class Predictor:
+    """A loaded checkpoint that predicts on lists of samples.
+
+    Args:
+        checkpoint: checkpoint directory.
+        device: ``cpu``, ``cuda`` or ``auto``.
+        batch_size: tweets per forward pass.
+    """
+
+    def __init__(self, checkpoint: str, device: str = "auto", batch_size: int = 32) -> None:
+        from mnerqg_graph.training.checkpoint import load_model
+        from mnerqg_graph.training.loop import resolve_device
+
+        self.device = resolve_device(device)
+        self.model, self.config, self.queries, self.tokenizer = load_model(checkpoint, self.device)
+        self.batch_size = batch_size
+
+    def predict(self, samples: list[Sample]) -> list[dict[str, Any]]:
+        """JSON records for ``samples`` (in their order); sorted by length internally."""
+        from mnerqg_graph.evaluation import prediction_record
+        from mnerqg_graph.pipeline import predict, prepare_items
+
+        order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
+        sorted_samples = [samples[i] for i in order]
+        image_size = self.config.image_size if self.model.backbone is not None else None
+        items, _ = prepare_items(sorted_samples, self.tokenizer, self.queries,
+                                 self.config.max_length, self.config.max_span_len, image_size)
+        preds = predict(self.model, items, sorted_samples, self.batch_size, self.device,
+                        self.tokenizer.pad_token_id or 0)
+        records: list[dict[str, Any]] = [{}] * len(samples)
+        for j, i in enumerate(order):
+            rec = prediction_record(sorted_samples[j], preds.spans[j], preds.boxes[j])
+            rec["tags"] = preds.tags[j]
+            records[i] = rec
+        return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``mnerqg predict``."""
+    ap = argparse.ArgumentParser(prog="mnerqg predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="one tweet as raw text")
+    src.add_argument("--input", help="CoNLL or JSON-lines file of tweets")
+    ap.add_argument("--image", help="image of the --text tweet")
+    ap.add_argument("--images", help="folder of <IMGID>.jpg images for --input")
+    ap.add_argument("--output", help="output file (.conll/.txt: CoNLL; else JSON lines)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--chunk-size", type=int, default=2048, help="tweets held in memory at once")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    predictor = Predictor(args.checkpoint, args.device, args.batch_size)
+    if args.text is not None:
+        samples: Iterator[Sample] = iter([_sample("text", tokenize(args.text), args.image, None,
+                                                  "<text>", 0)])
+    else:
+        samples = read_inputs(args.input, args.images)
+    conll = bool(args.output) and Path(args.output).suffix.lower() in (".conll", ".txt")
+    out_fh: Any
+    tmp_path = None
+    if args.output:
+        out = Path(args.output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        out_fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+    else:
+        out_fh = sys.stdout
+    progress = None
+    if not args.no_progress and args.input:
+        from tqdm import tqdm
+
+        progress = tqdm(unit="tweet", file=sys.stderr, desc="predict")
+    try:
+        for chunk in _chunks(samples, args.chunk_size):
+            for rec in predictor.predict(chunk):
+                if conll:
+                    out_fh.write(f"IMGID:{rec['id']}\n")
+                    out_fh.writelines(f"{t}\t{g}\n" for t, g in zip(rec["tokens"], rec["tags"]))
+                    out_fh.write("\n")
+                else:
+                    rec.pop("tags")
+                    out_fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            if progress is not None:
+                progress.update(len(chunk))
+        if tmp_path is not None:
+            out_fh.flush()
+            os.fsync(out_fh.fileno())
+            out_fh.close()
+            os.replace(tmp_path, args.output)
+            tmp_path = None
+    finally:
+        if progress is not None:
+            progress.close()
+        if tmp_path is not None:
+            out_fh.close()
+            os.unlink(tmp_path)
+    return 0

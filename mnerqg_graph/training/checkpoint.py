@@ -1,0 +1,159 @@
+"""Checkpoints as safetensors + JSON: nothing is ever unpickled.
+
+A model checkpoint is a directory::
+
+    model.safetensors     every weight (text encoder included)
+    config.json           the ModelConfig (everything needed to rebuild the model)
+    queries.json          the entity-type queries the model was trained with
+    text_encoder/         the encoder's Hugging Face config and tokenizer files (no weights)
+
+A training state (for resuming) is a directory ``state/`` beside it with ``optimizer.safetensors``
+(optimizer tensors, flattened), ``trainer.json`` (epoch, step, scheduler, history, optimizer
+hyper-parameters) and ``rng.safetensors`` (torch's RNG state). Both are written to a temporary
+directory and moved into place, so an interruption never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorsError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.errors import CheckpointError, ConfigError
+from mnerqg_graph.io import atomic_write_text, replace_dir
+
+MODEL_FILES = ("model.safetensors", "config.json", "queries.json", "text_encoder/config.json")
+
+
+def save_model(model: nn.Module, config: ModelConfig, queries: dict[str, str], tokenizer: Any,
+               out_dir: str | Path) -> Path:
+    """Write a model checkpoint directory atomically (see the module docstring)."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        enc = tmp / "text_encoder"
+        enc.mkdir()
+        model.text_encoder.model.config.save_pretrained(str(enc))  # type: ignore[union-attr]
+        tokenizer.save_pretrained(str(enc))
+        cfg = ModelConfig.from_dict(config.to_dict())
+        cfg.text_encoder = "text_encoder"
+        cfg.save(tmp / "config.json")
+        atomic_write_text(tmp / "queries.json", json.dumps(queries, indent=2) + "\n")
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def check_checkpoint_dir(ckpt: str | Path) -> Path:
+    """Raise a one-line CheckpointError when ``ckpt`` is not a complete checkpoint directory."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_dir():
+        raise CheckpointError(f"checkpoint directory does not exist: {ckpt}")
+    for name in MODEL_FILES:
+        if not (ckpt / name).is_file():
+            raise CheckpointError(f"{ckpt}: checkpoint is missing {name}")
+    return ckpt
+
+
+def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple[Any, ModelConfig,
+                                                                           dict[str, str], Any]:
+    """Rebuild a model from a checkpoint directory, without unpickling anything.
+
+    Returns:
+        ``(model, config, queries, tokenizer)``; the model is in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: files missing, or weights that do not fit the config.
+        ConfigError: a config.json this code cannot build.
+    """
+    from transformers import AutoTokenizer
+
+    from mnerqg_graph.data.queries import load_queries
+    from mnerqg_graph.model import build_model
+
+    ckpt = check_checkpoint_dir(ckpt)
+    config = ModelConfig.load(ckpt / "config.json")
+    config.text_encoder = str(ckpt / "text_encoder")
+    queries = load_queries(ckpt / "queries.json")
+    if list(queries) != list(config.types):
+        raise ConfigError(f"{ckpt}: queries.json types {list(queries)} differ from config "
+                          f"types {config.types}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.text_encoder)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt}: cannot load the tokenizer: {exc}".splitlines()[0]) from None
+    model = build_model(config, weights=False)
+    try:
+        state = load_file(str(ckpt / "model.safetensors"))
+    except (SafetensorsError, OSError) as exc:
+        raise CheckpointError(f"{ckpt / 'model.safetensors'}: unreadable: {exc}") from None
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or bad:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+                  if unexpected else f"shape mismatch {bad[:3]}")
+        raise CheckpointError(f"{ckpt}: weights do not match config.json ({detail})")
+    model.load_state_dict(state)
+    model.to(device).eval()
+    return model, config, queries, tokenizer
+
+
+def save_training_state(out_dir: str | Path, optimizer: torch.optim.Optimizer,
+                        trainer_state: dict[str, Any]) -> None:
+    """Write optimizer tensors, trainer bookkeeping and the RNG state atomically."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        opt = optimizer.state_dict()
+        tensors: dict[str, torch.Tensor] = {}
+        scalars: dict[str, Any] = {}
+        for pid, st in opt["state"].items():
+            for name, val in st.items():
+                if torch.is_tensor(val):
+                    tensors[f"{pid}.{name}"] = val.detach().contiguous().cpu()
+                else:
+                    scalars[f"{pid}.{name}"] = val
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+        save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        meta = {"param_groups": opt["param_groups"], "scalars": scalars, "trainer": trainer_state}
+        atomic_write_text(tmp / "trainer.json", json.dumps(meta, indent=1) + "\n")
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def load_training_state(state_dir: str | Path, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore optimizer and RNG state; return the trainer bookkeeping."""
+    state_dir = Path(state_dir)
+    for name in ("optimizer.safetensors", "trainer.json", "rng.safetensors"):
+        if not (state_dir / name).is_file():
+            raise CheckpointError(f"{state_dir}: training state is missing {name}")
+    meta = json.loads((state_dir / "trainer.json").read_text(encoding="utf-8"))
+    tensors = load_file(str(state_dir / "optimizer.safetensors"))
+    state: dict[int, dict[str, Any]] = {}
+    for key, val in tensors.items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = val
+    for key, val in meta["scalars"].items():
+        pid, name = key.split(".", 1)
+        state.setdefault(int(pid), {})[name] = val
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(load_file(str(state_dir / "rng.safetensors"))["torch"])
+    return dict(meta["trainer"])

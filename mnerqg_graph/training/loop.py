@@ -1,0 +1,239 @@
+"""The training loop: AdamW with warm-up, per-epoch validation, best-epoch selection, exact resume.
+
+The library never imports Sacred: metrics go through a ``log`` callable ``(name, value, step)``
+(the experiment passes ``_run.log_scalar``). Checkpoints: ``out_dir/best`` (model checkpoint of the
+best validation epoch), ``out_dir/last`` + ``out_dir/state`` (model and training state after the
+last finished epoch; a restarted run with ``resume=True`` continues from there and ends with the
+same result as an uninterrupted run on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
+from mnerqg_graph.errors import TrainingError
+from mnerqg_graph.training.checkpoint import (
+    load_training_state,
+    save_model,
+    save_training_state,
+)
+
+LogFn = Callable[[str, float, int], None]
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings.
+
+    Args:
+        epochs: passes over the training set.
+        batch_size: tweets per step (each brings ``T`` examples, one per type).
+        lr: learning rate of everything but the text encoder.
+        encoder_lr: learning rate of the text encoder.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of steps with a linear warm-up, then linear decay to 0.
+        grad_clip: max gradient norm (0: off).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        seed: seeds shuffling, dropout and initialisation.
+        select_metric: validation metric that picks the best epoch.
+        eval_batch_size: tweets per evaluation step.
+    """
+
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    encoder_lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    select_metric: str = "f1"
+    eval_batch_size: int = 32
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :meth:`Trainer.fit`."""
+
+    best_epoch: int
+    best_metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_loader(items: list[TweetItem], batch_size: int, max_span_len: int, image_size: int,
+                pad_id: int, shuffle: bool, seed: int = 0, sampler: Any = None,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader of :class:`MrcBatch` over tweets (shuffled by a seeded generator)."""
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        items,  # type: ignore[arg-type]
+        batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        generator=gen if shuffle and sampler is None else None,
+        collate_fn=partial(collate, max_span_len=max_span_len, image_size=image_size,
+                           pad_id=pad_id),
+        pin_memory=pin_memory,
+    )
+
+
+class Trainer:
+    """Trains an :class:`~mnerqg_graph.model.MnerqgModel`.
+
+    Args:
+        model: the model (already on no particular device; moved here).
+        tokenizer: saved with the checkpoints.
+        queries: saved with the checkpoints.
+        train_items: training tweets.
+        evaluate: ``evaluate(model) -> metrics`` on the validation split (flat dict of floats).
+        config: optimisation settings.
+        out_dir: where ``best/``, ``last/`` and ``state/`` go.
+        log: ``log(name, value, step)`` for per-epoch scalars (e.g. Sacred's ``log_scalar``).
+        wrap: optional wrapper applied to the model for the forward pass (e.g. DDP).
+        sampler_fn: ``sampler_fn(epoch)`` -> sampler for distributed training (None: shuffle).
+        is_main: only the main process writes checkpoints and logs.
+    """
+
+    def __init__(
+        self, model: Any, tokenizer: Any, queries: dict[str, str], train_items: list[TweetItem],
+        evaluate: Callable[[Any], dict[str, float]], config: TrainConfig, out_dir: str | Path,
+        log: LogFn | None = None, wrap: Callable[[Any], Any] | None = None,
+        sampler_fn: Callable[[int], Any] | None = None, is_main: bool = True,
+    ) -> None:
+        self.cfg = config
+        self.device = resolve_device(config.device)
+        self.model = model.to(self.device)
+        self.forward_model = wrap(self.model) if wrap else self.model
+        self.tokenizer = tokenizer
+        self.queries = queries
+        self.train_items = train_items
+        self.evaluate = evaluate
+        self.out_dir = Path(out_dir)
+        self.log = log or (lambda name, value, step: None)
+        self.sampler_fn = sampler_fn
+        self.is_main = is_main
+        enc = [p for n, p in model.named_parameters() if n.startswith("text_encoder.")]
+        rest = [p for n, p in model.named_parameters() if not n.startswith("text_encoder.")]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": enc, "lr": config.encoder_lr}, {"params": rest, "lr": config.lr}],
+            weight_decay=config.weight_decay,
+        )
+        self.steps_per_epoch = math.ceil(len(train_items) / config.batch_size)
+        if sampler_fn is not None:
+            self.steps_per_epoch = len(sampler_fn(0)) // config.batch_size + (
+                len(sampler_fn(0)) % config.batch_size > 0)
+        total = max(self.steps_per_epoch * config.epochs, 1)
+        warm = int(total * config.warmup_ratio)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer,
+            lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(
+                total - warm, 1)),
+        )
+
+    def _autocast(self) -> Any:
+        if self.device.type == "cuda" and self.cfg.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train, validating after each epoch; return the best epoch's validation metrics."""
+        cfg = self.cfg
+        start_epoch, step = 0, 0
+        best: dict[str, float] = {}
+        best_epoch = -1
+        history: list[dict[str, float]] = []
+        state_dir = self.out_dir / "state"
+        if resume and (state_dir / "trainer.json").is_file():
+            from safetensors.torch import load_file
+
+            self.model.load_state_dict(load_file(str(self.out_dir / "last" / "model.safetensors")))
+            meta = load_training_state(state_dir, self.optimizer)
+            self.scheduler.load_state_dict(meta["scheduler"])
+            start_epoch, step = meta["epoch"] + 1, meta["step"]
+            best, best_epoch, history = meta["best"], meta["best_epoch"], meta["history"]
+        t0 = time.perf_counter()
+        mcfg = self.model.config
+        pad_id = self.tokenizer.pad_token_id or 0
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler = self.sampler_fn(epoch) if self.sampler_fn else None
+            loader = make_loader(self.train_items, cfg.batch_size, mcfg.max_span_len,
+                                 mcfg.image_size, pad_id, shuffle=True, seed=cfg.seed + epoch,
+                                 sampler=sampler, pin_memory=self.device.type == "cuda")
+            self.model.train()
+            sums: dict[str, float] = {}
+            n_batches = 0
+            for batch in loader:
+                losses = self._step(batch.to(self.device, non_blocking=True), step)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_batches += 1
+                step += 1
+            metrics = {f"train/loss_{k}": v / max(n_batches, 1) for k, v in sums.items()}
+            self.model.eval()
+            valid = self.evaluate(self.model)
+            metrics.update({f"valid/{k}": float(v) for k, v in valid.items()})
+            metrics["epoch"] = float(epoch)
+            history.append(metrics)
+            if self.is_main:
+                for k, v in metrics.items():
+                    if k != "epoch":
+                        self.log(k, float(v), epoch)
+            score = float(valid.get(cfg.select_metric, float("-inf")))
+            if best_epoch < 0 or score > best.get(cfg.select_metric, float("-inf")):
+                best, best_epoch = {k: float(v) for k, v in valid.items()}, epoch
+                if self.is_main:
+                    save_model(self.model, mcfg, self.queries, self.tokenizer,
+                               self.out_dir / "best")
+            if self.is_main:
+                save_model(self.model, mcfg, self.queries, self.tokenizer, self.out_dir / "last")
+                save_training_state(state_dir, self.optimizer, {
+                    "epoch": epoch, "step": step, "scheduler": self.scheduler.state_dict(),
+                    "best": best, "best_epoch": best_epoch, "history": history,
+                })
+        return TrainResult(best_epoch, best, history, time.perf_counter() - t0)
+
+    def _step(self, batch: MrcBatch, step: int) -> dict[str, float]:
+        with self._autocast():
+            out = self.forward_model(batch)
+            losses = self.model.losses(batch, out)
+        total = losses["total"]
+        if not torch.isfinite(total).item():
+            raise TrainingError(
+                f"loss is {float(total)} at step {step}; the last good checkpoint is kept in "
+                f"{self.out_dir / 'last'}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    from mnerqg_graph.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

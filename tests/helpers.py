@@ -1,0 +1,75 @@
+"""Shared builders for tests: tiny encoders, tiny samples, tiny models (CPU, seconds)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
+from mnerqg_graph.data.types import Box, Sample, Span, Tweet
+
+TWEETS = [
+    Tweet("t1", ["Kelvo", "visits", "Marn", "today", "\ufe0f"], ["B-PER", "O", "B-LOC", "O", "O"]),
+    Tweet("t2", ["so", "much", "about", "Zed", "Corp", "!"], ["O", "O", "O", "B-ORG", "I-ORG", "O"]),
+    Tweet("t3", ["nothing", "here"], ["O", "O"]),
+]
+
+
+def tiny_encoder(root: Path) -> Path:
+    """A tiny random BERT built from :data:`TWEETS` (deterministic)."""
+    from mnerqg_graph.data.queries import load_queries
+    from mnerqg_graph.encoders.tiny import build_tiny_encoder
+
+    corpus = [t.tokens for t in TWEETS] + [q.split() for q in load_queries().values()]
+    return build_tiny_encoder(root / "enc", corpus, hidden_size=32, num_layers=1, num_heads=2,
+                              intermediate_size=64, seed=0)
+
+
+def write_image(path: Path, seed: int = 0, size: int = 80) -> Path:
+    """A random RGB JPEG."""
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(seed)
+    arr = (torch.rand(size, size, 3, generator=g) * 255).to(torch.uint8).numpy()
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def samples(tmp: Path) -> list[Sample]:
+    """t1 has an image and a PER box, t2 has no image, t3 has an image and no entity."""
+    img1 = write_image(tmp / "t1.jpg", 1)
+    img3 = write_image(tmp / "t3.jpg", 3)
+    return [
+        Sample(TWEETS[0], img1, (80, 80), {Span(0, 1, "PER"): [Box(8, 8, 40, 60)]}),
+        Sample(TWEETS[1]),
+        Sample(TWEETS[2], img3, (80, 80), {}),
+    ]
+
+
+def tiny_config(encoder: Path, **over: object) -> ModelConfig:
+    """A tiny model config (32-dim, 1 fusion layer, 64 px images)."""
+    from mnerqg_graph.data.queries import load_queries
+
+    kw: dict[str, object] = dict(
+        types=list(load_queries()), text_encoder=str(encoder), hidden_dim=32, fusion_layers=1,
+        fusion_kwargs={"heads": 2}, backbone_kwargs={"width": 8, "out_channels": 16},
+        image_size=64, casing_dim=4,
+    )
+    kw.update(over)
+    return ModelConfig(**kw)  # type: ignore[arg-type]
+
+
+def items_and_batch(smp: list[Sample], encoder: Path, cfg: ModelConfig
+                    ) -> tuple[list[TweetItem], MrcBatch]:
+    """Tweet items and their collated batch."""
+    from transformers import AutoTokenizer
+
+    from mnerqg_graph.data.queries import load_queries
+    from mnerqg_graph.pipeline import prepare_items
+
+    tok = AutoTokenizer.from_pretrained(str(encoder))
+    items, _ = prepare_items(smp, tok, load_queries(), cfg.max_length, cfg.max_span_len,
+                             cfg.image_size)
+    return items, collate(items, cfg.max_span_len, cfg.image_size, tok.pad_token_id)

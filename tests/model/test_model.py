@@ -1,0 +1,111 @@
+"""Heads' shapes and losses, the model's no-image path, decoding, and the image-once rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead
+from mnerqg_graph.model import build_model
+from tests.helpers import items_and_batch, samples, tiny_config
+
+
+def test_span_head_shapes_and_match_indexing() -> None:
+    head = SpanHead(8, max_span_len=3, dropout=0.0)
+    h = torch.randn(2, 5, 8)
+    start, end, match = head(h)
+    assert start.shape == (2, 5) and end.shape == (2, 5) and match.shape == (2, 5, 3)
+    # match[n, i, k] must depend on tokens i and i+k only
+    h2 = h.clone()
+    h2[0, 4] += 1.0
+    _, _, match2 = head(h2)
+    changed = (match2 - match).abs() > 1e-6
+    assert changed[0, 4, 0] and changed[0, 3, 1] and changed[0, 2, 2]
+    assert not changed[0, 0].any() and not changed[1].any()
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False]])
+    cand = head.candidate_mask(mask)
+    assert cand[1, 0, 1] and not cand[1, 1, 1] and not cand[0, 3, 2]
+
+
+def test_span_loss_falls_when_fitting_labels() -> None:
+    torch.manual_seed(0)
+    head = SpanHead(8, 3, dropout=0.0)
+    h = torch.randn(2, 5, 8)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    start = torch.zeros(2, 5)
+    end = torch.zeros(2, 5)
+    match = torch.zeros(2, 5, 3)
+    start[0, 1], end[0, 2], match[0, 1, 1] = 1, 1, 1
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    first = None
+    for _ in range(60):
+        parts = head.loss(head(h), mask, start, end, match)
+        loss = sum(parts.values())
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.2 * first
+
+
+def test_grounding_targets_and_prediction() -> None:
+    head = GroundingHead(4, 4, grids=((1, 1), (2, 2)), hidden_dim=8)
+    gt = torch.tensor([[[0.6, 0.6, 0.9, 0.9]]])
+    conf, box = head.targets(gt, torch.tensor([[True]]))
+    assert conf.tolist() == [[1.0, 0.0, 0.0, 0.0, 1.0]]  # coarse cell 0, fine cell 3
+    assert torch.equal(box[0, 4], gt[0, 0])
+    logits, boxes = head([torch.randn(1, 1, 4), torch.randn(1, 4, 4)], torch.randn(1, 4))
+    assert logits.shape == (1, 5) and boxes.shape == (1, 5, 4)
+    assert (boxes >= 0).all() and (boxes <= 1).all()
+    loss = head.loss(logits, boxes, gt, torch.tensor([[True]]))
+    loss.backward()
+    assert loss.item() > 0
+
+
+def test_existence_head() -> None:
+    head = ExistenceHead(6)
+    assert head(torch.randn(3, 6)).shape == (3,)
+
+
+def test_model_forward_losses_and_no_image_path(tmp_path: Path, encoder_dir: Path) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir)
+    model = build_model(cfg)
+    smp = samples(tmp_path)
+    _, batch = items_and_batch(smp, encoder_dir, cfg)
+    assert batch.has_image.tolist() == [True, False, True]
+    calls: list[int] = []
+    assert model.backbone is not None
+    model.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].size(0)))
+    out = model(batch, return_attention=True, return_graph=True)
+    assert calls == [2]  # the image is encoded once per tweet with an image, not per query
+    n_types = len(cfg.types)
+    assert out.existence_logits.shape == (3 * n_types,)
+    # examples of the tweet with no image have no region nodes and are not grounded
+    no_img = set(range(n_types, 2 * n_types))
+    assert not no_img & set(out.image_examples.tolist())
+    assert set(out.graph["region_s1"].batch.tolist()).isdisjoint(no_img)  # type: ignore[index]
+    losses = model.losses(batch, out)
+    assert set(losses) == {"start", "end", "match", "existence", "grounding", "total"}
+    losses["total"].backward()
+    assert model.no_image.grad is not None and model.no_image.grad.abs().sum() > 0
+    spans, boxes = model.decode(out)
+    assert len(spans) == 3 * n_types
+    assert all(boxes[i] is None for i in no_img)
+    assert all(boxes[i] is not None for i in range(n_types))
+    for (src, _, dst), (ei, w) in (out.attention or {}).items():
+        assert src.startswith("region") and dst == "token" and ei.size(1) == w.numel()
+
+
+@pytest.mark.parametrize("fusion", ["none"])
+def test_text_only_model_has_no_image_branch(tmp_path: Path, encoder_dir: Path,
+                                             fusion: str) -> None:
+    cfg = tiny_config(encoder_dir, fusion=fusion, use_image=False)
+    model = build_model(cfg)
+    assert model.backbone is None and model.grounding_head is None
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
+    out = model(batch)
+    assert out.grounding_logits is None
+    assert "grounding" not in model.losses(batch, out)
