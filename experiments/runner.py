@@ -111,6 +111,7 @@ def run_experiment(
     from mnerqg_graph.training.checkpoint import load_model
     from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
 
+    data, model, optim, grounding = (_clean(d) for d in (data, model, optim, grounding))
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     random.seed(seed)
@@ -182,9 +183,9 @@ def run_experiment(
         if add_artifact is not None:
             for f in sorted((work / "best").rglob("*")):
                 if f.is_file():
-                    add_artifact(f, "checkpoint/" + str(f.relative_to(work / "best")))
+                    add_artifact(f, "checkpoint-" + "-".join(f.relative_to(work / "best").parts))
             for f in sorted(pred_dir.iterdir()):
-                add_artifact(f, f"predictions/{f.name}")
+                add_artifact(f, f"test-{f.name}")
             add_artifact(work / "metrics.json", "metrics.json")
         if visualize and add_artifact is not None:
             from mnerqg_graph.viz.artifacts import visualize_samples
@@ -193,11 +194,16 @@ def run_experiment(
             visualize_samples(best, tokenizer, queries, splits["valid"][:visualize], vis_dir)
             for f in sorted(vis_dir.rglob("*")):
                 if f.is_file():
-                    add_artifact(f, "visualize/" + str(f.relative_to(vis_dir)))
+                    add_artifact(f, "visualize-" + "-".join(f.relative_to(vis_dir).parts))
         return out
     finally:
         if tmp_work is not None:
             shutil.rmtree(tmp_work, ignore_errors=True)
+
+
+def _clean(section: dict[str, Any]) -> dict[str, Any]:
+    """A config section without Sacred's bookkeeping entries (``__doc__``)."""
+    return {k: v for k, v in section.items() if not k.startswith("__")}
 
 
 def _ambiguous(data: dict[str, Any]) -> dict[str, set[tuple[str, int, int]]]:

@@ -14,7 +14,7 @@ def model_config() -> None:
     tiny = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
     fusion = "hetero_gat"  # any registered fusion module (mnerqg_graph.fusion.FUSION_REGISTRY)
     fusion_layers = 2
-    fusion_kwargs = {}  # module-specific options, e.g. {"heads": 4}
+    fusion_kwargs = {"heads": 4}  # module-specific options (new keys need sacred -f)
     hidden_dim = 128
     use_image = True
     backbone = "small_cnn"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -33,8 +33,13 @@ from mnerqg_graph.io import atomic_write_text, replace_dir
 MODEL_FILES = ("model.safetensors", "config.json", "queries.json", "text_encoder/config.json")
 
 
-def save_model(model: nn.Module, config: ModelConfig, queries: dict[str, str], tokenizer: Any,
-               out_dir: str | Path) -> Path:
+def save_model(
+    model: nn.Module,
+    config: ModelConfig,
+    queries: dict[str, str],
+    tokenizer: Any,
+    out_dir: str | Path,
+) -> Path:
     """Write a model checkpoint directory atomically (see the module docstring)."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -68,8 +73,9 @@ def check_checkpoint_dir(ckpt: str | Path) -> Path:
     return ckpt
 
 
-def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple[Any, ModelConfig,
-                                                                           dict[str, str], Any]:
+def load_model(
+    ckpt: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Any, ModelConfig, dict[str, str], Any]:
     """Rebuild a model from a checkpoint directory, without unpickling anything.
 
     Returns:
@@ -89,8 +95,9 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple[An
     config.text_encoder = str(ckpt / "text_encoder")
     queries = load_queries(ckpt / "queries.json")
     if list(queries) != list(config.types):
-        raise ConfigError(f"{ckpt}: queries.json types {list(queries)} differ from config "
-                          f"types {config.types}")
+        raise ConfigError(
+            f"{ckpt}: queries.json types {list(queries)} differ from config types {config.types}"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(config.text_encoder)
     except (OSError, ValueError) as exc:
@@ -98,23 +105,29 @@ def load_model(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple[An
     model = build_model(config, weights=False)
     try:
         state = load_file(str(ckpt / "model.safetensors"))
-    except (SafetensorsError, OSError) as exc:
+    except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{ckpt / 'model.safetensors'}: unreadable: {exc}") from None
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     bad = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or bad:
-        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-                  if unexpected else f"shape mismatch {bad[:3]}")
+        detail = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"shape mismatch {bad[:3]}"
+        )
         raise CheckpointError(f"{ckpt}: weights do not match config.json ({detail})")
     model.load_state_dict(state)
     model.to(device).eval()
     return model, config, queries, tokenizer
 
 
-def save_training_state(out_dir: str | Path, optimizer: torch.optim.Optimizer,
-                        trainer_state: dict[str, Any]) -> None:
+def save_training_state(
+    out_dir: str | Path, optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]
+) -> None:
     """Write optimizer tensors, trainer bookkeeping and the RNG state atomically."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
