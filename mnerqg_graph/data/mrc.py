@@ -1,0 +1,532 @@
+"""The machine-reading-comprehension (MRC) formulation of NER used by MNER-QG.
+
+Every tweet is asked one question per entity type ``t``: the model reads
+``[CLS] query_t [SEP] tweet [SEP]`` (with the tokenizer's own special tokens), marks the start and
+end tokens of each type-``t`` entity, scores (start, end) pairs, says whether ``t`` occurs at all,
+and grounds ``t`` in the image. This module turns tweets into those examples and turns predicted
+spans back into one flat BIO sequence over the original tokens.
+
+Efficiency: the tweets' tokens are word-piece tokenised once, in one batched call; each query once;
+the ``len(queries)`` examples of a tweet are assembled by list concatenation.
+
+Alignment: ``first_piece[w]`` is the position, in the full input sequence, of token ``w``'s first
+word piece, or -1 when token ``w`` has no word piece (invisible characters such as U+FE0F or U+200B)
+or was cut off by truncation. Labels are always over the original tokens, so evaluation never
+depends on the word-piece tokenizer.
+
+Truncation: the budget for tweet pieces is ``max_length`` minus the special tokens minus the
+longest query, the same for every type of a tweet, and a tweet is cut at a token boundary (a token
+whose pieces do not all fit is cut whole). Truncated tweets are counted and named in
+:class:`MrcReport`; entities that reach into the cut part get no training labels, but they stay in
+the tweet's gold tags, so the evaluation counts them as misses.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mnerqg_graph.data.tags import canonical_type, spans_from_tags, tags_from_spans
+from mnerqg_graph.data.types import Sample, Span, Tweet
+from mnerqg_graph.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+#: A decoding candidate: ``(start, end_exclusive, type, score)`` over a tweet's original tokens.
+Candidate = tuple[int, int, str, float]
+
+#: A normalised box ``(xmin, ymin, xmax, ymax)`` in [0, 1] image coordinates.
+NormBox = tuple[float, float, float, float]
+
+
+@dataclass(slots=True)
+class MrcExample:
+    """One (tweet, entity type) question.
+
+    Attributes:
+        sample_index: index of the tweet in the list given to :func:`build_mrc_examples`.
+        tweet_id: the tweet's IMGID.
+        type: the canonical entity type asked about.
+        type_index: the type's position in the query file.
+        input_ids: word-piece ids of ``[CLS] query [SEP] tweet [SEP]`` (tokenizer's specials).
+        token_type_ids: segment ids, same length as ``input_ids``.
+        first_piece: per original token, position of its first piece in ``input_ids``, or -1.
+        n_tokens: number of original tokens of the tweet (the length of every label list).
+        n_kept: the first ``n_kept`` tokens survived truncation (``n_tokens`` when not truncated).
+        start_labels: 1 where a type-``type`` entity starts, else 0; length ``n_tokens``.
+        end_labels: 1 where a type-``type`` entity ends (inclusive), else 0; length ``n_tokens``.
+        spans: span-match positives ``(start, end_inclusive)`` with ``end - start < max_span_len``.
+        exists: whether the tweet has an entity of this type (cut or long ones included).
+        boxes: grounding targets: this type's gold boxes, ``xyxy`` normalised to [0, 1].
+        truncated: whether the tweet was truncated.
+    """
+
+    sample_index: int
+    tweet_id: str
+    type: str
+    type_index: int
+    input_ids: list[int]
+    token_type_ids: list[int]
+    first_piece: list[int]
+    n_tokens: int
+    n_kept: int
+    start_labels: list[int]
+    end_labels: list[int]
+    spans: list[tuple[int, int]]
+    exists: bool
+    boxes: list[NormBox]
+    truncated: bool
+
+
+@dataclass
+class MrcReport:
+    """What :func:`build_mrc_examples` had to change or could not represent.
+
+    Attributes:
+        n_tweets: tweets read.
+        n_examples: examples built (``n_tweets * n_types``).
+        n_entities: gold entities (conlleval count) over all tweets.
+        truncated_ids: IMGIDs of the tweets cut to fit ``max_length``.
+        n_tokens_cut: original tokens cut off by truncation (their ``first_piece`` is -1).
+        cut_entities: ``(tweet id, span)`` of entities reaching into a cut part (no labels).
+        long_entities: ``(tweet id, span)`` of entities longer than ``max_span_len`` tokens (start
+            and end labels set, no span-match positive).
+        n_zero_piece_tokens: tokens with no word piece (invisible characters), all kept as O.
+        unreachable_entities: ``(tweet id, span)`` of entities whose first or last token has no
+            word piece, so a model cannot point at it (labels are still set).
+        boxes_without_size: IMGIDs whose boxes were dropped because the image size is unknown.
+    """
+
+    n_tweets: int = 0
+    n_examples: int = 0
+    n_entities: int = 0
+    truncated_ids: list[str] = field(default_factory=list)
+    n_tokens_cut: int = 0
+    cut_entities: list[tuple[str, Span]] = field(default_factory=list)
+    long_entities: list[tuple[str, Span]] = field(default_factory=list)
+    n_zero_piece_tokens: int = 0
+    unreachable_entities: list[tuple[str, Span]] = field(default_factory=list)
+    boxes_without_size: list[str] = field(default_factory=list)
+
+    @property
+    def n_truncated(self) -> int:
+        """Number of truncated tweets."""
+        return len(self.truncated_ids)
+
+    def summary(self) -> str:
+        """A one-line human-readable summary."""
+        return (
+            f"{self.n_tweets} tweets, {self.n_examples} MRC examples, {self.n_entities} entities; "
+            f"truncated {self.n_truncated} tweets ({self.n_tokens_cut} tokens, "
+            f"{len(self.cut_entities)} entities cut); {len(self.long_entities)} entities longer "
+            f"than max_span_len; {self.n_zero_piece_tokens} zero-piece tokens "
+            f"({len(self.unreachable_entities)} entities unreachable); "
+            f"{len(self.boxes_without_size)} tweets with boxes but no image size"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (spans as ``[tweet_id, start, end, type]``)."""
+
+        def spans(items: list[tuple[str, Span]]) -> list[list[Any]]:
+            return [[tid, s.start, s.end, s.type] for tid, s in items]
+
+        return {
+            "n_tweets": self.n_tweets,
+            "n_examples": self.n_examples,
+            "n_entities": self.n_entities,
+            "n_truncated": self.n_truncated,
+            "truncated_ids": list(self.truncated_ids),
+            "n_tokens_cut": self.n_tokens_cut,
+            "cut_entities": spans(self.cut_entities),
+            "long_entities": spans(self.long_entities),
+            "n_zero_piece_tokens": self.n_zero_piece_tokens,
+            "unreachable_entities": spans(self.unreachable_entities),
+            "boxes_without_size": list(self.boxes_without_size),
+        }
+
+
+@dataclass(frozen=True)
+class _PairTemplate:
+    """Where a tokenizer puts its special tokens around a pair ``(A, B)``, and the segment ids."""
+
+    pre: list[int]
+    pre_types: list[int]
+    mid: list[int]
+    mid_types: list[int]
+    post: list[int]
+    post_types: list[int]
+    a_type: int
+    b_type: int
+
+    @property
+    def n_special(self) -> int:
+        return len(self.pre) + len(self.mid) + len(self.post)
+
+
+def _pair_template(tokenizer: PreTrainedTokenizerBase) -> _PairTemplate:
+    """Read the tokenizer's own pair template (``[CLS] A [SEP] B [SEP]`` for BERT) by probing it.
+
+    The tokenizer's post-processor is position-independent, so encoding one short pair and reading
+    ``sequence_ids`` tells where its special tokens go, whatever they are.
+
+    Raises:
+        ConfigError: the tokenizer is not a fast tokenizer, or its pair layout is not
+            ``specials A specials B specials``.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(
+            f"{type(tokenizer).__name__} is not a fast (Rust) tokenizer; the MRC builder needs "
+            "word_ids() to align word pieces with tokens"
+        )
+    enc = tokenizer("a", "b", add_special_tokens=True, return_token_type_ids=True)
+    ids: list[int] = list(enc["input_ids"])
+    types: list[int] = list(enc.get("token_type_ids") or [0] * len(ids))
+    seq: list[int | None] = list(enc.sequence_ids(0))
+    a_pos = [i for i, s in enumerate(seq) if s == 0]
+    b_pos = [i for i, s in enumerate(seq) if s == 1]
+    layout_ok = (
+        bool(a_pos)
+        and bool(b_pos)
+        and a_pos == list(range(a_pos[0], a_pos[-1] + 1))
+        and b_pos == list(range(b_pos[0], b_pos[-1] + 1))
+        and a_pos[-1] < b_pos[0]
+        and len({types[i] for i in a_pos}) == 1
+        and len({types[i] for i in b_pos}) == 1
+    )
+    if not layout_ok:
+        raise ConfigError(
+            f"{type(tokenizer).__name__}: cannot read its pair layout (sequence ids {seq})"
+        )
+    a0, a1, b0, b1 = a_pos[0], a_pos[-1] + 1, b_pos[0], b_pos[-1] + 1
+    return _PairTemplate(
+        pre=ids[:a0],
+        pre_types=types[:a0],
+        mid=ids[a1:b0],
+        mid_types=types[a1:b0],
+        post=ids[b1:],
+        post_types=types[b1:],
+        a_type=types[a0],
+        b_type=types[b0],
+    )
+
+
+def _norm_boxes(sample: Sample, typ: str) -> list[NormBox]:
+    """The boxes of ``typ``'s entities in ``sample``, normalised by the image size, clamped."""
+    assert sample.image_size is not None
+    width, height = sample.image_size
+    out: list[NormBox] = []
+    for span, boxes in sample.boxes.items():
+        if canonical_type(span.type) != typ:
+            continue
+        for b in boxes:
+            out.append(
+                (
+                    min(max(b.xmin / width, 0.0), 1.0),
+                    min(max(b.ymin / height, 0.0), 1.0),
+                    min(max(b.xmax / width, 0.0), 1.0),
+                    min(max(b.ymax / height, 0.0), 1.0),
+                )
+            )
+    return out
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many small acyclic objects.
+
+    Building tens of thousands of examples otherwise triggers repeated full collections that scan
+    every live object; reference counting still frees everything as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def build_mrc_examples(
+    samples: Sequence[Sample | Tweet],
+    tokenizer: PreTrainedTokenizerBase,
+    queries: Mapping[str, str],
+    max_length: int = 128,
+    max_span_len: int = 8,
+) -> tuple[list[MrcExample], MrcReport]:
+    """Build the MRC examples of a list of tweets: one per (tweet, type), types in query order.
+
+    The examples of one tweet are consecutive (its image is encoded once and shared by them).
+
+    Args:
+        samples: tweets, bare or with their image and boxes.
+        tokenizer: any Hugging Face fast tokenizer; its own special tokens and segment ids are
+            used (byte-level BPE tokenizers need ``add_prefix_space=True`` for pre-split words).
+        queries: canonical type -> query sentence, in the order to ask them.
+        max_length: maximum input length in word pieces, special tokens included.
+        max_span_len: longest entity, in tokens, that gets a span-match positive.
+
+    Returns:
+        The examples and a report of truncations, long entities, zero-piece tokens and boxes
+        without an image size.
+
+    Raises:
+        ConfigError: no queries, a type given twice, a non-positive ``max_span_len``,
+            ``max_length`` too small for the longest query, a tokenizer that is not fast, or an
+            entity type without a query.
+        DataError: a tweet has a malformed tag or a tags/tokens length mismatch.
+    """
+    with _gc_paused():
+        return _build(samples, tokenizer, queries, max_length, max_span_len)
+
+
+def _build(
+    samples: Sequence[Sample | Tweet],
+    tokenizer: PreTrainedTokenizerBase,
+    queries: Mapping[str, str],
+    max_length: int,
+    max_span_len: int,
+) -> tuple[list[MrcExample], MrcReport]:
+    """The body of :func:`build_mrc_examples` (same arguments, returns and errors)."""
+    if not queries:
+        raise ConfigError("no entity-type queries given")
+    if max_span_len < 1:
+        raise ConfigError(f"max_span_len must be >= 1, got {max_span_len}")
+    types = [canonical_type(t) for t in queries]
+    if len(set(types)) != len(types):
+        raise ConfigError(f"entity types {list(queries)} repeat a type (MISC is OTHER)")
+    template = _pair_template(tokenizer)
+    query_texts = [queries[t] for t in queries]
+    query_ids: list[list[int]] = tokenizer(query_texts, add_special_tokens=False)["input_ids"]
+    budget = max_length - template.n_special - max(len(q) for q in query_ids)
+    if budget < 1:
+        raise ConfigError(
+            f"max_length={max_length} leaves no room for the tweet after the longest query "
+            f"({max(len(q) for q in query_ids)} pieces) and {template.n_special} special tokens"
+        )
+    all_samples = [s if isinstance(s, Sample) else Sample(tweet=s) for s in samples]
+    report = MrcReport(n_tweets=len(all_samples))
+
+    # Gold spans per tweet, checked before any tokenisation.
+    gold: list[list[Span]] = []
+    for sample in all_samples:
+        tweet = sample.tweet
+        where = tweet.source or "<memory>"
+        if len(tweet.tags) != len(tweet.tokens):
+            raise DataError(
+                where,
+                f"tweet {tweet.id}: {len(tweet.tokens)} tokens but {len(tweet.tags)} tags",
+                line=tweet.line or None,
+            )
+        try:
+            spans = spans_from_tags(tweet.tags)
+        except ValueError as exc:
+            raise DataError(where, f"tweet {tweet.id}: {exc}", line=tweet.line or None) from None
+        gold.append(spans)
+    seen_types = {s.type for spans in gold for s in spans}
+    if not seen_types <= set(types):
+        missing = sorted(seen_types - set(types))
+        raise ConfigError(
+            f"no query for entity type(s) {', '.join(missing)} found in the data "
+            f"(the queries define {', '.join(types)})"
+        )
+
+    # One batched tokenizer call for all tweets.
+    token_lists = [s.tweet.tokens for s in all_samples]
+    encoded = tokenizer(
+        token_lists,
+        is_split_into_words=True,
+        add_special_tokens=False,
+        return_attention_mask=False,
+        return_token_type_ids=False,
+    )
+    encodings = encoded.encodings
+    assert encodings is not None
+
+    offsets = [len(template.pre) + len(q) + len(template.mid) for q in query_ids]
+    # Everything before the tweet, per type.
+    heads = [template.pre + q + template.mid for q in query_ids]
+    head_types = [
+        template.pre_types + [template.a_type] * len(q) + template.mid_types for q in query_ids
+    ]
+    examples: list[MrcExample] = []
+    for index, (sample, spans) in enumerate(zip(all_samples, gold, strict=True)):
+        tweet = sample.tweet
+        n = len(tweet.tokens)
+        enc = encodings[index]
+        piece_ids: list[int] = enc.ids
+        first = [-1] * n
+        last = [0] * n
+        for pos, w in enumerate(enc.word_ids):
+            if w is None:
+                continue
+            if first[w] < 0:
+                first[w] = pos
+            last[w] = pos + 1
+        n_kept = n
+        n_pieces = len(piece_ids)
+        if n_pieces > budget:
+            for w in range(n):
+                if last[w] > budget:
+                    n_kept = w
+                    n_pieces = first[w]
+                    break
+            piece_ids = piece_ids[:n_pieces]
+            report.truncated_ids.append(tweet.id)
+            report.n_tokens_cut += n - n_kept
+            for w in range(n_kept, n):
+                first[w] = -1
+        zero = {w for w in range(n_kept) if first[w] < 0}
+        report.n_zero_piece_tokens += len(zero)
+        report.n_entities += len(spans)
+
+        # Labelled spans per type.
+        by_type: dict[str, list[Span]] = {}
+        for span in spans:
+            if span.end > n_kept:
+                report.cut_entities.append((tweet.id, span))
+                continue
+            if span.end - span.start > max_span_len:
+                report.long_entities.append((tweet.id, span))
+            if span.start in zero or span.end - 1 in zero:
+                report.unreachable_entities.append((tweet.id, span))
+            by_type.setdefault(span.type, []).append(span)
+        present = {s.type for s in spans}
+        has_size = sample.image_size is not None
+        if sample.boxes and not has_size:
+            report.boxes_without_size.append(tweet.id)
+        tail_types = [template.b_type] * len(piece_ids) + template.post_types
+        tail = piece_ids + template.post
+        truncated = n_kept < n
+        has_missing = truncated or bool(zero)
+
+        for ti, typ in enumerate(types):
+            off = offsets[ti]
+            start_labels = [0] * n
+            end_labels = [0] * n
+            pairs: list[tuple[int, int]] = []
+            for span in by_type.get(typ, ()):
+                start_labels[span.start] = 1
+                end_labels[span.end - 1] = 1
+                if span.end - span.start <= max_span_len:
+                    pairs.append((span.start, span.end - 1))
+            examples.append(
+                MrcExample(
+                    sample_index=index,
+                    tweet_id=tweet.id,
+                    type=typ,
+                    type_index=ti,
+                    input_ids=heads[ti] + tail,
+                    token_type_ids=head_types[ti] + tail_types,
+                    first_piece=(
+                        [f + off if f >= 0 else -1 for f in first]
+                        if has_missing
+                        else list(map(off.__add__, first))
+                    ),
+                    n_tokens=n,
+                    n_kept=n_kept,
+                    start_labels=start_labels,
+                    end_labels=end_labels,
+                    spans=pairs,
+                    exists=typ in present,
+                    boxes=_norm_boxes(sample, typ) if has_size and sample.boxes else [],
+                    truncated=truncated,
+                )
+            )
+    report.n_examples = len(examples)
+    return examples, report
+
+
+def iter_tweet_groups(examples: Sequence[MrcExample]) -> Iterator[list[MrcExample]]:
+    """Group consecutive examples of the same tweet (as :func:`build_mrc_examples` orders them).
+
+    Args:
+        examples: examples in builder order.
+
+    Returns:
+        An iterator of lists, one per tweet, each in query order.
+    """
+    group: list[MrcExample] = []
+    for ex in examples:
+        if group and ex.sample_index != group[0].sample_index:
+            yield group
+            group = []
+        group.append(ex)
+    if group:
+        yield group
+
+
+def gold_candidates(example: MrcExample) -> list[Candidate]:
+    """An example's labels as decoding candidates, each with score 1.0.
+
+    A candidate is a span-match positive whose start and end labels are both set, i.e. exactly what
+    a perfect model would output for this (tweet, type).
+
+    Args:
+        example: one MRC example.
+
+    Returns:
+        ``(start, end_exclusive, type, 1.0)`` per labelled span.
+    """
+    return [
+        (s, e + 1, example.type, 1.0)
+        for s, e in example.spans
+        if example.start_labels[s] and example.end_labels[e]
+    ]
+
+
+def decode_spans(n_tokens: int, candidates: Sequence[Candidate]) -> list[Span]:
+    """Resolve the candidates of all types of one tweet into non-overlapping spans.
+
+    Greedy: candidates are taken by descending score; one that overlaps an accepted span is
+    skipped. Ties are broken deterministically: earlier start first, then the longer span, then
+    the type name, so the result does not depend on the candidates' order.
+
+    Args:
+        n_tokens: number of original tokens of the tweet.
+        candidates: ``(start, end_exclusive, type, score)`` from every type's predictions.
+
+    Returns:
+        The accepted spans, sorted by start.
+
+    Raises:
+        ValueError: a candidate lies outside ``[0, n_tokens)``, is empty, or has a NaN score.
+    """
+    for start, end, typ, score in candidates:
+        if not 0 <= start < end <= n_tokens:
+            raise ValueError(
+                f"candidate ({start}, {end}, {typ}) outside a tweet of {n_tokens} tokens"
+            )
+        if math.isnan(score):
+            raise ValueError(f"candidate ({start}, {end}, {typ}) has a NaN score")
+    order = sorted(candidates, key=lambda c: (-c[3], c[0], c[0] - c[1], c[2]))
+    taken = [False] * n_tokens
+    accepted: list[Span] = []
+    for start, end, typ, _ in order:
+        if any(taken[start:end]):
+            continue
+        for i in range(start, end):
+            taken[i] = True
+        accepted.append(Span(start, end, typ))
+    accepted.sort()
+    return accepted
+
+
+def spans_to_bio(n_tokens: int, spans: Sequence[Span]) -> list[str]:
+    """A flat BIO sequence over the original tokens for non-overlapping spans.
+
+    Args:
+        n_tokens: number of original tokens.
+        spans: non-overlapping spans (e.g. from :func:`decode_spans`).
+
+    Returns:
+        ``n_tokens`` tags; tokens outside every span (zero-piece or truncated ones included) are O.
+
+    Raises:
+        ValueError: a span is out of range or two spans overlap.
+    """
+    return tags_from_spans(n_tokens, list(spans))
