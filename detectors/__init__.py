@@ -1,0 +1,37 @@
+"""Image side of MNER-QG: backbones, region sources (and, later, detectors and weak labelling).
+
+Importing this package registers every built-in backbone in ``BACKBONE_REGISTRY`` and every region
+source in ``REGION_SOURCE_REGISTRY``.
+"""
+
+from detectors.backbones import (
+    BACKBONE_REGISTRY,
+    ImageBackbone,
+    ShapeSpec,
+    build_backbone,
+    load_state_dict_file,
+)
+from detectors.regions import (
+    REGION_SOURCE_REGISTRY,
+    RegionSet,
+    RegionSource,
+    build_region_source,
+    grid_boxes,
+    grid_neighbors,
+    parent_index,
+)
+
+__all__ = [
+    "BACKBONE_REGISTRY",
+    "REGION_SOURCE_REGISTRY",
+    "ImageBackbone",
+    "RegionSet",
+    "RegionSource",
+    "ShapeSpec",
+    "build_backbone",
+    "build_region_source",
+    "grid_boxes",
+    "grid_neighbors",
+    "load_state_dict_file",
+    "parent_index",
+]
