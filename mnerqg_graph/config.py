@@ -63,8 +63,13 @@ class ModelConfig:
     max_length: int = 128
     dropout: float = 0.1
     loss_weights: dict[str, float] = field(
-        default_factory=lambda: {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5,
-                                 "grounding": 1.0}
+        default_factory=lambda: {
+            "start": 1.0,
+            "end": 1.0,
+            "match": 1.0,
+            "existence": 0.5,
+            "grounding": 1.0,
+        }
     )
     span_threshold: float = 0.5
     grounding_threshold: float = 0.5
@@ -86,13 +91,21 @@ class ModelConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"{source}: unknown model config keys {unknown}")
-        required = {f.name for f in dataclasses.fields(cls)
-                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        required = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        }
         missing = sorted(required - set(data))
         if missing:
             raise ConfigError(f"{source}: missing model config keys {missing}")
-        unknown_loss = set(data.get("loss_weights", {})) - {"start", "end", "match", "existence",
-                                                            "grounding"}
+        unknown_loss = set(data.get("loss_weights", {})) - {
+            "start",
+            "end",
+            "match",
+            "existence",
+            "grounding",
+        }
         if unknown_loss:
             raise ConfigError(f"{source}: unknown loss_weights keys {sorted(unknown_loss)}")
         return cls(**data)

@@ -1,6 +1,7 @@
 """Error types raised at the toolkit's edges.
 
-Every error a user can trigger with bad input is a :class:`MnerqgError`; its message names the file and
+Every error a user can trigger with bad input is a :class:`MnerqgError`; its message names the file
+and
 line (or field) at fault, so the CLI can print it as one line instead of a traceback.
 """
 
@@ -39,7 +40,7 @@ class DataError(MnerqgError):
 
 
 class ConfigError(MnerqgError):
-    """A configuration (model config, query file, CLI option) is invalid or does not match the code."""
+    """A configuration (model config, query file, CLI option) is invalid or not this code's."""
 
 
 class CheckpointError(MnerqgError):

@@ -26,8 +26,12 @@ def _f1(tp: int, n_pred: int, n_gold: int) -> tuple[float, float, float]:
     return p, r, (2 * p * r / (p + r) if p + r else 0.0)
 
 
-def score_predictions(samples: Sequence[Sample], preds: Predictions, types: list[str],
-                      ambiguous: set[tuple[str, int, int]] | None = None) -> dict[str, float]:
+def score_predictions(
+    samples: Sequence[Sample],
+    preds: Predictions,
+    types: list[str],
+    ambiguous: set[tuple[str, int, int]] | None = None,
+) -> dict[str, float]:
     """All scores of a split as a flat dict of fractions in [0, 1].
 
     Keys: ``precision``, ``recall``, ``f1``, ``f1_<TYPE>``; where the split has images:
@@ -65,8 +69,9 @@ def _box(pred: tuple[list[float], float] | None) -> Box | None:
     return None if pred is None else Box(*pred[0])
 
 
-def ambiguous_f1(samples: Sequence[Sample], preds: Predictions,
-                 ambiguous: set[tuple[str, int, int]]) -> float:
+def ambiguous_f1(
+    samples: Sequence[Sample], preds: Predictions, ambiguous: set[tuple[str, int, int]]
+) -> float:
     """Entity F1 restricted to the ambiguous mentions' positions (see :func:`score_predictions`)."""
     tp = n_pred = n_gold = 0
     for i, s in enumerate(samples):
@@ -74,26 +79,46 @@ def ambiguous_f1(samples: Sequence[Sample], preds: Predictions,
         if not positions:
             continue
         gold = {sp for sp in s.tweet.entities if (sp.start, sp.end) in positions}
-        pred = {sp for sp, _ in preds.spans[i]
-                if any(sp.start < b and a < sp.end for a, b in positions)}
+        pred = {
+            sp for sp, _ in preds.spans[i] if any(sp.start < b and a < sp.end for a, b in positions)
+        }
         n_gold += len(gold)
         n_pred += len(pred)
         tp += len(gold & pred)
     return _f1(tp, n_pred, n_gold)[2]
 
 
-def prediction_record(sample: Sample, spans: list[tuple[Span, float]],
-                      boxes: dict[str, tuple[list[float], float] | None]) -> dict[str, Any]:
+def prediction_record(
+    sample: Sample,
+    spans: list[tuple[Span, float]],
+    boxes: dict[str, tuple[list[float], float] | None],
+) -> dict[str, Any]:
     """One JSON-lines record: entities (tokens, type, span, score) and a box (or null) per type."""
     toks = sample.tweet.tokens
     return {
         "id": sample.tweet.id,
         "tokens": toks,
-        "entities": [{"text": sp.text(toks), "type": sp.type, "start": sp.start, "end": sp.end,
-                      "score": round(float(sc), 6)} for sp, sc in spans],
-        "boxes": {t: (None if b is None else {"box": [round(float(v), 2) for v in b[0]],
-                                               "confidence": round(float(b[1]), 6)})
-                  for t, b in boxes.items()},
+        "entities": [
+            {
+                "text": sp.text(toks),
+                "type": sp.type,
+                "start": sp.start,
+                "end": sp.end,
+                "score": round(float(sc), 6),
+            }
+            for sp, sc in spans
+        ],
+        "boxes": {
+            t: (
+                None
+                if b is None
+                else {
+                    "box": [round(float(v), 2) for v in b[0]],
+                    "confidence": round(float(b[1]), 6),
+                }
+            )
+            for t, b in boxes.items()
+        },
     }
 
 
@@ -106,6 +131,8 @@ def write_predictions(out_dir: str | Path, samples: Sequence[Sample], preds: Pre
     out_dir.mkdir(parents=True, exist_ok=True)
     tweets = [Tweet(s.tweet.id, s.tweet.tokens, preds.tags[i]) for i, s in enumerate(samples)]
     write_conll(out_dir / "predictions.conll", tweets)
-    lines = [json.dumps(prediction_record(s, preds.spans[i], preds.boxes[i]), ensure_ascii=False)
-             for i, s in enumerate(samples)]
+    lines = [
+        json.dumps(prediction_record(s, preds.spans[i], preds.boxes[i]), ensure_ascii=False)
+        for i, s in enumerate(samples)
+    ]
     atomic_write_text(out_dir / "predictions.jsonl", "\n".join(lines) + ("\n" if lines else ""))

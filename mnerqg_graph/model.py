@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.profiler import record_function
 
 from detectors.backbones import BACKBONE_REGISTRY, ImageBackbone
 from mnerqg_graph.config import ModelConfig
@@ -84,16 +85,21 @@ class MnerqgModel(nn.Module):
     """
 
     def __init__(
-        self, config: ModelConfig, text_encoder: TextEncoder, backbone: ImageBackbone | None,
-        fusion: FusionModule, grids: tuple[tuple[int, int], ...],
+        self,
+        config: ModelConfig,
+        text_encoder: TextEncoder,
+        backbone: ImageBackbone | None,
+        fusion: FusionModule,
+        grids: tuple[tuple[int, int], ...],
     ) -> None:
         super().__init__()
         self.config = config
         self.text_encoder = text_encoder
         self.backbone = backbone
         self.fusion = fusion
-        self.spec = GraphSpec(grids=grids, token_window=config.token_window,
-                              use_image=backbone is not None)
+        self.spec = GraphSpec(
+            grids=grids, token_window=config.token_window, use_image=backbone is not None
+        )
         d_text = text_encoder.output_dim
         self.casing = nn.Embedding(len(SHAPES), config.casing_dim) if config.casing_dim else None
         self.type_emb = nn.Embedding(len(config.types), d_text)
@@ -101,76 +107,106 @@ class MnerqgModel(nn.Module):
         if backbone is not None:
             shapes = backbone.output_shape()[: len(grids)]
             self.region_pos = nn.ParameterList(
-                [nn.Parameter(torch.zeros(r * c, s.channels)) for (r, c), s in zip(grids, shapes)]
+                [
+                    nn.Parameter(torch.zeros(r * c, s.channels))
+                    for (r, c), s in zip(grids, shapes, strict=True)
+                ]
             )
             self.no_image = nn.Parameter(torch.zeros(shapes[0].channels))
         out = fusion.output_dims()
         self.span_head = SpanHead(out[TOKEN], config.max_span_len, config.dropout)
         self.existence_head = ExistenceHead(out[QUERY], config.dropout)
         self.grounding_head = (
-            GroundingHead(out[region_types(1)[0]], out[QUERY], grids,
-                          threshold=config.grounding_threshold)
-            if backbone is not None else None
+            GroundingHead(
+                out[region_types(1)[0]], out[QUERY], grids, threshold=config.grounding_threshold
+            )
+            if backbone is not None
+            else None
         )
 
     @staticmethod
-    def input_dims(config: ModelConfig, text_dim: int, backbone: ImageBackbone | None,
-                   num_scales: int) -> dict[str, int]:
+    def input_dims(
+        config: ModelConfig, text_dim: int, backbone: ImageBackbone | None, num_scales: int
+    ) -> dict[str, int]:
         """Input feature size per node type, for building the fusion module."""
         dims = {TOKEN: text_dim + config.casing_dim, QUERY: text_dim}
         if backbone is not None:
             shapes = backbone.output_shape()
-            for rtype, s in zip(region_types(num_scales), shapes):
+            for rtype, s in zip(region_types(num_scales), shapes[:num_scales], strict=True):
                 dims[rtype] = s.channels
             dims[IMAGE] = shapes[0].channels
         return dims
 
-    def forward(self, batch: MrcBatch, return_attention: bool = False,
-                return_graph: bool = False) -> ModelOutput:
+    def forward(
+        self, batch: MrcBatch, return_attention: bool = False, return_graph: bool = False
+    ) -> ModelOutput:
         """Run the model on a batch (see the module docstring for the input schema)."""
-        hidden = self.text_encoder(batch.input_ids, batch.attention_mask, batch.token_type_ids)
-        n, w = batch.first_piece.shape
-        token_mask = batch.first_piece >= 0
-        idx = batch.first_piece.clamp(min=0)
-        tok = hidden.gather(1, idx.unsqueeze(-1).expand(n, w, hidden.size(-1)))  # [N, W, D]
-        if self.casing is not None:
-            tok = torch.cat([tok, self.casing(batch.token_shape)], -1)
-        query = hidden[:, 0] + self.type_emb(batch.type_index)  # [N, D]
-        gate_logits = self.gate_head(query).squeeze(-1)
+        # Each stage runs under a ``mnerqg::<stage>`` profiler label (benchmarks/throughput.py
+        # reads them); record_function costs next to nothing when no profiler is active.
+        with record_function("mnerqg::text_encoder"):
+            hidden = self.text_encoder(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+            n, w = batch.first_piece.shape
+            token_mask = batch.first_piece >= 0
+            idx = batch.first_piece.clamp(min=0)
+            tok = hidden.gather(1, idx.unsqueeze(-1).expand(n, w, hidden.size(-1)))  # [N, W, D]
+            if self.casing is not None:
+                tok = torch.cat([tok, self.casing(batch.token_shape)], -1)
+            query = hidden[:, 0] + self.type_emb(batch.type_index)  # [N, D]
+            gate_logits = self.gate_head(query).squeeze(-1)
 
-        example_has_image = (
-            batch.has_image[batch.example_tweet] if self.backbone is not None
-            else torch.zeros(n, dtype=torch.bool, device=hidden.device)
-        )
-        graph = build_graph(token_mask, example_has_image, self.spec)
-        x = {TOKEN: tok[token_mask], QUERY: query}
-        img_ex = example_has_image.nonzero(as_tuple=True)[0]
+        with record_function("mnerqg::graph_build"):
+            example_has_image = (
+                batch.has_image[batch.example_tweet]
+                if self.backbone is not None
+                else torch.zeros(n, dtype=torch.bool, device=hidden.device)
+            )
+            graph = build_graph(token_mask, example_has_image, self.spec)
+            x = {TOKEN: tok[token_mask], QUERY: query}
+            img_ex = example_has_image.nonzero(as_tuple=True)[0]
         if self.backbone is not None:
-            x.update(self._image_nodes(batch, img_ex, example_has_image))
-        batch_dict = {nt: graph[nt].batch for nt in x}
-        fused = self.fusion(
-            x, graph.edge_index_dict, graph.edge_attr_dict, batch_dict, torch.sigmoid(gate_logits),
-            return_attention=return_attention,
-        )
-        h_tok = fused.x_dict[TOKEN].new_zeros(n, w, fused.x_dict[TOKEN].size(-1))
-        h_tok[token_mask] = fused.x_dict[TOKEN]
-        span_logits = self.span_head(h_tok)
-        q_out = fused.x_dict[QUERY]
-        g_logits = g_boxes = None
-        if self.grounding_head is not None:
-            m = img_ex.numel()
-            regions = [fused.x_dict[rt].view(m, r * c, -1) for rt, (r, c)
-                       in zip(region_types(self.spec.num_scales), self.spec.grids)]
-            g_logits, g_boxes = self.grounding_head(regions, q_out[img_ex])
+            with record_function("mnerqg::image_encoder"):
+                x.update(self._image_nodes(batch, img_ex, example_has_image))
+        with record_function("mnerqg::fusion"):
+            batch_dict = {nt: graph[nt].batch for nt in x}
+            fused = self.fusion(
+                x,
+                graph.edge_index_dict,
+                graph.edge_attr_dict,
+                batch_dict,
+                torch.sigmoid(gate_logits),
+                return_attention=return_attention,
+            )
+        with record_function("mnerqg::heads"):
+            h_tok = fused.x_dict[TOKEN].new_zeros(n, w, fused.x_dict[TOKEN].size(-1))
+            h_tok[token_mask] = fused.x_dict[TOKEN]
+            span_logits = self.span_head(h_tok)
+            q_out = fused.x_dict[QUERY]
+            g_logits = g_boxes = None
+            if self.grounding_head is not None:
+                m = img_ex.numel()
+                regions = [
+                    fused.x_dict[rt].view(m, r * c, fused.x_dict[rt].size(-1))
+                    for rt, (r, c) in zip(
+                        region_types(self.spec.num_scales), self.spec.grids, strict=True
+                    )
+                ]
+                g_logits, g_boxes = self.grounding_head(regions, q_out[img_ex])
+            existence_logits = self.existence_head(q_out)
         return ModelOutput(
-            span_logits=span_logits, token_mask=token_mask,
-            existence_logits=self.existence_head(q_out), gate_logits=gate_logits,
-            image_examples=img_ex, grounding_logits=g_logits, grounding_boxes=g_boxes,
-            attention=fused.attention, graph=graph if return_graph else None,
+            span_logits=span_logits,
+            token_mask=token_mask,
+            existence_logits=existence_logits,
+            gate_logits=gate_logits,
+            image_examples=img_ex,
+            grounding_logits=g_logits,
+            grounding_boxes=g_boxes,
+            attention=fused.attention,
+            graph=graph if return_graph else None,
         )
 
-    def _image_nodes(self, batch: MrcBatch, img_ex: Tensor, example_has_image: Tensor
-                     ) -> dict[str, Tensor]:
+    def _image_nodes(
+        self, batch: MrcBatch, img_ex: Tensor, example_has_image: Tensor
+    ) -> dict[str, Tensor]:
         """Region and image node features; the backbone runs once per tweet that has an image."""
         assert self.backbone is not None
         tweets_with_image = batch.has_image.nonzero(as_tuple=True)[0]
@@ -196,13 +232,16 @@ class MnerqgModel(nn.Module):
     def losses(self, batch: MrcBatch, out: ModelOutput) -> dict[str, Tensor]:
         """Weighted loss parts and their sum under ``"total"``."""
         wts = self.config.loss_weights
-        parts = self.span_head.loss(out.span_logits, out.token_mask, batch.start, batch.end,
-                                    batch.match)
+        parts = self.span_head.loss(
+            out.span_logits, out.token_mask, batch.start, batch.end, batch.match
+        )
         parts["existence"] = ExistenceHead.loss(out.existence_logits, batch.exists) + (
             ExistenceHead.loss(out.gate_logits, batch.exists)
         )
-        if self.grounding_head is not None and out.grounding_logits is not None and (
-            out.image_examples.numel()
+        if (
+            self.grounding_head is not None
+            and out.grounding_logits is not None
+            and (out.image_examples.numel())
         ):
             ie = out.image_examples
             assert out.grounding_boxes is not None
@@ -214,8 +253,9 @@ class MnerqgModel(nn.Module):
         return weighted
 
     @torch.no_grad()
-    def decode(self, out: ModelOutput) -> tuple[list[list[tuple[int, int, float]]],
-                                                 list[tuple[list[float], float] | None]]:
+    def decode(
+        self, out: ModelOutput
+    ) -> tuple[list[list[tuple[int, int, float]]], list[tuple[list[float], float] | None]]:
         """Span candidates and grounding predictions per example.
 
         Returns:
@@ -234,15 +274,19 @@ class MnerqgModel(nn.Module):
         sc = score[ex, i, k]
         n = start_l.size(0)
         spans: list[list[tuple[int, int, float]]] = [[] for _ in range(n)]
-        for e, a, b, v in zip(ex.tolist(), i.tolist(), k.tolist(), sc.tolist()):
+        for e, a, b, v in zip(ex.tolist(), i.tolist(), k.tolist(), sc.tolist(), strict=True):
             spans[e].append((a, a + b + 1, v))
         boxes: list[tuple[list[float], float] | None] = [None] * n
-        if self.grounding_head is not None and out.grounding_logits is not None and (
-            out.image_examples.numel()
+        if (
+            self.grounding_head is not None
+            and out.grounding_logits is not None
+            and (out.image_examples.numel())
         ):
             assert out.grounding_boxes is not None
             box, conf = self.grounding_head.predict(out.grounding_logits, out.grounding_boxes)
-            for e, bx, c in zip(out.image_examples.tolist(), box.tolist(), conf.tolist()):
+            for e, bx, c in zip(
+                out.image_examples.tolist(), box.tolist(), conf.tolist(), strict=True
+            ):
                 boxes[e] = (bx, c)
         return spans, boxes
 
@@ -258,17 +302,25 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
     text = TEXT_ENCODER_REGISTRY.build("hf", path=config.text_encoder, from_config=not weights)
     fusion_cls = FUSION_REGISTRY.get(config.fusion)
     use_image = config.use_image and getattr(fusion_cls, "uses_image", True)
-    backbone = BACKBONE_REGISTRY.build(config.backbone, **config.backbone_kwargs) if use_image else None
+    backbone = (
+        BACKBONE_REGISTRY.build(config.backbone, **config.backbone_kwargs) if use_image else None
+    )
     grids: tuple[tuple[int, int], ...] = ()
     if backbone is not None:
         shapes = backbone.output_shape()
-        grids = tuple((config.image_size // s.stride, config.image_size // s.stride)
-                      for s in shapes[: config.num_scales])
+        grids = tuple(
+            (config.image_size // s.stride, config.image_size // s.stride)
+            for s in shapes[: config.num_scales]
+        )
     in_dims = MnerqgModel.input_dims(config, text.output_dim, backbone, config.num_scales)
     fusion = FUSION_REGISTRY.build(
-        config.fusion, in_dims=in_dims, hidden_dim=config.hidden_dim,
+        config.fusion,
+        in_dims=in_dims,
+        hidden_dim=config.hidden_dim,
         num_layers=config.fusion_layers,
         edge_types=edge_types(config.num_scales, backbone is not None),
-        existence_gating=config.existence_gating, dropout=config.dropout, **config.fusion_kwargs,
+        existence_gating=config.existence_gating,
+        dropout=config.dropout,
+        **config.fusion_kwargs,
     )
     return MnerqgModel(config, text, backbone, fusion, grids)

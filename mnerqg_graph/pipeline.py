@@ -33,18 +33,26 @@ class PrepareReport:
 
     def summary(self) -> str:
         """One line for logs."""
-        return (f"{self.mrc.n_tweets} tweets, {self.n_images} images "
-                f"({len(self.unreadable_images)} unreadable -> text-only), "
-                f"{len(self.mrc.truncated_ids)} truncated, "
-                f"{len(self.mrc.long_entities)} entities longer than max_span_len")
+        return (
+            f"{self.mrc.n_tweets} tweets, {self.n_images} images "
+            f"({len(self.unreadable_images)} unreadable -> text-only), "
+            f"{len(self.mrc.truncated_ids)} truncated, "
+            f"{len(self.mrc.long_entities)} entities longer than max_span_len"
+        )
 
 
-def prepare_items(samples: Sequence[Sample], tokenizer: Any, queries: dict[str, str],
-                  max_length: int, max_span_len: int, image_size: int | None
-                  ) -> tuple[list[TweetItem], PrepareReport]:
+def prepare_items(
+    samples: Sequence[Sample],
+    tokenizer: Any,
+    queries: dict[str, str],
+    max_length: int,
+    max_span_len: int,
+    image_size: int | None,
+) -> tuple[list[TweetItem], PrepareReport]:
     """Turn samples into tweet items; ``image_size=None`` skips images (text-only model)."""
-    examples, mrc_report = build_mrc_examples(list(samples), tokenizer, queries,
-                                              max_length=max_length, max_span_len=max_span_len)
+    examples, mrc_report = build_mrc_examples(
+        list(samples), tokenizer, queries, max_length=max_length, max_span_len=max_span_len
+    )
     report = PrepareReport(mrc_report)
     items: list[TweetItem] = []
     for group in iter_tweet_groups(examples):
@@ -85,8 +93,14 @@ def _batches(items: list[TweetItem], size: int) -> Iterator[list[TweetItem]]:
 
 
 @torch.no_grad()
-def predict(model: Any, items: list[TweetItem], samples: Sequence[Sample], batch_size: int = 32,
-            device: torch.device | str = "cpu", pad_id: int = 0) -> Predictions:
+def predict(
+    model: Any,
+    items: list[TweetItem],
+    samples: Sequence[Sample],
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    pad_id: int = 0,
+) -> Predictions:
     """Run ``model`` over ``items`` and decode (spans resolved across types by score)."""
     from mnerqg_graph.data.collate import collate
 
@@ -100,8 +114,11 @@ def predict(model: Any, items: list[TweetItem], samples: Sequence[Sample], batch
     dev = torch.device(device)
     for chunk in _batches(items, batch_size):
         batch = collate(chunk, cfg.max_span_len, cfg.image_size, pad_id).to(dev)
-        with (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
-              else torch.autocast("cpu", enabled=False)):
+        with (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if dev.type == "cuda"
+            else torch.autocast("cpu", enabled=False)
+        ):
             out = model(batch)
         ex_spans, ex_boxes = model.decode(out)
         row = 0

@@ -34,8 +34,14 @@ def tokenize(text: str) -> list[str]:
     return _TOKEN.findall(text)
 
 
-def _sample(tweet_id: str, tokens: list[str], image: str | None, images_dir: str | None,
-            source: str, line: int) -> Sample:
+def _sample(
+    tweet_id: str,
+    tokens: list[str],
+    image: str | None,
+    images_dir: str | None,
+    source: str,
+    line: int,
+) -> Sample:
     from mnerqg_graph.data.images import find_image, probe_image
 
     path: Path | None = None
@@ -73,10 +79,10 @@ def read_inputs(path: str, images_dir: str | None) -> Iterator[Sample]:
                     raise DataError(path, "a record needs 'tokens' or 'text'", line=n)
                 tokens = rec["tokens"] if "tokens" in rec else tokenize(str(rec["text"]))
                 if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-                    raise DataError(path, "'tokens' must be a list of strings", line=n,
-                                    field="tokens")
-                yield _sample(str(rec.get("id", n)), tokens, rec.get("image"), images_dir, path,
-                              n)
+                    raise DataError(
+                        path, "'tokens' must be a list of strings", line=n, field="tokens"
+                    )
+                yield _sample(str(rec.get("id", n)), tokens, rec.get("image"), images_dir, path, n)
     else:
         from mnerqg_graph.data.conll import read_conll
 
@@ -120,10 +126,22 @@ class Predictor:
         order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
         sorted_samples = [samples[i] for i in order]
         image_size = self.config.image_size if self.model.backbone is not None else None
-        items, _ = prepare_items(sorted_samples, self.tokenizer, self.queries,
-                                 self.config.max_length, self.config.max_span_len, image_size)
-        preds = predict(self.model, items, sorted_samples, self.batch_size, self.device,
-                        self.tokenizer.pad_token_id or 0)
+        items, _ = prepare_items(
+            sorted_samples,
+            self.tokenizer,
+            self.queries,
+            self.config.max_length,
+            self.config.max_span_len,
+            image_size,
+        )
+        preds = predict(
+            self.model,
+            items,
+            sorted_samples,
+            self.batch_size,
+            self.device,
+            self.tokenizer.pad_token_id or 0,
+        )
         records: list[dict[str, Any]] = [{}] * len(samples)
         for j, i in enumerate(order):
             rec = prediction_record(sorted_samples[j], preds.spans[j], preds.boxes[j])
@@ -149,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     predictor = Predictor(args.checkpoint, args.device, args.batch_size)
     if args.text is not None:
-        samples: Iterator[Sample] = iter([_sample("text", tokenize(args.text), args.image, None,
-                                                  "<text>", 0)])
+        samples: Iterator[Sample] = iter(
+            [_sample("text", tokenize(args.text), args.image, None, "<text>", 0)]
+        )
     else:
         samples = read_inputs(args.input, args.images)
     conll = bool(args.output) and Path(args.output).suffix.lower() in (".conll", ".txt")
@@ -173,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             for rec in predictor.predict(chunk):
                 if conll:
                     out_fh.write(f"IMGID:{rec['id']}\n")
-                    out_fh.writelines(f"{t}\t{g}\n" for t, g in zip(rec["tokens"], rec["tags"]))
+                    out_fh.writelines(
+                        f"{t}\t{g}\n" for t, g in zip(rec["tokens"], rec["tags"], strict=True)
+                    )
                     out_fh.write("\n")
                 else:
                     rec.pop("tags")

@@ -12,7 +12,9 @@ from mnerqg_graph.data.types import Box, Sample, Span, Tweet
 
 TWEETS = [
     Tweet("t1", ["Kelvo", "visits", "Marn", "today", "\ufe0f"], ["B-PER", "O", "B-LOC", "O", "O"]),
-    Tweet("t2", ["so", "much", "about", "Zed", "Corp", "!"], ["O", "O", "O", "B-ORG", "I-ORG", "O"]),
+    Tweet(
+        "t2", ["so", "much", "about", "Zed", "Corp", "!"], ["O", "O", "O", "B-ORG", "I-ORG", "O"]
+    ),
     Tweet("t3", ["nothing", "here"], ["O", "O"]),
 ]
 
@@ -23,8 +25,15 @@ def tiny_encoder(root: Path) -> Path:
     from mnerqg_graph.encoders.tiny import build_tiny_encoder
 
     corpus = [t.tokens for t in TWEETS] + [q.split() for q in load_queries().values()]
-    return build_tiny_encoder(root / "enc", corpus, hidden_size=32, num_layers=1, num_heads=2,
-                              intermediate_size=64, seed=0)
+    return build_tiny_encoder(
+        root / "enc",
+        corpus,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        seed=0,
+    )
 
 
 def write_image(path: Path, seed: int = 0, size: int = 80) -> Path:
@@ -53,16 +62,22 @@ def tiny_config(encoder: Path, **over: object) -> ModelConfig:
     from mnerqg_graph.data.queries import load_queries
 
     kw: dict[str, object] = dict(
-        types=list(load_queries()), text_encoder=str(encoder), hidden_dim=32, fusion_layers=1,
-        fusion_kwargs={"heads": 2}, backbone_kwargs={"width": 8, "out_channels": 16},
-        image_size=64, casing_dim=4,
+        types=list(load_queries()),
+        text_encoder=str(encoder),
+        hidden_dim=32,
+        fusion_layers=1,
+        fusion_kwargs={"heads": 2},
+        backbone_kwargs={"width": 8, "out_channels": 16},
+        image_size=64,
+        casing_dim=4,
     )
     kw.update(over)
     return ModelConfig(**kw)  # type: ignore[arg-type]
 
 
-def items_and_batch(smp: list[Sample], encoder: Path, cfg: ModelConfig
-                    ) -> tuple[list[TweetItem], MrcBatch]:
+def items_and_batch(
+    smp: list[Sample], encoder: Path, cfg: ModelConfig
+) -> tuple[list[TweetItem], MrcBatch]:
     """Tweet items and their collated batch."""
     from transformers import AutoTokenizer
 
@@ -70,6 +85,7 @@ def items_and_batch(smp: list[Sample], encoder: Path, cfg: ModelConfig
     from mnerqg_graph.pipeline import prepare_items
 
     tok = AutoTokenizer.from_pretrained(str(encoder))
-    items, _ = prepare_items(smp, tok, load_queries(), cfg.max_length, cfg.max_span_len,
-                             cfg.image_size)
+    items, _ = prepare_items(
+        smp, tok, load_queries(), cfg.max_length, cfg.max_span_len, cfg.image_size
+    )
     return items, collate(items, cfg.max_span_len, cfg.image_size, tok.pad_token_id)

@@ -15,10 +15,10 @@ def model_config() -> None:
     fusion = "hetero_gat"  # any registered fusion module (mnerqg_graph.fusion.FUSION_REGISTRY)
     fusion_layers = 2
     fusion_kwargs = {"heads": 4}  # module-specific options (new keys need sacred -f)
-    hidden_dim = 128
+    hidden_dim = 64
     use_image = True
     backbone = "small_cnn"
-    backbone_kwargs = {"width": 16, "out_channels": 64}
+    backbone_kwargs = {"width": 16, "out_channels": 64, "min_stride": 16}  # 64 px -> 1x1, 2x2, 4x4
     image_size = 64
     num_scales = 3
     token_window = 2

@@ -56,13 +56,18 @@ class MrcBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MrcBatch:
         """A copy with every tensor on ``device``."""
-        return MrcBatch(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                           for f in dataclasses.fields(self)})
+        return MrcBatch(
+            **{
+                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
+                for f in dataclasses.fields(self)
+            }
+        )
 
     def pin_memory(self) -> MrcBatch:
         """A copy in pinned host memory (the DataLoader calls this when ``pin_memory=True``)."""
-        return MrcBatch(**{f.name: getattr(self, f.name).pin_memory()
-                           for f in dataclasses.fields(self)})
+        return MrcBatch(
+            **{f.name: getattr(self, f.name).pin_memory() for f in dataclasses.fields(self)}
+        )
 
     @property
     def num_examples(self) -> int:
@@ -70,7 +75,9 @@ class MrcBatch:
         return int(self.input_ids.size(0))
 
 
-def collate(items: list[TweetItem], max_span_len: int, image_size: int, pad_id: int = 0) -> MrcBatch:
+def collate(
+    items: list[TweetItem], max_span_len: int, image_size: int, pad_id: int = 0
+) -> MrcBatch:
     """Pad a list of tweets into one batch.
 
     Args:
@@ -121,10 +128,20 @@ def collate(items: list[TweetItem], max_span_len: int, image_size: int, pad_id: 
             images[t] = it.image.float() / 255.0
             has_image[t] = True
     return MrcBatch(
-        input_ids=input_ids, attention_mask=attention, token_type_ids=token_type,
-        first_piece=first_piece, token_shape=shapes,
+        input_ids=input_ids,
+        attention_mask=attention,
+        token_type_ids=token_type,
+        first_piece=first_piece,
+        token_shape=shapes,
         type_index=torch.tensor([e.type_index for e in exs], dtype=torch.long),
-        example_tweet=example_tweet, images=images, has_image=has_image, start=start, end=end,
-        match=match, exists=torch.tensor([float(e.exists) for e in exs]), gt_boxes=gt_boxes,
-        gt_mask=gt_mask, tweet_index=torch.tensor([it.index for it in items], dtype=torch.long),
+        example_tweet=example_tweet,
+        images=images,
+        has_image=has_image,
+        start=start,
+        end=end,
+        match=match,
+        exists=torch.tensor([float(e.exists) for e in exs]),
+        gt_boxes=gt_boxes,
+        gt_mask=gt_mask,
+        tweet_index=torch.tensor([it.index for it in items], dtype=torch.long),
     )

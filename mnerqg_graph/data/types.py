@@ -26,7 +26,7 @@ class Span:
 
 @dataclass(frozen=True)
 class Box:
-    """An axis-aligned box in pixels of the original image; ``confidence`` is set for weak labels."""
+    """An axis-aligned box in pixels of the original image (``confidence``: weak labels)."""
 
     xmin: float
     ymin: float
@@ -84,5 +84,5 @@ class Sample:
     boxes: dict[Span, list[Box]] = field(default_factory=dict)
 
     def boxes_of_type(self, entity_type: str) -> list[Box]:
-        """All boxes of the entities of ``entity_type`` (the query-grounding target of that type)."""
+        """All boxes of the entities of ``entity_type`` (the type's query-grounding target)."""
         return [b for span, bs in self.boxes.items() if span.type == entity_type for b in bs]

@@ -6,8 +6,18 @@ import re
 
 #: Shape classes; index 0 is padding.
 SHAPES: tuple[str, ...] = (
-    "<pad>", "lower", "title", "upper", "mixed", "digit", "alnum", "mention", "hashtag", "url",
-    "punct", "other",
+    "<pad>",
+    "lower",
+    "title",
+    "upper",
+    "mixed",
+    "digit",
+    "alnum",
+    "mention",
+    "hashtag",
+    "url",
+    "punct",
+    "other",
 )
 _URL = re.compile(r"^(https?://|www\.)", re.IGNORECASE)
 

@@ -45,8 +45,9 @@ class HFTextEncoder(TextEncoder):
         gradient_checkpointing: trade compute for memory on long inputs.
     """
 
-    def __init__(self, path: str, from_config: bool = False,
-                 gradient_checkpointing: bool = False) -> None:
+    def __init__(
+        self, path: str, from_config: bool = False, gradient_checkpointing: bool = False
+    ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
 

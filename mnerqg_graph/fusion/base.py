@@ -3,7 +3,8 @@
 A fusion module is the graph "neck" of MNER-QG: GNN layers over the heterogeneous graph of
 :mod:`mnerqg_graph.graph.schema` that perform
 
-* the multi-scale cross-modality interaction: messages along ``cross``, ``to_coarse`` and ``to_fine``
+* the multi-scale cross-modality interaction: messages along ``cross``, ``to_coarse`` and
+``to_fine``
   edges;
 * the existence-aware unimodality interaction: messages along ``uni`` edges, multiplied at their
   destination by the existence probability ``gate`` of that node's (tweet, type) example when
@@ -75,9 +76,7 @@ def gate_messages(messages: Tensor, batch: Tensor, gate: Tensor) -> Tensor:
     return messages * gate.index_select(0, batch).unsqueeze(-1).to(messages.dtype)
 
 
-FUSION_REGISTRY: Registry[FusionModule] = Registry(
-    "fusion module", FusionModule, doc=__doc__ or ""
-)
+FUSION_REGISTRY: Registry[FusionModule] = Registry("fusion module", FusionModule, doc=__doc__ or "")
 
 
 def register_fusion(name: str):  # type: ignore[no-untyped-def]

@@ -18,7 +18,13 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv
 
 from mnerqg_graph.fusion.base import FusionModule, FusionOutput, gate_messages, register_fusion
-from mnerqg_graph.graph.schema import EDGE_ATTR_DIM, EdgeType, NodeType, is_token_region, is_unimodal
+from mnerqg_graph.graph.schema import (
+    EDGE_ATTR_DIM,
+    EdgeType,
+    NodeType,
+    is_token_region,
+    is_unimodal,
+)
 
 
 def _key(edge_type: EdgeType) -> str:
@@ -27,7 +33,11 @@ def _key(edge_type: EdgeType) -> str:
 
 class _Layer(nn.Module):
     def __init__(
-        self, node_types: list[NodeType], edge_types: list[EdgeType], dim: int, heads: int,
+        self,
+        node_types: list[NodeType],
+        edge_types: list[EdgeType],
+        dim: int,
+        heads: int,
         dropout: float,
     ) -> None:
         super().__init__()
@@ -35,8 +45,13 @@ class _Layer(nn.Module):
         self.convs = nn.ModuleDict(
             {
                 _key(et): GATv2Conv(
-                    (dim, dim), dim // heads, heads=heads, concat=True, dropout=dropout,
-                    add_self_loops=False, edge_dim=EDGE_ATTR_DIM,
+                    (dim, dim),
+                    dim // heads,
+                    heads=heads,
+                    concat=True,
+                    dropout=dropout,
+                    add_self_loops=False,
+                    edge_dim=EDGE_ATTR_DIM,
                 )
                 for et in edge_types
             }
@@ -46,16 +61,22 @@ class _Layer(nn.Module):
         self.norm_ffn = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
         self.ffn = nn.ModuleDict(
             {
-                nt: nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout),
-                                  nn.Linear(2 * dim, dim))
+                nt: nn.Sequential(
+                    nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
+                )
                 for nt in node_types
             }
         )
         self.drop = nn.Dropout(dropout)
 
     def _messages(
-        self, x: dict[NodeType, Tensor], ei: dict[EdgeType, Tensor], ea: dict[EdgeType, Tensor],
-        unimodal: bool, want_attn: bool, attn: dict[EdgeType, tuple[Tensor, Tensor]],
+        self,
+        x: dict[NodeType, Tensor],
+        ei: dict[EdgeType, Tensor],
+        ea: dict[EdgeType, Tensor],
+        unimodal: bool,
+        want_attn: bool,
+        attn: dict[EdgeType, tuple[Tensor, Tensor]],
     ) -> dict[NodeType, Tensor]:
         out: dict[NodeType, Tensor] = {}
         for et in self.edge_types:
@@ -74,18 +95,26 @@ class _Layer(nn.Module):
         return out
 
     def forward(
-        self, x: dict[NodeType, Tensor], ei: dict[EdgeType, Tensor], ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor], gate: Tensor | None, want_attn: bool,
+        self,
+        x: dict[NodeType, Tensor],
+        ei: dict[EdgeType, Tensor],
+        ea: dict[EdgeType, Tensor],
+        batch: dict[NodeType, Tensor],
+        gate: Tensor | None,
+        want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], dict[EdgeType, tuple[Tensor, Tensor]]]:
         attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
         cross = self._messages(x, ei, ea, False, want_attn, attn)
-        x = {nt: self.norm_cross[nt](h + self.drop(cross[nt])) if nt in cross else h
-             for nt, h in x.items()}
+        x = {
+            nt: self.norm_cross[nt](h + self.drop(cross[nt])) if nt in cross else h
+            for nt, h in x.items()
+        }
         uni = self._messages(x, ei, ea, True, False, attn)
         if gate is not None:
             uni = {nt: gate_messages(m, batch[nt], gate) for nt, m in uni.items()}
-        x = {nt: self.norm_uni[nt](h + self.drop(uni[nt])) if nt in uni else h
-             for nt, h in x.items()}
+        x = {
+            nt: self.norm_uni[nt](h + self.drop(uni[nt])) if nt in uni else h for nt, h in x.items()
+        }
         x = {nt: self.norm_ffn[nt](h + self.drop(self.ffn[nt](h))) for nt, h in x.items()}
         return x, attn
 
@@ -108,8 +137,13 @@ class HeteroGATFusion(FusionModule):
     """
 
     def __init__(
-        self, in_dims: dict[NodeType, int], hidden_dim: int, num_layers: int,
-        edge_types: list[EdgeType], existence_gating: bool = True, dropout: float = 0.1,
+        self,
+        in_dims: dict[NodeType, int],
+        hidden_dim: int,
+        num_layers: int,
+        edge_types: list[EdgeType],
+        existence_gating: bool = True,
+        dropout: float = 0.1,
         heads: int = 4,
     ) -> None:
         super().__init__()
@@ -119,7 +153,10 @@ class HeteroGATFusion(FusionModule):
         self.existence_gating = existence_gating
         self.proj = nn.ModuleDict({nt: nn.Linear(d, hidden_dim) for nt, d in in_dims.items()})
         self.layers = nn.ModuleList(
-            [_Layer(list(in_dims), edge_types, hidden_dim, heads, dropout) for _ in range(num_layers)]
+            [
+                _Layer(list(in_dims), edge_types, hidden_dim, heads, dropout)
+                for _ in range(num_layers)
+            ]
         )
 
     def output_dims(self) -> dict[NodeType, int]:
@@ -141,6 +178,7 @@ class HeteroGATFusion(FusionModule):
         attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
-            x, attn = layer(x, edge_index_dict, edge_attr_dict, batch_dict, g,
-                            return_attention and last)
+            x, attn = layer(
+                x, edge_index_dict, edge_attr_dict, batch_dict, g, return_attention and last
+            )
         return FusionOutput(x, attn if return_attention else None)

@@ -30,15 +30,22 @@ class NoFusion(FusionModule):
     uses_image = False
 
     def __init__(
-        self, in_dims: dict[NodeType, int], hidden_dim: int, num_layers: int = 0,
-        edge_types: list[EdgeType] | None = None, existence_gating: bool = False,
-        dropout: float = 0.1, **_: object,
+        self,
+        in_dims: dict[NodeType, int],
+        hidden_dim: int,
+        num_layers: int = 0,
+        edge_types: list[EdgeType] | None = None,
+        existence_gating: bool = False,
+        dropout: float = 0.1,
+        **_: object,
     ) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
         self.proj = nn.ModuleDict(
-            {nt: nn.Sequential(nn.Linear(d, hidden_dim), nn.GELU(), nn.Dropout(dropout))
-             for nt, d in in_dims.items()}
+            {
+                nt: nn.Sequential(nn.Linear(d, hidden_dim), nn.GELU(), nn.Dropout(dropout))
+                for nt, d in in_dims.items()
+            }
         )
 
     def output_dims(self) -> dict[NodeType, int]:
@@ -55,5 +62,7 @@ class NoFusion(FusionModule):
         return_attention: bool = False,
     ) -> FusionOutput:
         """Project each node type; attention is empty (there is none)."""
-        return FusionOutput({nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj},
-                            {} if return_attention else None)
+        return FusionOutput(
+            {nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj},
+            {} if return_attention else None,
+        )

@@ -1,0 +1,1 @@
+"""The heterogeneous graph of MNER-QG: schema and vectorised batch construction."""

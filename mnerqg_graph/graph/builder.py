@@ -2,7 +2,8 @@
 
 One graph per (tweet, type) example; a batch of ``N`` examples is built directly as one disjoint
 :class:`~torch_geometric.data.HeteroData` (no per-graph objects, no ``Batch.from_data_list``, no
-per-edge Python loop): every edge set is made with ``repeat_interleave``/broadcasting from per-example
+per-edge Python loop): every edge set is made with ``repeat_interleave``/broadcasting from
+per-example
 counts, and grid edges come from one template per scale offset by each example's first node. Nodes
 are ordered by example, so ``data[node_type].batch`` is sorted; ``batch`` gives each node's example.
 
@@ -115,8 +116,10 @@ def build_graph(token_valid: Tensor, example_has_image: Tensor, spec: GraphSpec)
         dst_l += [s + d, s]
         off = (pos[s + d] - pos[s]).float() / spec.token_window
         off_l += [off, -off]
-    tt = torch.stack([torch.cat(src_l), torch.cat(dst_l)]) if src_l else torch.empty(
-        2, 0, dtype=torch.long, device=device
+    tt = (
+        torch.stack([torch.cat(src_l), torch.cat(dst_l)])
+        if src_l
+        else torch.empty(2, 0, dtype=torch.long, device=device)
     )
     off_all = torch.cat(off_l) if off_l else torch.empty(0, device=device)
     data[TOKEN, UNI, TOKEN].edge_index = tt
@@ -142,7 +145,7 @@ def build_graph(token_valid: Tensor, example_has_image: Tensor, spec: GraphSpec)
     _both(data, QUERY, IMAGE, CROSS, torch.stack([q_ids, q_ids]), _attr(n_ex, device))
 
     rtypes = region_types(spec.num_scales)
-    for level, (rtype, (rows, cols)) in enumerate(zip(rtypes, spec.grids)):
+    for level, (rtype, (rows, cols)) in enumerate(zip(rtypes, spec.grids, strict=True)):
         n_cells = rows * cols
         cell = torch.arange(n_cells, device=device)
         data[rtype].batch = img_ex.repeat_interleave(n_cells)
@@ -157,23 +160,32 @@ def build_graph(token_valid: Tensor, example_has_image: Tensor, spec: GraphSpec)
         r_dst = (tok_rank * n_cells).repeat_interleave(n_cells) + cell.repeat(tok_sel.numel())
         cell_of_edge = cell.repeat(tok_sel.numel())
         _both(
-            data, TOKEN, rtype, CROSS, torch.stack([t_src, r_dst]),
+            data,
+            TOKEN,
+            rtype,
+            CROSS,
+            torch.stack([t_src, r_dst]),
             _attr(t_src.numel(), device, dx=cx[cell_of_edge], dy=cy[cell_of_edge], scale=scale),
         )
         # query <-> region
         r_all = torch.arange(n_img * n_cells, device=device)
         q_src = img_ex.repeat_interleave(n_cells)
         _both(
-            data, QUERY, rtype, CROSS, torch.stack([q_src, r_all]),
+            data,
+            QUERY,
+            rtype,
+            CROSS,
+            torch.stack([q_src, r_all]),
             _attr(r_all.numel(), device, dx=cx.repeat(n_img), dy=cy.repeat(n_img), scale=scale),
         )
         # region <-> region grid neighbours: one template, offset per image example
         tmpl = grid_neighbors(rows, cols).to(device)
         offs = (torch.arange(n_img, device=device) * n_cells).repeat_interleave(tmpl.size(1))
         rr = tmpl.repeat(1, n_img) + offs
-        dxy = (tmpl[1] % cols - tmpl[0] % cols).float() / cols, (
-            tmpl[1] // cols - tmpl[0] // cols
-        ).float() / rows
+        dxy = (
+            (tmpl[1] % cols - tmpl[0] % cols).float() / cols,
+            (tmpl[1] // cols - tmpl[0] // cols).float() / rows,
+        )
         data[rtype, UNI, rtype].edge_index = rr
         data[rtype, UNI, rtype].edge_attr = _attr(
             rr.size(1), device, dx=dxy[0].repeat(n_img), dy=dxy[1].repeat(n_img)
@@ -185,9 +197,9 @@ def build_graph(token_valid: Tensor, example_has_image: Tensor, spec: GraphSpec)
         parent = parent_index(rf, cf, rc, cc).to(device)
         n_f, n_c = rf * cf, rc * cc
         fine = torch.arange(n_img * n_f, device=device)
-        coarse = parent.repeat(n_img) + (torch.arange(n_img, device=device) * n_c).repeat_interleave(
-            n_f
-        )
+        coarse = parent.repeat(n_img) + (
+            torch.arange(n_img, device=device) * n_c
+        ).repeat_interleave(n_f)
         fine_t, coarse_t = rtypes[level], rtypes[level - 1]
         ei = torch.stack([fine, coarse])
         data[fine_t, TO_COARSE, coarse_t].edge_index = ei

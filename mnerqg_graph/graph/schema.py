@@ -4,14 +4,17 @@ Node types:
     ``token``: tweet tokens (original tokens, not word pieces);
     ``query``: one pooled query node per (tweet, type) (the [CLS] of ``[CLS] query [SEP] tweet``);
     ``region_s1``, ``region_s2``, ``region_s3``: image grid cells, coarsest (s1) to finest (s3);
-    ``image``: one global image node per graph; the learned "no image" node when the image is absent.
+    ``image``: one global image node per graph; the learned "no image" node when the image is
+    absent.
 
 Edge types (``(src, relation, dst)``), grouped by the paper's two interactions:
     cross-modal (relation ``cross``), both directions: token-region_s, query-region_s, query-token,
     token-image, query-image;
-    multi-scale (relations ``to_coarse`` / ``to_fine``): a region cell and its parent cell at the next
+    multi-scale (relations ``to_coarse`` / ``to_fine``): a region cell and its parent cell at the
+    next
     coarser scale;
-    unimodal (relation ``uni``): token-token within a window, region-region grid neighbours (8-conn.).
+    unimodal (relation ``uni``): token-token within a window, region-region grid neighbours
+    (8-conn.).
 
 Every edge type carries ``edge_attr`` of size :data:`EDGE_ATTR_DIM`:
 ``[relative token offset / window, dx, dy, scale gap]`` (zeros where not meaningful).
@@ -50,9 +53,14 @@ def edge_types(num_scales: int, use_image: bool) -> list[EdgeType]:
     for r in regions:
         types += [(TOKEN, CROSS, r), (r, CROSS, TOKEN), (QUERY, CROSS, r), (r, CROSS, QUERY)]
         types.append((r, UNI, r))
-    for fine, coarse in zip(regions[1:], regions[:-1]):
+    for fine, coarse in zip(regions[1:], regions[:-1], strict=True):
         types += [(fine, TO_COARSE, coarse), (coarse, TO_FINE, fine)]
-    types += [(TOKEN, CROSS, IMAGE), (IMAGE, CROSS, TOKEN), (QUERY, CROSS, IMAGE), (IMAGE, CROSS, QUERY)]
+    types += [
+        (TOKEN, CROSS, IMAGE),
+        (IMAGE, CROSS, TOKEN),
+        (QUERY, CROSS, IMAGE),
+        (IMAGE, CROSS, QUERY),
+    ]
     return types
 
 

@@ -49,8 +49,12 @@ class GroundingHead(nn.Module):
     """
 
     def __init__(
-        self, region_dim: int, query_dim: int, grids: tuple[tuple[int, int], ...],
-        hidden_dim: int = 128, threshold: float = 0.5,
+        self,
+        region_dim: int,
+        query_dim: int,
+        grids: tuple[tuple[int, int], ...],
+        hidden_dim: int = 128,
+        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         self.grids = grids
@@ -58,13 +62,23 @@ class GroundingHead(nn.Module):
         self.region_proj = nn.Linear(region_dim, hidden_dim)
         self.query_proj = nn.Linear(query_dim, hidden_dim)
         self.scale_emb = nn.Embedding(len(grids), hidden_dim)
-        self.mlp = nn.Sequential(nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(),
-                                 nn.Linear(hidden_dim, 5))
+        self.mlp = nn.Sequential(
+            nn.GELU(), nn.Linear(hidden_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, 5)
+        )
         cells = []
         for rows, cols in grids:
             idx = torch.arange(rows * cols)
-            cells.append(torch.stack([idx % cols, idx // cols, torch.full_like(idx, cols),
-                                      torch.full_like(idx, rows)], -1).float())
+            cells.append(
+                torch.stack(
+                    [
+                        idx % cols,
+                        idx // cols,
+                        torch.full_like(idx, cols),
+                        torch.full_like(idx, rows),
+                    ],
+                    -1,
+                ).float()
+            )
         self.register_buffer("cells", torch.cat(cells), persistent=False)  # [C, 4]: col,row,W,H
 
     def forward(self, regions: list[Tensor], query: Tensor) -> tuple[Tensor, Tensor]:
@@ -104,9 +118,7 @@ class GroundingHead(nn.Module):
             offset += rows * cols
         return conf, box_t
 
-    def loss(
-        self, logits: Tensor, boxes: Tensor, gt: Tensor, gt_mask: Tensor
-    ) -> Tensor:
+    def loss(self, logits: Tensor, boxes: Tensor, gt: Tensor, gt_mask: Tensor) -> Tensor:
         """Confidence BCE (positives and negatives balanced) + L1 + GIoU on positive cells."""
         conf_t, box_t = self.targets(gt, gt_mask)
         pos = conf_t > 0.5

@@ -1,4 +1,4 @@
-"""MRC span heads (as in MRC-NER): start and end logits per token, a match score per bounded span."""
+"""MRC span heads (as in MRC-NER): start/end logits per token, a match score per bounded span."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ class SpanHead(nn.Module):
         dropout: dropout on the token features.
 
     Shapes:
-        h: ``[N, W, in_dim]``; mask: ``[N, W]`` -> start, end: ``[N, W]``; match: ``[N, W, S]`` where
+        h: ``[N, W, in_dim]``; mask: ``[N, W]`` -> start, end: ``[N, W]``; match: ``[N, W, S]``
+        where
         ``match[n, i, k]`` scores the span of tokens ``i..i+k`` (``S = max_span_len``).
     """
 
@@ -52,7 +53,11 @@ class SpanHead(nn.Module):
         return mask.unsqueeze(-1) & pad.unfold(1, s, 1)
 
     def loss(
-        self, logits: tuple[Tensor, Tensor, Tensor], mask: Tensor, start: Tensor, end: Tensor,
+        self,
+        logits: tuple[Tensor, Tensor, Tensor],
+        mask: Tensor,
+        start: Tensor,
+        end: Tensor,
         match: Tensor,
     ) -> dict[str, Tensor]:
         """Binary cross-entropy of the three outputs over real tokens / real spans.
@@ -66,7 +71,9 @@ class SpanHead(nn.Module):
         start_l, end_l, match_l = logits
         m = mask.float()
         denom = m.sum().clamp(min=1.0)
-        loss_start = (F.binary_cross_entropy_with_logits(start_l, start, reduction="none") * m).sum()
+        loss_start = (
+            F.binary_cross_entropy_with_logits(start_l, start, reduction="none") * m
+        ).sum()
         loss_end = (F.binary_cross_entropy_with_logits(end_l, end, reduction="none") * m).sum()
         cand = self.candidate_mask(mask)
         s = self.max_span_len
@@ -75,7 +82,9 @@ class SpanHead(nn.Module):
         end_ok_pad = F.pad(end_ok, (0, s - 1), value=False).unfold(1, s, 1)
         focus = (cand & start_ok.unsqueeze(-1) & end_ok_pad) | (match > 0.5)
         f = focus.float()
-        loss_match = (F.binary_cross_entropy_with_logits(match_l, match, reduction="none") * f).sum()
+        loss_match = (
+            F.binary_cross_entropy_with_logits(match_l, match, reduction="none") * f
+        ).sum()
         return {
             "start": loss_start / denom,
             "end": loss_end / denom,

@@ -29,6 +29,7 @@ from mnerqg_graph.training.checkpoint import (
     save_model,
     save_training_state,
 )
+from mnerqg_graph.training.distributed import first_bad_step, is_active, mean_over_ranks
 
 LogFn = Callable[[str, float, int], None]
 
@@ -83,17 +84,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_loader(items: list[TweetItem], batch_size: int, max_span_len: int, image_size: int,
-                pad_id: int, shuffle: bool, seed: int = 0, sampler: Any = None,
-                pin_memory: bool = False) -> DataLoader:
+def make_loader(
+    items: list[TweetItem],
+    batch_size: int,
+    max_span_len: int,
+    image_size: int,
+    pad_id: int,
+    shuffle: bool,
+    seed: int = 0,
+    sampler: Any = None,
+    pin_memory: bool = False,
+) -> DataLoader:
     """A DataLoader of :class:`MrcBatch` over tweets (shuffled by a seeded generator)."""
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(
         items,  # type: ignore[arg-type]
-        batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         generator=gen if shuffle and sampler is None else None,
-        collate_fn=partial(collate, max_span_len=max_span_len, image_size=image_size,
-                           pad_id=pad_id),
+        collate_fn=partial(
+            collate, max_span_len=max_span_len, image_size=image_size, pad_id=pad_id
+        ),
         pin_memory=pin_memory,
     )
 
@@ -113,14 +125,25 @@ class Trainer:
         wrap: optional wrapper applied to the model for the forward pass (e.g. DDP).
         sampler_fn: ``sampler_fn(epoch)`` -> sampler for distributed training (None: shuffle).
         is_main: only the main process writes checkpoints and logs.
+        progress: ``progress(line)`` receives a one-line summary per epoch (e.g. ``print``).
     """
 
     def __init__(
-        self, model: Any, tokenizer: Any, queries: dict[str, str], train_items: list[TweetItem],
-        evaluate: Callable[[Any], dict[str, float]], config: TrainConfig, out_dir: str | Path,
-        log: LogFn | None = None, wrap: Callable[[Any], Any] | None = None,
-        sampler_fn: Callable[[int], Any] | None = None, is_main: bool = True,
+        self,
+        model: Any,
+        tokenizer: Any,
+        queries: dict[str, str],
+        train_items: list[TweetItem],
+        evaluate: Callable[[Any], dict[str, float]],
+        config: TrainConfig,
+        out_dir: str | Path,
+        log: LogFn | None = None,
+        wrap: Callable[[Any], Any] | None = None,
+        sampler_fn: Callable[[int], Any] | None = None,
+        is_main: bool = True,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
+        self.progress = progress
         self.cfg = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
@@ -133,6 +156,10 @@ class Trainer:
         self.log = log or (lambda name, value, step: None)
         self.sampler_fn = sampler_fn
         self.is_main = is_main
+        # No host-device sync inside a step (it would stall a GPU): loss sums stay on the device
+        # and the non-finite-loss check reads back every `check_every` steps and at epoch end
+        # (every step for a single CPU process, where a read-back costs nothing).
+        self.check_every = 1 if self.device.type == "cpu" and not is_active() else 50
         enc = [p for n, p in model.named_parameters() if n.startswith("text_encoder.")]
         rest = [p for n, p in model.named_parameters() if not n.startswith("text_encoder.")]
         self.optimizer = torch.optim.AdamW(
@@ -142,13 +169,15 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(train_items) / config.batch_size)
         if sampler_fn is not None:
             self.steps_per_epoch = len(sampler_fn(0)) // config.batch_size + (
-                len(sampler_fn(0)) % config.batch_size > 0)
+                len(sampler_fn(0)) % config.batch_size > 0
+            )
         total = max(self.steps_per_epoch * config.epochs, 1)
         warm = int(total * config.warmup_ratio)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda s: (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(
-                total - warm, 1)),
+            lambda s: (
+                (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(total - warm, 1))
+            ),
         )
 
     def _autocast(self) -> Any:
@@ -177,19 +206,36 @@ class Trainer:
         pad_id = self.tokenizer.pad_token_id or 0
         for epoch in range(start_epoch, cfg.epochs):
             sampler = self.sampler_fn(epoch) if self.sampler_fn else None
-            loader = make_loader(self.train_items, cfg.batch_size, mcfg.max_span_len,
-                                 mcfg.image_size, pad_id, shuffle=True, seed=cfg.seed + epoch,
-                                 sampler=sampler, pin_memory=self.device.type == "cuda")
+            loader = make_loader(
+                self.train_items,
+                cfg.batch_size,
+                mcfg.max_span_len,
+                mcfg.image_size,
+                pad_id,
+                shuffle=True,
+                seed=cfg.seed + epoch,
+                sampler=sampler,
+                pin_memory=self.device.type == "cuda",
+            )
             self.model.train()
-            sums: dict[str, float] = {}
+            sums: dict[str, torch.Tensor] = {}
             n_batches = 0
+            first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+            bad_loss = torch.zeros((), device=self.device)
             for batch in loader:
                 losses = self._step(batch.to(self.device, non_blocking=True), step)
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                for k, part in losses.items():
+                    sums[k] = sums[k] + part if k in sums else part
+                new_bad = (first_bad < 0) & ~torch.isfinite(losses["total"])
+                first_bad = torch.where(new_bad, step, first_bad)
+                bad_loss = torch.where(new_bad, losses["total"].float(), bad_loss)
                 n_batches += 1
                 step += 1
-            metrics = {f"train/loss_{k}": v / max(n_batches, 1) for k, v in sums.items()}
+                if step % self.check_every == 0:
+                    self._check_finite(first_bad, bad_loss)
+            self._check_finite(first_bad, bad_loss)
+            # averaged over every rank's batches under DDP (one read-back per epoch)
+            metrics = {f"train/loss_{k}": v for k, v in mean_over_ranks(sums, n_batches).items()}
             self.model.eval()
             valid = self.evaluate(self.model)
             metrics.update({f"valid/{k}": float(v) for k, v in valid.items()})
@@ -199,37 +245,67 @@ class Trainer:
                 for k, v in metrics.items():
                     if k != "epoch":
                         self.log(k, float(v), epoch)
+            if self.is_main and self.progress is not None:
+                shown = [
+                    "train/loss_total",
+                    "valid/f1",
+                    "valid/ambiguous_f1",
+                    "valid/grounding_acc",
+                ]
+                self.progress(
+                    f"epoch {epoch + 1}/{cfg.epochs} ({time.perf_counter() - t0:.0f} s): "
+                    + "  ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
+                )
             score = float(valid.get(cfg.select_metric, float("-inf")))
             if best_epoch < 0 or score > best.get(cfg.select_metric, float("-inf")):
                 best, best_epoch = {k: float(v) for k, v in valid.items()}, epoch
                 if self.is_main:
-                    save_model(self.model, mcfg, self.queries, self.tokenizer,
-                               self.out_dir / "best")
+                    save_model(
+                        self.model, mcfg, self.queries, self.tokenizer, self.out_dir / "best"
+                    )
             if self.is_main:
                 save_model(self.model, mcfg, self.queries, self.tokenizer, self.out_dir / "last")
-                save_training_state(state_dir, self.optimizer, {
-                    "epoch": epoch, "step": step, "scheduler": self.scheduler.state_dict(),
-                    "best": best, "best_epoch": best_epoch, "history": history,
-                })
+                save_training_state(
+                    state_dir,
+                    self.optimizer,
+                    {
+                        "epoch": epoch,
+                        "step": step,
+                        "scheduler": self.scheduler.state_dict(),
+                        "best": best,
+                        "best_epoch": best_epoch,
+                        "history": history,
+                    },
+                )
         return TrainResult(best_epoch, best, history, time.perf_counter() - t0)
 
-    def _step(self, batch: MrcBatch, step: int) -> dict[str, float]:
+    def _check_finite(self, first_bad: torch.Tensor, bad_loss: torch.Tensor) -> None:
+        """Raise if a step since the epoch began had a non-finite loss (on any rank)."""
+        step = first_bad_step(first_bad)
+        if step >= 0:
+            value = float(bad_loss) if int(first_bad) == step else float("nan")
+            raise TrainingError(
+                f"loss is {value} at step {step}; the last good checkpoint is kept in "
+                f"{self.out_dir / 'last'}"
+            )
+
+    def _step(self, batch: MrcBatch, step: int) -> dict[str, torch.Tensor]:
+        """One optimisation step on ``batch`` (global step ``step``), without host-device sync.
+
+        Returns:
+            The weighted loss parts, detached and still on the device.
+        """
         with self._autocast():
             out = self.forward_model(batch)
             losses = self.model.losses(batch, out)
         total = losses["total"]
-        if not torch.isfinite(total).item():
-            raise TrainingError(
-                f"loss is {float(total)} at step {step}; the last good checkpoint is kept in "
-                f"{self.out_dir / 'last'}"
-            )
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

@@ -51,8 +51,11 @@ def test_edges_stay_inside_their_example() -> None:
 
 
 def test_text_only_graph() -> None:
-    data = build_graph(torch.ones(2, 4, dtype=torch.bool), torch.tensor([True, True]),
-                       GraphSpec(grids=(), use_image=False))
+    data = build_graph(
+        torch.ones(2, 4, dtype=torch.bool),
+        torch.tensor([True, True]),
+        GraphSpec(grids=(), use_image=False),
+    )
     assert set(data.node_types) == {"token", "query"}
 
 

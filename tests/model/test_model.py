@@ -100,8 +100,9 @@ def test_model_forward_losses_and_no_image_path(tmp_path: Path, encoder_dir: Pat
 
 
 @pytest.mark.parametrize("fusion", ["none"])
-def test_text_only_model_has_no_image_branch(tmp_path: Path, encoder_dir: Path,
-                                             fusion: str) -> None:
+def test_text_only_model_has_no_image_branch(
+    tmp_path: Path, encoder_dir: Path, fusion: str
+) -> None:
     cfg = tiny_config(encoder_dir, fusion=fusion, use_image=False)
     model = build_model(cfg)
     assert model.backbone is None and model.grounding_head is None

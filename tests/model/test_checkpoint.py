@@ -1,0 +1,128 @@
+"""Checkpoint save/load/predict round trip, config mismatches, and exact resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from mnerqg_graph.data.queries import load_queries
+from mnerqg_graph.errors import CheckpointError, ConfigError
+from mnerqg_graph.model import build_model
+from mnerqg_graph.pipeline import predict, prepare_items
+from mnerqg_graph.training.checkpoint import load_model, save_model
+from mnerqg_graph.training.loop import TrainConfig, Trainer
+from tests.helpers import samples, tiny_config
+
+
+def _save(tmp_path: Path, encoder_dir: Path) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir)
+    model = build_model(cfg).eval()
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    return save_model(model, cfg, load_queries(), tok, tmp_path / "ckpt"), model
+
+
+def test_round_trip_predicts_identically(tmp_path: Path, encoder_dir: Path) -> None:
+    ckpt, model = _save(tmp_path, encoder_dir)
+    assert {p.name for p in ckpt.iterdir()} == {
+        "model.safetensors",
+        "config.json",
+        "queries.json",
+        "text_encoder",
+    }
+    loaded, cfg, queries, tok = load_model(ckpt)
+    smp = samples(tmp_path)
+    items, _ = prepare_items(smp, tok, queries, cfg.max_length, cfg.max_span_len, cfg.image_size)
+    a = predict(model, items, smp)
+    b = predict(loaded, items, smp)
+    assert a.tags == b.tags and a.grounding_conf == b.grounding_conf
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_missing_file_and_foreign_config_are_clear_errors(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    ckpt, _ = _save(tmp_path, encoder_dir)
+    cfg_path = ckpt / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["hidden_dim"] = 48  # weights no longer fit
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="do not match config.json"):
+        load_model(ckpt)
+    cfg["config_version"] = 99
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="config_version"):
+        load_model(ckpt)
+    cfg_path.write_text(json.dumps({"config_version": 1, "foo": 1}))
+    with pytest.raises(ConfigError, match="unknown model config keys"):
+        load_model(ckpt)
+    (ckpt / "queries.json").unlink()
+    with pytest.raises(CheckpointError, match="missing queries.json"):
+        load_model(ckpt)
+
+
+def _trainer(tmp_path: Path, encoder_dir: Path, epochs: int, out: Path) -> Trainer:
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir)
+    model = build_model(cfg)
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    smp = samples(tmp_path)
+    items, _ = prepare_items(
+        smp, tok, load_queries(), cfg.max_length, cfg.max_span_len, cfg.image_size
+    )
+
+    def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        # a deterministic function of the weights: identical models select identical epochs
+        return {"f1": float(m.span_head.start.weight.sum())}  # type: ignore[union-attr]
+
+    return Trainer(
+        model,
+        tok,
+        load_queries(),
+        items,
+        evaluate,
+        TrainConfig(epochs=epochs, batch_size=2, lr=1e-3, encoder_lr=1e-3, seed=0, device="cpu"),
+        out,
+    )
+
+
+def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path) -> None:
+    full = _trainer(tmp_path, encoder_dir, 2, tmp_path / "full").fit()
+    part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part")
+    part.cfg.epochs = 1  # "interrupted" after the first epoch: only epoch 0's state exists
+    part.fit()
+    resumed = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part")
+    res = resumed.fit(resume=True)
+    assert len(res.history) == 2 and res.best_epoch == full.best_epoch
+    assert res.best_metrics == pytest.approx(full.best_metrics)
+    for name in ("best", "last"):
+        from safetensors.torch import load_file
+
+        a = load_file(str(tmp_path / "full" / name / "model.safetensors"))
+        b = load_file(str(tmp_path / "part" / name / "model.safetensors"))
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a), name
+    assert [h["train/loss_total"] for h in res.history] == pytest.approx(
+        [h["train/loss_total"] for h in full.history], rel=1e-5
+    )
+
+
+def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    from mnerqg_graph.errors import TrainingError
+
+    trainer = _trainer(tmp_path, encoder_dir, 2, tmp_path / "nan")
+    trainer.cfg.epochs = 1
+    trainer.fit()
+    before = (tmp_path / "nan" / "last" / "model.safetensors").read_bytes()
+    trainer = _trainer(tmp_path, encoder_dir, 2, tmp_path / "nan")
+    with torch.no_grad():
+        next(trainer.model.span_head.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingError, match="at step"):
+        trainer.fit(resume=False)
+    assert (tmp_path / "nan" / "last" / "model.safetensors").read_bytes() == before
