@@ -1,0 +1,319 @@
+"""``cross_attention``: a dense, non-graph reference with the graph modules' inputs and outputs.
+
+No edge is used for message passing: per (tweet, type) example, the nodes of each kind are laid side
+by side in padded tensors (:func:`torch_geometric.utils.to_dense_batch` over the sorted ``batch``
+vectors) and attend to each other with :class:`torch.nn.MultiheadAttention`. The *text side* of an
+example is its query node and its tokens; the *vision side* is its image node (the learned "no
+image" node when the tweet has none) and all its region cells of all scales (none without image).
+
+Each layer does:
+
+1. cross-modality interaction (ungated):
+   text rows attend to the example's vision side and to the other text kind (tokens to the query,
+   the query to the tokens), mirroring the graph's ``cross`` edges; vision rows attend to the text
+   side; ``h <- LN(h + msg)``;
+2. unimodality interaction: tokens attend to the example's tokens (dense self-attention), the
+   message scaled by the existence probability ``p_t`` of the example (``p_t = 1`` when gating is
+   off); vision rows attend to the whole vision side (dense self-attention across cells and scales,
+   which also carries the multi-scale interaction and is therefore not gated); ``h <- LN(h + msg)``;
+3. a position-wise feed-forward block with residual.
+
+An example without an image has only its "no image" node on the vision side, so its tokens attend to
+that node (and their query); a text-only graph (no vision node types) keeps only the
+query <-> token attention and the token self-attention.
+
+Attention: with ``return_attention`` the last layer's text cross-attention weights (averaged over
+heads) are gathered onto the graph's region->token ``edge_index`` for each scale, so the visualiser
+draws them like a graph module's. One softmax spans a token's query, image and region keys, so a
+token's weights on its region edges sum to at most 1 over the three scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.utils import to_dense_batch
+
+from mnerqg_graph.fusion.base import FusionModule, FusionOutput, gate_messages, register_fusion
+from mnerqg_graph.graph.schema import QUERY, TOKEN, EdgeType, NodeType, is_token_region
+
+TEXT_TYPES: tuple[NodeType, ...] = (QUERY, TOKEN)
+
+
+def node_positions(batch: Tensor, num_examples: int) -> Tensor:
+    """Index of each node within its example (nodes are sorted by example).
+
+    Shapes:
+        batch: ``[N]`` -> ``[N]``.
+    """
+    counts = torch.bincount(batch, minlength=num_examples)
+    start = counts.cumsum(0) - counts
+    return torch.arange(batch.numel(), device=batch.device) - start[batch]
+
+
+@dataclass
+class _Seq:
+    """Node types laid side by side per example.
+
+    Attributes:
+        x: ``[B, L, D]`` features (zeros on padding).
+        mask: ``[B, L]`` True on real nodes.
+        start: first column of each node type.
+        width: number of columns of each node type.
+    """
+
+    x: Tensor
+    mask: Tensor
+    start: dict[NodeType, int]
+    width: dict[NodeType, int]
+
+    @property
+    def length(self) -> int:
+        """Number of columns ``L``."""
+        return self.x.size(1)
+
+    def nodes(self, rows: Tensor, node_type: NodeType) -> Tensor:
+        """The rows of ``node_type``'s real nodes, in node order.
+
+        Shapes:
+            rows: ``[B, L, D]`` -> ``[n, D]``.
+        """
+        s, w = self.start[node_type], self.width[node_type]
+        return rows[:, s : s + w][self.mask[:, s : s + w]]
+
+
+def _pack(
+    x: dict[NodeType, Tensor],
+    batch: dict[NodeType, Tensor],
+    types: list[NodeType],
+    num_examples: int,
+) -> _Seq:
+    parts, masks = [], []
+    start: dict[NodeType, int] = {}
+    width: dict[NodeType, int] = {}
+    offset = 0
+    for nt in types:
+        dense, mask = to_dense_batch(x[nt], batch[nt], batch_size=num_examples)
+        parts.append(dense)
+        masks.append(mask)
+        start[nt], width[nt] = offset, dense.size(1)
+        offset += dense.size(1)
+    return _Seq(torch.cat(parts, 1), torch.cat(masks, 1), start, width)
+
+
+def _safe_padding(mask: Tensor) -> Tensor:
+    """``key_padding_mask`` (True = ignore) that leaves column 0 open in examples with no key.
+
+    Such examples have no real query row either, so what they compute is never read; the open
+    column only keeps the softmax (and its gradient) finite. Shapes: ``[B, L] -> [B, L]``.
+    """
+    pad = ~mask
+    pad[:, 0] &= mask.any(1)
+    return pad
+
+
+def _mha(dim: int, heads: int, dropout: float) -> nn.MultiheadAttention:
+    return nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+
+
+class _Layer(nn.Module):
+    def __init__(self, node_types: list[NodeType], dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.text_types = [nt for nt in TEXT_TYPES if nt in node_types]
+        self.vision_types = [nt for nt in node_types if nt not in TEXT_TYPES]
+        self.text_cross = _mha(dim, heads, dropout)
+        self.token_self = _mha(dim, heads, dropout)
+        self.vision_cross = _mha(dim, heads, dropout) if self.vision_types else None
+        self.vision_self = _mha(dim, heads, dropout) if self.vision_types else None
+        self.norm_cross = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
+        self.norm_uni = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
+        self.norm_ffn = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
+        self.ffn = nn.ModuleDict(
+            {
+                nt: nn.Sequential(
+                    nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
+                )
+                for nt in node_types
+            }
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def _cross(
+        self, x: dict[NodeType, Tensor], batch: dict[NodeType, Tensor], n: int, want_attn: bool
+    ) -> tuple[dict[NodeType, Tensor], Tensor | None, _Seq, _Seq | None]:
+        """Cross-modal messages per node type, and the text rows' attention ``[B, Lt, Lk]``."""
+        text_types = [nt for nt in self.text_types if nt in x]
+        vision_types = [nt for nt in self.vision_types if nt in x]
+        text = _pack(x, batch, text_types, n)
+        vision = _pack(x, batch, vision_types, n) if vision_types else None
+        msgs: dict[NodeType, Tensor] = {}
+        keys = (
+            text
+            if vision is None
+            else _Seq(
+                torch.cat([text.x, vision.x], 1), torch.cat([text.mask, vision.mask], 1), {}, {}
+            )
+        )
+        # kind of every column: 0, 1, ... per text type, -1 on the vision side; a text row does not
+        # attend to its own kind (that is the unimodal step)
+        kind = torch.full((keys.length,), -1, dtype=torch.long, device=text.x.device)
+        for i, nt in enumerate(text_types):
+            kind[text.start[nt] : text.start[nt] + text.width[nt]] = i
+        allowed = keys.mask.unsqueeze(1) & (kind[: text.length, None] != kind[None, :])  # [B,Lt,Lk]
+        has_key = allowed.any(-1)  # [B, Lt]
+        allowed[..., 0] |= ~has_key  # keep the softmax finite; the message is zeroed below
+        out, weights = self.text_cross(
+            text.x,
+            keys.x,
+            keys.x,
+            attn_mask=(~allowed).repeat_interleave(self.heads, 0),
+            need_weights=want_attn,
+            average_attn_weights=True,
+        )
+        out = out * has_key.unsqueeze(-1).to(out.dtype)
+        msgs.update({nt: text.nodes(out, nt) for nt in text_types})
+        if vision is not None and self.vision_cross is not None:
+            v_out, _ = self.vision_cross(
+                vision.x,
+                text.x,
+                text.x,
+                key_padding_mask=_safe_padding(text.mask),
+                need_weights=False,
+            )
+            msgs.update({nt: vision.nodes(v_out, nt) for nt in vision_types})
+        return msgs, weights, text, vision
+
+    def _unimodal(
+        self, x: dict[NodeType, Tensor], batch: dict[NodeType, Tensor], n: int, gate: Tensor | None
+    ) -> dict[NodeType, Tensor]:
+        msgs: dict[NodeType, Tensor] = {}
+        if TOKEN in x and x[TOKEN].size(0):
+            tok = _pack(x, batch, [TOKEN], n)
+            out, _ = self.token_self(
+                tok.x, tok.x, tok.x, key_padding_mask=_safe_padding(tok.mask), need_weights=False
+            )
+            m = tok.nodes(out, TOKEN)
+            msgs[TOKEN] = gate_messages(m, batch[TOKEN], gate) if gate is not None else m
+        vision_types = [nt for nt in self.vision_types if nt in x]
+        if vision_types and self.vision_self is not None:
+            vis = _pack(x, batch, vision_types, n)
+            out, _ = self.vision_self(
+                vis.x, vis.x, vis.x, key_padding_mask=_safe_padding(vis.mask), need_weights=False
+            )
+            msgs.update({nt: vis.nodes(out, nt) for nt in vision_types})
+        return msgs
+
+    def forward(
+        self,
+        x: dict[NodeType, Tensor],
+        ei: dict[EdgeType, Tensor],
+        batch: dict[NodeType, Tensor],
+        n: int,
+        gate: Tensor | None,
+        want_attn: bool,
+    ) -> tuple[dict[NodeType, Tensor], dict[EdgeType, tuple[Tensor, Tensor]]]:
+        cross, weights, text, vision = self._cross(x, batch, n, want_attn)
+        attn = (
+            self._gather(weights, ei, batch, n, text, vision)
+            if weights is not None and vision is not None
+            else {}
+        )
+        x = {
+            nt: self.norm_cross[nt](h + self.drop(cross[nt])) if nt in cross else h
+            for nt, h in x.items()
+        }
+        uni = self._unimodal(x, batch, n, gate)
+        x = {
+            nt: self.norm_uni[nt](h + self.drop(uni[nt])) if nt in uni else h for nt, h in x.items()
+        }
+        x = {nt: self.norm_ffn[nt](h + self.drop(self.ffn[nt](h))) for nt, h in x.items()}
+        return x, attn
+
+    @staticmethod
+    def _gather(
+        weights: Tensor,
+        ei: dict[EdgeType, Tensor],
+        batch: dict[NodeType, Tensor],
+        n: int,
+        text: _Seq,
+        vision: _Seq,
+    ) -> dict[EdgeType, tuple[Tensor, Tensor]]:
+        """The dense text->vision weights ``[B, Lt, Lk]`` read at each region->token edge."""
+        attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
+        tok_pos = node_positions(batch[TOKEN], n)
+        for et, e in ei.items():
+            region = et[0]
+            if not is_token_region(et) or region not in vision.start:
+                continue
+            src, dst = e
+            row = text.start[TOKEN] + tok_pos[dst]
+            col = text.length + vision.start[region] + node_positions(batch[region], n)[src]
+            attn[et] = (e, weights[batch[TOKEN][dst], row, col])
+        return attn
+
+
+@register_fusion("cross_attention")
+class CrossAttentionFusion(FusionModule):
+    """Dense multi-head cross- and self-attention per example (no message passing on edges).
+
+    Args:
+        in_dims: input feature size per node type.
+        hidden_dim: feature size after fusion (every node type).
+        num_layers: number of fusion layers.
+        edge_types: the graph's edge types (only region->token ``edge_index`` is read, to return
+            attention on it).
+        existence_gating: multiply the token self-attention messages by the existence probability.
+        dropout: dropout on attention, messages and in the feed-forward block.
+        heads: attention heads (``hidden_dim`` must be divisible by it).
+
+    Shapes:
+        x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; batch_dict[t]: ``[N_t]`` sorted
+        example index; gate: ``[num_examples]``; attention[region->token]:
+        ``(edge_index [2, E], weights [E])``.
+    """
+
+    def __init__(
+        self,
+        in_dims: dict[NodeType, int],
+        hidden_dim: int,
+        num_layers: int,
+        edge_types: list[EdgeType],
+        existence_gating: bool = True,
+        dropout: float = 0.1,
+        heads: int = 4,
+    ) -> None:
+        super().__init__()
+        if hidden_dim % heads:
+            raise ValueError(f"hidden_dim {hidden_dim} not divisible by heads {heads}")
+        self.hidden_dim = hidden_dim
+        self.existence_gating = existence_gating
+        self.proj = nn.ModuleDict({nt: nn.Linear(d, hidden_dim) for nt, d in in_dims.items()})
+        self.layers = nn.ModuleList(
+            [_Layer(list(in_dims), hidden_dim, heads, dropout) for _ in range(num_layers)]
+        )
+
+    def output_dims(self) -> dict[NodeType, int]:
+        """Every node type comes out with ``hidden_dim`` features."""
+        return {nt: self.hidden_dim for nt in self.proj}
+
+    def forward(
+        self,
+        x_dict: dict[NodeType, Tensor],
+        edge_index_dict: dict[EdgeType, Tensor],
+        edge_attr_dict: dict[EdgeType, Tensor],
+        batch_dict: dict[NodeType, Tensor],
+        gate: Tensor,
+        return_attention: bool = False,
+    ) -> FusionOutput:
+        """Fuse; see the class docstring for shapes (``edge_attr_dict`` is not used)."""
+        x = {nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj}
+        n = gate.size(0)
+        g = gate if self.existence_gating else None
+        attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            x, attn = layer(x, edge_index_dict, batch_dict, n, g, return_attention and last)
+        return FusionOutput(x, attn if return_attention else None)
