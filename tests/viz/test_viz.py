@@ -1,0 +1,304 @@
+"""Alignment data, pictures, graph files and the ``mnerqg visualize`` command on a tiny model."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from mnerqg_graph.data.types import Sample
+from mnerqg_graph.viz.alignment import TweetExplanation, explain, graph_layout, write_graph
+from mnerqg_graph.viz.artifacts import visualize_samples
+from mnerqg_graph.viz.draw import (
+    boxes_figure,
+    draw_graph,
+    graph_figure,
+    load_picture,
+    select_edges,
+)
+from tests.helpers import items_and_batch, samples, tiny_config, tiny_encoder
+
+
+@dataclass
+class Setup:
+    tmp: Path
+    encoder: Path
+    model: Any
+    tokenizer: Any
+    queries: dict[str, str]
+    samples: list[Sample]
+    explained: list[TweetExplanation]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny tensors: one intra-op thread (OpenMP threads spin badly on a shared, busy CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Setup:
+    from transformers import AutoTokenizer
+
+    from mnerqg_graph.data.queries import load_queries
+    from mnerqg_graph.model import build_model
+
+    tmp = tmp_path_factory.mktemp("viz")
+    enc = tiny_encoder(tmp)
+    torch.manual_seed(0)
+    model = build_model(tiny_config(enc)).eval()
+    tok = AutoTokenizer.from_pretrained(str(enc))
+    queries = load_queries()
+    smp = samples(tmp)
+    return Setup(tmp, enc, model, tok, queries, smp, explain(model, tok, queries, smp))
+
+
+def _png_ok(path: Path) -> np.ndarray:
+    """The PNG decodes and is not blank: pixel variance > 0 and more than one colour."""
+    with Image.open(path) as im:
+        arr = np.asarray(im.convert("RGB"))
+    assert arr.ndim == 3 and arr.shape[0] > 50 and arr.shape[1] > 50
+    assert arr.var() > 0
+    assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 1
+    return arr
+
+
+def _texts(fig: Figure) -> list[str]:
+    out = [t.get_text() for ax in fig.axes for t in ax.texts]
+    return out + [t.get_text() for t in fig.texts]
+
+
+def _direct_attention(setup: Setup, row: int) -> dict[tuple[int, int, int], float]:
+    """(token position, scale, cell) -> weight of example ``row``, from a direct model call.
+
+    Node ids are mapped back without the visualiser's code: token nodes are the ``first_piece >= 0``
+    entries in (example, position) order, region nodes ``n_cells`` per image example.
+    """
+    _, batch = items_and_batch(setup.samples, setup.encoder, setup.model.config)
+    with torch.no_grad():
+        out = setup.model(batch, return_attention=True)
+    tokens = (batch.first_piece >= 0).nonzero().tolist()  # [(example, position)]
+    img_ex = batch.has_image[batch.example_tweet].nonzero(as_tuple=True)[0].tolist()
+    got: dict[tuple[int, int, int], float] = {}
+    for level, (rows, cols) in enumerate(setup.model.spec.grids):
+        n_cells = rows * cols
+        ei, w = out.attention[(f"region_s{level + 1}", "cross", "token")]
+        for r, t, v in zip(ei[0].tolist(), ei[1].tolist(), w.tolist(), strict=True):
+            ex, p = tokens[t]
+            assert img_ex[r // n_cells] == ex  # edges stay inside their example
+            if ex == row:
+                got[(p, level + 1, r % n_cells)] = v
+    return got
+
+
+def test_graphml_nodes_edges_and_weights_match_the_model(setup: Setup, tmp_path: Path) -> None:
+    t1 = setup.explained[0]
+    al = t1.alignments["PER"]
+    graphml, js = write_graph(al, tmp_path)
+    g = nx.read_graphml(graphml)
+    kinds = [d["kind"] for _, d in g.nodes(data=True)]
+    _, batch = items_and_batch(setup.samples[:1], setup.encoder, setup.model.config)
+    n_tok = int((batch.first_piece[0] >= 0).sum())  # tokens with word pieces (U+FE0F has none)
+    n_cells = sum(r * c for r, c in setup.model.spec.grids)
+    assert n_tok == 4 and n_cells == 4 + 16 + 64
+    assert kinds.count("token") == n_tok
+    assert kinds.count("region") == n_cells
+    assert kinds.count("query") == 1 and kinds.count("image") == 1
+    assert g.number_of_edges() == n_tok * n_cells == al.num_edges
+    # every edge weight is the model's attention value for this input (example 0 = t1, PER)
+    direct = _direct_attention(setup, row=0)
+    from_file = {}
+    for u, v, d in g.edges(data=True):
+        assert g.nodes[u]["kind"] == "region" and g.nodes[v]["kind"] == "token"
+        key = (int(g.nodes[v]["position"]), int(g.nodes[u]["scale"]), int(g.nodes[u]["cell"]))
+        from_file[key] = d["weight"]
+    assert set(from_file) == set(direct)
+    np.testing.assert_allclose([from_file[k] for k in sorted(direct)],
+                               [direct[k] for k in sorted(direct)], rtol=0, atol=1e-6)
+    # region attributes and the node-link JSON copy
+    node = g.nodes["region_s2:5"]
+    assert (node["row"], node["col"]) == (1, 1)
+    assert json.loads(node["box"]) == [0.25, 0.25, 0.5, 0.5]
+    assert g.nodes["token:0"]["text"] == "Kelvo" and g.nodes["token:0"]["pieces"]
+    data = json.loads(js.read_text(encoding="utf-8"))
+    g2 = nx.node_link_graph(data, edges="edges")
+    assert g2.number_of_nodes() == g.number_of_nodes()
+    assert g2.number_of_edges() == g.number_of_edges()
+    assert g2.nodes["region_s2:5"]["box"] == [0.25, 0.25, 0.5, 0.5]
+
+
+def test_token_order_is_kept_in_the_layout(setup: Setup, tmp_path: Path) -> None:
+    al = setup.explained[1].alignments["ORG"]  # t2: "so much about Zed Corp !"
+    pos = graph_layout(al)
+    ys = [pos[t.node_id][1] for t in al.tokens]
+    xs = {pos[t.node_id][0] for t in al.tokens}
+    assert [t.position for t in al.tokens] == list(range(6))
+    assert all(a < b for a, b in zip(ys, ys[1:], strict=False)) and len(xs) == 1
+    # the written graph carries the same positions
+    g = nx.read_graphml(write_graph(al, tmp_path)[0])
+    toks = sorted((d for _, d in g.nodes(data=True) if d["kind"] == "token"),
+                  key=lambda d: d["position"])
+    assert [d["text"] for d in toks] == ["so", "much", "about", "Zed", "Corp", "!"]
+    assert all(a["y"] < b["y"] for a, b in zip(toks, toks[1:], strict=False))
+    # region cells are laid out by grid position: left to right, top to bottom, per scale
+    al1 = setup.explained[0].alignments["ORG"]
+    p1 = graph_layout(al1)
+    assert p1["region_s1:0"][0] < p1["region_s1:1"][0] and p1["region_s1:0"][1] < p1[
+        "region_s1:2"][1]
+    assert p1["region_s1:3"][1] < p1["region_s2:0"][1] < p1["region_s3:0"][1]
+
+
+def test_edge_selection_top_k_per_scale_and_threshold(setup: Setup) -> None:
+    al = setup.explained[0].alignments["PER"]
+    scale = np.array([r.scale for r in al.regions])[al.edge_region]
+    top = select_edges(al, top_k=3)
+    assert len(top) == 9 and all((scale[top] == s).sum() == 3 for s in (1, 2, 3))
+    for s in (1, 2, 3):  # the 3 kept are the strongest of their scale
+        kept = al.edge_weight[top[scale[top] == s]]
+        rest = np.delete(al.edge_weight, top)[np.delete(scale, top) == s]
+        assert kept.min() >= rest.max()
+    thr = float(np.median(al.edge_weight))
+    sel = select_edges(al, top_k=None, threshold=thr)
+    assert len(sel) == int((al.edge_weight >= thr).sum())
+    assert np.all(np.diff(al.edge_weight[sel]) <= 0)  # strongest first
+
+
+def test_pictures_decode_and_are_not_blank(setup: Setup, tmp_path: Path) -> None:
+    paths = visualize_samples(setup.model, setup.tokenizer, setup.queries, setup.samples[:1],
+                              tmp_path, top_k=5, types=["PER"])
+    names = sorted(p.name for p in paths)
+    assert names == ["alignment_PER.graphml", "alignment_PER.json", "boxes.png",
+                     "graph_PER.png", "heatmap_PER.png"]
+    assert {p.parent for p in paths} == {tmp_path / "t1"}
+    for p in paths:
+        if p.suffix == ".png":
+            _png_ok(p)
+    # the boxes picture shows prediction and gold (t1 has a gold PER box) side by side
+    expl = setup.explained[0]
+    fig = boxes_figure(expl, load_picture(expl.sample))
+    assert len([ax for ax in fig.axes if ax.get_title()]) == 2
+    assert any(t.startswith("PER Kelvo") for t in _texts(fig))
+
+
+def test_no_image_draws_the_text_side_and_a_placeholder(setup: Setup, tmp_path: Path) -> None:
+    expl = setup.explained[1]  # t2 has no image
+    assert expl.sample.image_path is None
+    al = expl.alignments["PER"]
+    assert not al.has_image and al.regions == [] and al.num_edges == 0
+    assert "no image" in al.note()
+    g = nx.read_graphml(write_graph(al, tmp_path)[0])
+    kinds = [d["kind"] for _, d in g.nodes(data=True)]
+    assert kinds.count("token") == 6 and "region" not in kinds and g.number_of_edges() == 0
+    compact = draw_graph(al, tmp_path / "graph.png", compact=True)
+    _png_ok(compact)
+    with Image.open(compact) as im:
+        assert im.mode == "P"  # 256-colour palette
+    assert "no image" in _texts(graph_figure(al))
+    fig = boxes_figure(expl, load_picture(expl.sample))
+    assert "no image" in _texts(fig)
+    paths = visualize_samples(setup.model, setup.tokenizer, setup.queries, [expl.sample],
+                              tmp_path / "out", types=["PER"])
+    _png_ok(next(p for p in paths if p.name == "boxes.png"))
+
+
+def _fusions_with_image() -> list[str]:
+    from mnerqg_graph.fusion import FUSION_REGISTRY
+
+    return [n for n in FUSION_REGISTRY.names()
+            if getattr(FUSION_REGISTRY.get(n), "uses_image", True)]
+
+
+@pytest.mark.parametrize("fusion", _fusions_with_image())
+def test_every_fusion_with_attention_gives_complete_weighted_graphs(
+    setup: Setup, fusion: str
+) -> None:
+    from mnerqg_graph.model import build_model
+    from mnerqg_graph.viz.alignment import to_networkx
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(setup.encoder, fusion=fusion), weights=False).eval()
+    expl = explain(model, setup.tokenizer, setup.queries, setup.samples[:2])
+    al = expl[0].alignments["LOC"]
+    assert al.attention and not al.note()
+    g = to_networkx(al)
+    assert g.number_of_edges() == 4 * 84 == al.num_edges
+    assert np.isfinite(al.edge_weight).all() and (al.edge_weight >= 0).all()
+    assert not expl[1].alignments["LOC"].num_edges  # t2 has no image
+    # spans stay on token nodes (t1's 5th token, U+FE0F, has no word piece)
+    assert all(0 <= a < b <= 4 for a, b, _, _ in al.entities)
+
+
+def test_text_only_model_says_it_has_no_attention(setup: Setup, tmp_path: Path) -> None:
+    from mnerqg_graph.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(setup.encoder, fusion="none", use_image=False)).eval()
+    [expl] = explain(model, setup.tokenizer, setup.queries, setup.samples[:1])
+    al = expl.alignments["LOC"]
+    assert not al.image_branch and al.num_edges == 0 and "no image branch" in al.note()
+    g = nx.read_graphml(write_graph(al, tmp_path)[0])
+    assert sorted({d["kind"] for _, d in g.nodes(data=True)}) == ["query", "token"]
+    assert g.graph["attention"] is False
+    fig = graph_figure(al)
+    assert any("fusion 'none' has no image branch" in t for t in [fig.get_suptitle()])
+    _png_ok(draw_graph(al, tmp_path / "graph.png"))
+
+
+def test_cli_end_to_end(setup: Setup, tmp_path: Path) -> None:
+    from mnerqg_graph.data.conll import write_conll
+    from mnerqg_graph.data.voc import VocAnnotation, VocObject, write_voc
+    from mnerqg_graph.training.checkpoint import save_model
+    from mnerqg_graph.viz.cli import main
+
+    ckpt = save_model(setup.model, setup.model.config, setup.queries, setup.tokenizer,
+                      tmp_path / "ckpt")
+    t1, t2 = setup.samples[0], setup.samples[1]
+    # a JSON-lines file, as `mnerqg predict --input` reads it
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "t2", "tokens": t2.tweet.tokens},
+        {"id": "t1", "tokens": t1.tweet.tokens, "image": str(t1.image_path)},
+    ]) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(ckpt), "--input", str(jsonl), "--ids", "t1",
+                 "--out", str(out), "--types", "PER", "--top-k", "4", "--device", "cpu"]) == 0
+    assert sorted(p.name for p in (out / "t1").iterdir()) == [
+        "alignment_PER.graphml", "alignment_PER.json", "boxes.png", "graph_PER.png",
+        "heatmap_PER.png"]
+    assert not (out / "t2").exists()
+    g = nx.read_graphml(out / "t1" / "alignment_PER.graphml")
+    assert g.number_of_edges() == 4 * 84
+    # --text without an image
+    assert main(["--checkpoint", str(ckpt), "--text", "Kelvo visits Marn", "--out", str(out),
+                 "--types", "LOC", "--threshold", "0.1", "--device", "cpu"]) == 0
+    _png_ok(out / "text" / "boxes.png")
+    # a data-set folder: its gold boxes are drawn
+    root = tmp_path / "ds"
+    (root / "images").mkdir(parents=True)
+    (root / "boxes").mkdir()
+    write_conll(root / "test.txt", [t1.tweet, t2.tweet])
+    assert t1.image_path is not None
+    (root / "images" / "t1.jpg").write_bytes(t1.image_path.read_bytes())
+    write_voc(root / "boxes" / "t1.xml", VocAnnotation(
+        "t1.jpg", 80, 80, [VocObject("Kelvo", box) for box in t1.boxes_of_type("PER")]))
+    assert main(["--checkpoint", str(ckpt), "--input", str(root), "--ids", "t1,t2",
+                 "--out", str(tmp_path / "ds_out"), "--types", "PER", "--device", "cpu"]) == 0
+    _png_ok(tmp_path / "ds_out" / "t1" / "boxes.png")
+    assert (tmp_path / "ds_out" / "t2" / "graph_PER.png").is_file()
+    from mnerqg_graph.errors import DataError
+
+    with pytest.raises(DataError, match="nope"):
+        main(["--checkpoint", str(ckpt), "--input", str(root), "--ids", "nope",
+              "--out", str(tmp_path / "x")])
