@@ -118,6 +118,7 @@ def run_experiment(
     from mnerqg_graph.evaluation import score_predictions, write_predictions
     from mnerqg_graph.model import build_model
     from mnerqg_graph.pipeline import predict, prepare_items
+    from mnerqg_graph.training import distributed as ddp
     from mnerqg_graph.training.checkpoint import load_model
     from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
 
@@ -133,7 +134,10 @@ def run_experiment(
         work = tmp_work
     work.mkdir(parents=True, exist_ok=True)
     try:
-        splits = load_data(data, seed)
+        # DDP (torchrun sets WORLD_SIZE > 1): process group, this rank's device; no-op otherwise
+        dist_env, optim["device"] = ddp.setup(str(optim.get("device", "auto")))
+        with ddp.main_process_first(dist_env):  # rank 0 generates SynthTweets, then the others
+            splits = load_data(data, seed)
         queries = load_queries(data.get("queries"))
         types_in_data = {
             sp.type
@@ -143,7 +147,9 @@ def run_experiment(
         check_queries_cover(queries, types_in_data, data.get("queries") or "default queries")
         train_samples, sup = apply_grounding_supervision(splits["train"], grounding, seed)
         info["grounding_supervision"] = sup
-        encoder = resolve_encoder(model, splits["train"], queries, work, seed)
+        encoder = ddp.build_on_main(  # rank 0 builds (a tiny encoder), the others get a copy
+            lambda w: resolve_encoder(model, splits["train"], queries, w, seed), dist_env, work
+        )
         tokenizer = AutoTokenizer.from_pretrained(encoder)
         cfg = ModelConfig(
             types=list(queries),
@@ -177,9 +183,21 @@ def run_experiment(
             return score_predictions(splits["valid"], preds, list(queries), ambiguous.get("valid"))
 
         trainer = Trainer(
-            net, tokenizer, queries, items["train"], evaluate, tcfg, work, log=log, progress=print
+            net,
+            tokenizer,
+            queries,
+            items["train"],
+            ddp.on_main(evaluate, dist_env),
+            tcfg,
+            work,
+            log=log,
+            progress=print,
+            **ddp.trainer_kwargs(dist_env, device, items["train"], seed, pad_id),
         )
         result = trainer.fit(resume=resume)
+        ddp.barrier()  # rank 0 has written best/ before anyone goes on
+        if not dist_env.is_main:  # rank 0 alone evaluates on test and writes the results
+            return {f"valid/{k}": float(v) for k, v in result.best_metrics.items()}
         print(
             f"best epoch {result.best_epoch} ({tcfg.select_metric} "
             f"{result.best_metrics.get(tcfg.select_metric, float('nan')):.4f}), "
@@ -208,7 +226,8 @@ def run_experiment(
                     add_artifact(f, "checkpoint-" + "-".join(f.relative_to(work / "best").parts))
             for f in sorted(pred_dir.iterdir()):
                 add_artifact(f, f"test-{f.name}")
-            add_artifact(work / "metrics.json", "metrics.json")
+            # not "metrics.json": that name is the FileStorageObserver's own file
+            add_artifact(work / "metrics.json", "final_metrics.json")
         if visualize and add_artifact is not None:
             from mnerqg_graph.viz.artifacts import visualize_samples
 
@@ -219,6 +238,7 @@ def run_experiment(
                     add_artifact(f, "visualize-" + "-".join(f.relative_to(vis_dir).parts))
         return out
     finally:
+        ddp.cleanup()
         if tmp_work is not None:
             shutil.rmtree(tmp_work, ignore_errors=True)
 

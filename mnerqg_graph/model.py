@@ -45,6 +45,9 @@ from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types,
 from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead
 from mnerqg_graph.heads.span import span_scores
 
+#: Size of the entity-type embedding appended to every token node (the query's type).
+TYPE_DIM = 16
+
 
 @dataclass
 class ModelOutput:
@@ -103,6 +106,7 @@ class MnerqgModel(nn.Module):
         d_text = text_encoder.output_dim
         self.casing = nn.Embedding(len(SHAPES), config.casing_dim) if config.casing_dim else None
         self.type_emb = nn.Embedding(len(config.types), d_text)
+        self.token_type_emb = nn.Embedding(len(config.types), TYPE_DIM)
         self.gate_head = nn.Linear(d_text, 1)
         if backbone is not None:
             shapes = backbone.output_shape()[: len(grids)]
@@ -114,7 +118,10 @@ class MnerqgModel(nn.Module):
             )
             self.no_image = nn.Parameter(torch.zeros(shapes[0].channels))
         out = fusion.output_dims()
-        self.span_head = SpanHead(out[TOKEN], config.max_span_len, config.dropout)
+        # the span heads read the fused token features next to the token's own input features
+        # (a skip around the fusion module), so no fusion module can start worse than text-only
+        token_in = d_text + config.casing_dim + TYPE_DIM
+        self.span_head = SpanHead(out[TOKEN] + token_in, config.max_span_len, config.dropout)
         self.existence_head = ExistenceHead(out[QUERY], config.dropout)
         self.grounding_head = (
             GroundingHead(
@@ -129,7 +136,7 @@ class MnerqgModel(nn.Module):
         config: ModelConfig, text_dim: int, backbone: ImageBackbone | None, num_scales: int
     ) -> dict[str, int]:
         """Input feature size per node type, for building the fusion module."""
-        dims = {TOKEN: text_dim + config.casing_dim, QUERY: text_dim}
+        dims = {TOKEN: text_dim + config.casing_dim + TYPE_DIM, QUERY: text_dim}
         if backbone is not None:
             shapes = backbone.output_shape()
             for rtype, s in zip(region_types(num_scales), shapes[:num_scales], strict=True):
@@ -151,6 +158,10 @@ class MnerqgModel(nn.Module):
             tok = hidden.gather(1, idx.unsqueeze(-1).expand(n, w, hidden.size(-1)))  # [N, W, D]
             if self.casing is not None:
                 tok = torch.cat([tok, self.casing(batch.token_shape)], -1)
+            # every token node also carries the asked type, so a token's start/end decision can
+            # depend on the type without first having to be routed through attention
+            asked = self.token_type_emb(batch.type_index).unsqueeze(1).expand(n, w, -1)
+            tok = torch.cat([tok, asked], -1)
             query = hidden[:, 0] + self.type_emb(batch.type_index)  # [N, D]
             gate_logits = self.gate_head(query).squeeze(-1)
 
@@ -179,7 +190,7 @@ class MnerqgModel(nn.Module):
         with record_function("mnerqg::heads"):
             h_tok = fused.x_dict[TOKEN].new_zeros(n, w, fused.x_dict[TOKEN].size(-1))
             h_tok[token_mask] = fused.x_dict[TOKEN]
-            span_logits = self.span_head(h_tok)
+            span_logits = self.span_head(torch.cat([h_tok, tok.to(h_tok.dtype)], -1))
             q_out = fused.x_dict[QUERY]
             g_logits = g_boxes = None
             if self.grounding_head is not None:
@@ -268,8 +279,8 @@ class MnerqgModel(nn.Module):
         ps, pe_raw, pm = torch.sigmoid(start_l), torch.sigmoid(end_l), torch.sigmoid(match_l)
         pe = torch.nn.functional.pad(pe_raw, (0, s - 1)).unfold(1, s, 1)
         ok = (ps.unsqueeze(-1) > t) & (pe > t) & (pm > t)
+        ok &= self.span_head.candidate_mask(out.token_mask)  # both ends are real tokens
         score = span_scores(out.span_logits, out.token_mask, s).clamp(min=1e-12) ** (1 / 3)
-        ok &= out.span_logits[0].new_ones(ok.shape, dtype=torch.bool) & (score > 0)
         ex, i, k = ok.nonzero(as_tuple=True)
         sc = score[ex, i, k]
         n = start_l.size(0)

@@ -25,8 +25,8 @@ class SpanHead(nn.Module):
         super().__init__()
         self.max_span_len = max_span_len
         self.drop = nn.Dropout(dropout)
-        self.start = nn.Linear(in_dim, 1)
-        self.end = nn.Linear(in_dim, 1)
+        self.start = nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, 1))
+        self.end = nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, 1))
         self.match_start = nn.Linear(in_dim, in_dim)
         self.match_end = nn.Linear(in_dim, in_dim)
         self.match_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(in_dim, 1))

@@ -1,0 +1,101 @@
+"""The Sacred experiment: a `fast` run with a real FileStorageObserver, reproducibility, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sacred import SETTINGS
+from sacred.observers import FileStorageObserver
+
+from experiments.train import ex
+
+SETTINGS.CAPTURE_MODE = "sys"  # pytest owns the file descriptors
+
+
+@pytest.fixture(scope="module")
+def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Path]:
+    tmp = tmp_path_factory.mktemp("exp")
+    obs = FileStorageObserver(str(tmp / "runs"))
+    ex.observers.append(obs)
+    try:
+        run = ex.run(
+            named_configs=["fast"],
+            config_updates={
+                "data": {"root": str(tmp / "synth")},
+                "output_dir": str(tmp / "out"),
+                "seed": 3,
+            },
+        )
+    finally:
+        ex.observers.remove(obs)
+    return run, tmp, Path(obs.dir)
+
+
+def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Path, Path]) -> None:
+    run, tmp, run_dir = fast_run
+    result = run.result  # type: ignore[attr-defined]
+    for key in (
+        "test/precision",
+        "test/recall",
+        "test/f1",
+        "test/f1_PER",
+        "test/f1_OTHER",
+        "test/grounding_acc",
+        "test/grounded_f1",
+        "test/ambiguous_f1",
+        "valid/f1",
+    ):
+        assert key in result and 0.0 <= result[key] <= 1.0, key
+    assert all(isinstance(v, float) for v in result.values())
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["model"]["fusion"] == "hetero_gat" and cfg["seed"] == 3
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"train/loss_total", "train/loss_grounding", "valid/f1", "valid/grounding_acc"} <= set(
+        metrics
+    )
+    names = {p.name for p in run_dir.iterdir()}
+    assert {
+        "checkpoint-model.safetensors",
+        "checkpoint-config.json",
+        "checkpoint-queries.json",
+        "test-predictions.conll",
+        "test-predictions.jsonl",
+        "final_metrics.json",
+    } <= names
+    assert (tmp / "out" / "checkpoint" / "model.safetensors").is_file()
+    status = json.loads((run_dir / "run.json").read_text())["status"]
+    assert status == "COMPLETED"
+
+
+def test_predictions_are_evaluable_and_match_result(fast_run: tuple[object, Path, Path]) -> None:
+    from mnerqg_graph.metrics import evaluate_files
+
+    run, tmp, run_dir = fast_run
+    scores = evaluate_files(tmp / "synth" / "test.txt", run_dir / "test-predictions.conll")
+    assert scores.to_dict()["micro"]["f1"] == pytest.approx(run.result["test/f1"])  # type: ignore[attr-defined]
+
+
+def test_same_seed_same_numbers(fast_run: tuple[object, Path, Path]) -> None:
+    run, tmp, _ = fast_run
+    again = ex.run(
+        named_configs=["fast"],
+        config_updates={"data": {"root": str(tmp / "synth")}, "seed": 3, "save_artifacts": False},
+    )
+    for k, v in run.result.items():  # type: ignore[attr-defined]
+        if "seconds" not in k:
+            assert again.result[k] == pytest.approx(v, abs=1e-9), k
+
+
+def test_missing_data_root_is_one_clear_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ex.run(
+            named_configs=["fast"],
+            config_updates={"data": {"name": "folder", "root": str(tmp_path / "nope")}},
+        )
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("experiments.train: error:") and "nope" in err[-1]
