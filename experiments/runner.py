@@ -78,9 +78,9 @@ def apply_grounding_supervision(
     frac = float(grounding.get("manual_fraction", 1.0))
     if frac >= 1.0:
         return train, {"manual_tweets": float(sum(bool(s.boxes) for s in train))}
-    rng = random.Random(seed)
-    with_boxes = [i for i, s in enumerate(train) if s.image_path is not None]
-    keep = set(rng.sample(with_boxes, round(frac * len(with_boxes))))
+    from detectors.weak_labels import select_manual
+
+    keep = select_manual(train, frac, seed)
     weak_dir = grounding.get("weak_dir")
     weak: dict[str, Any] = {}
     if weak_dir:
@@ -92,9 +92,19 @@ def apply_grounding_supervision(
         if i in keep:
             out.append(s)
         else:
-            boxes = weak.get(s.tweet.id, {})
-            n_weak += bool(boxes)
-            out.append(Sample(s.tweet, s.image_path, s.image_size, boxes))
+            # a tweet with neither manual nor weak boxes gets no grounding loss at all (it must
+            # not learn "not in the image" from a missing annotation)
+            labelled = s.tweet.id in weak
+            n_weak += labelled
+            out.append(
+                Sample(
+                    s.tweet,
+                    s.image_path,
+                    s.image_size,
+                    weak.get(s.tweet.id, {}),
+                    grounding_labelled=labelled,
+                )
+            )
     return out, {"manual_tweets": float(len(keep)), "weak_tweets": float(n_weak)}
 
 

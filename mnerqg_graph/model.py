@@ -254,10 +254,15 @@ class MnerqgModel(nn.Module):
             and out.grounding_logits is not None
             and (out.image_examples.numel())
         ):
-            ie = out.image_examples
+            # only examples whose tweet has known boxes (gold or weak) are supervised
+            keep = batch.grounding_labelled[out.image_examples]
+            ie = out.image_examples[keep]
             assert out.grounding_boxes is not None
             parts["grounding"] = self.grounding_head.loss(
-                out.grounding_logits, out.grounding_boxes, batch.gt_boxes[ie], batch.gt_mask[ie]
+                out.grounding_logits[keep],
+                out.grounding_boxes[keep],
+                batch.gt_boxes[ie],
+                batch.gt_mask[ie],
             )
         weighted = {k: v * wts.get(k, 1.0) for k, v in parts.items()}
         weighted["total"] = torch.stack(list(weighted.values())).sum()

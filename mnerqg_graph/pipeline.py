@@ -65,7 +65,11 @@ def prepare_items(
                 report.n_images += 1
             except DataError:
                 report.unreadable_images.append(str(sample.image_path))
-        items.append(TweetItem(idx, group, token_shapes(sample.tweet.tokens), image))
+        items.append(
+            TweetItem(
+                idx, group, token_shapes(sample.tweet.tokens), image, sample.grounding_labelled
+            )
+        )
     return items, report
 
 

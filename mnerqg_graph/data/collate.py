@@ -25,12 +25,14 @@ class TweetItem:
         examples: its MRC examples, one per type, in type order.
         shapes: casing/shape class per original token.
         image: ``[3, S, S]`` uint8, or None when the tweet has no usable image.
+        grounding_labelled: whether the tweet's boxes are known (see ``Sample``).
     """
 
     index: int
     examples: list[MrcExample]
     shapes: list[int]
     image: Tensor | None
+    grounding_labelled: bool = True
 
 
 @dataclass
@@ -53,6 +55,7 @@ class MrcBatch:
     gt_boxes: Tensor
     gt_mask: Tensor
     tweet_index: Tensor
+    grounding_labelled: Tensor
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MrcBatch:
         """A copy with every tensor on ``device``."""
@@ -144,4 +147,7 @@ def collate(
         gt_boxes=gt_boxes,
         gt_mask=gt_mask,
         tweet_index=torch.tensor([it.index for it in items], dtype=torch.long),
+        grounding_labelled=torch.tensor(
+            [it.grounding_labelled for it in items for _ in it.examples], dtype=torch.bool
+        ),
     )

@@ -76,12 +76,15 @@ class Sample:
         image_size: ``(width, height)`` of the original image, when known.
         boxes: gold (or weak) boxes per entity span of ``tweet.entities``; an entity that is not in
             the image has no key (or an empty list).
+        grounding_labelled: False when the tweet's boxes are unknown (not annotated and no weak
+            label): its examples then get no grounding loss instead of learning "not in the image".
     """
 
     tweet: Tweet
     image_path: Path | None = None
     image_size: tuple[int, int] | None = None
     boxes: dict[Span, list[Box]] = field(default_factory=dict)
+    grounding_labelled: bool = True
 
     def boxes_of_type(self, entity_type: str) -> list[Box]:
         """All boxes of the entities of ``entity_type`` (the type's query-grounding target)."""

@@ -110,3 +110,39 @@ def test_text_only_model_has_no_image_branch(
     out = model(batch)
     assert out.grounding_logits is None
     assert "grounding" not in model.losses(batch, out)
+
+
+def test_unlabelled_grounding_examples_get_no_grounding_loss(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    from mnerqg_graph.data.types import Sample
+
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir, dropout=0.0)
+    model = build_model(cfg).eval()
+    smp = samples(tmp_path)
+    _, labelled = items_and_batch(smp, encoder_dir, cfg)
+    # the same tweets, but t1's boxes are unknown: its gold PER box must no longer count
+    smp[0] = Sample(
+        smp[0].tweet, smp[0].image_path, smp[0].image_size, {}, grounding_labelled=False
+    )
+    _, unlabelled = items_and_batch(smp, encoder_dir, cfg)
+    assert unlabelled.grounding_labelled.tolist().count(False) == len(cfg.types)
+    with torch.no_grad():
+        out = model(unlabelled)
+        only_t3 = model.losses(unlabelled, out)["grounding"]
+        out_l = model(labelled)
+        both = model.losses(labelled, out_l)["grounding"]
+    assert not torch.isclose(only_t3, both)
+    # t1 (unlabelled) has no influence: removing its boxes entirely changes nothing
+    smp[0] = Sample(
+        smp[0].tweet,
+        smp[0].image_path,
+        smp[0].image_size,
+        {s: [b] for s, bs in samples(tmp_path)[0].boxes.items() for b in bs},
+        grounding_labelled=False,
+    )
+    _, unlabelled_with_boxes = items_and_batch(smp, encoder_dir, cfg)
+    with torch.no_grad():
+        again = model.losses(unlabelled_with_boxes, model(unlabelled_with_boxes))["grounding"]
+    assert torch.isclose(again, only_t3)
