@@ -1,0 +1,793 @@
+"""The visual-grounding model that makes MNER-QG's weak grounding labels.
+
+Given an image and an entity-type query, it predicts the box of that type's entities, or says the
+type is not in the image. It is the image half of MNER-QG's grounding head on its own: a backbone
+from ``BACKBONE_REGISTRY`` (default ``small_cnn``) gives 3 feature maps; each cell is projected to
+``hidden_dim``; a learned embedding per entity type is the query; and the query-conditioned,
+anchor-free :class:`~mnerqg_graph.heads.grounding.GroundingHead` (the main model's own head, with
+its targets, loss and prediction) scores every cell of the 3 scales. The image is encoded once and
+shared by all its type queries. Training adds one term to the head's loss: a BCE on the best cell's
+logit, target "the type has a box in this image". The head's own negative term is a mean over all
+cells, which barely pushes down the one cell holding an object of *another* type, so without this
+term the grounder rarely says "not in the image" (on SynthTweets its none-accuracy goes from about
+0.1 to about 0.75 with it, and the box accuracy does not drop).
+
+Transfer learning, as in the paper's weak supervision:
+
+1. ``pretrain`` on a *source* set with boxes for everything (e.g. SynthTweets generated with
+   another seed), every (image, type) pair a training example (a type without boxes teaches
+   "not in the image");
+2. ``finetune`` on the few manually annotated tweets of the *target* set: the ``manual_fraction``
+   of its training tweets with an image chosen by
+   :func:`detectors.weak_labels.select_manual` (the experiment keeps gold boxes on exactly those);
+3. ``mnerqg pseudo-label`` (:mod:`detectors.weak_labels`) writes its boxes for the other tweets.
+
+Command line::
+
+    python -m detectors.grounder pretrain --data SRC --out CKPT
+    python -m detectors.grounder finetune --init CKPT --data TGT --manual-fraction 0.2 --out CKPT2
+    python -m detectors.grounder evaluate --grounder CKPT2 --data TGT --split test
+
+Checkpoints are folders with ``model.safetensors`` and ``config.json``
+(``{"kind": "visual_grounder", "model": {...}, "stages": [...]}``); nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from detectors.backbones import build_backbone
+from detectors.detector import (
+    ImageSet,
+    TrainResult,
+    load_checkpoint_weights,
+    load_image_set,
+    normalised_boxes,
+    read_checkpoint_config,
+    resolve_device,
+    run_main,
+    save_checkpoint,
+)
+from mnerqg_graph.data.types import Box, Sample
+from mnerqg_graph.errors import CheckpointError, ConfigError, DataError, TrainingError
+from mnerqg_graph.heads.grounding import GroundingHead
+from mnerqg_graph.metrics import GroundingScores, grounding_accuracy
+
+#: ``config.json["kind"]`` of a visual-grounding checkpoint.
+GROUNDER_KIND = "visual_grounder"
+#: Version of the grounder checkpoint layout.
+GROUNDER_FORMAT = 1
+#: IoU a predicted box needs to count as correct.
+IOU_THRESHOLD = 0.5
+#: Default backbone options: 64 px input -> 2x2, 4x4, 8x8 cells, fast on a CPU.
+DEFAULT_BACKBONE_KWARGS: dict[str, Any] = {"width": 16, "out_channels": 32}
+
+
+class VisualGrounder(nn.Module):
+    """Backbone + type-query embedding + :class:`GroundingHead` over 3 scales.
+
+    Args:
+        types: the entity types (the queries), in index order.
+        backbone: a ``BACKBONE_REGISTRY`` name.
+        backbone_kwargs: the backbone's options (JSON values); None: :data:`DEFAULT_BACKBONE_KWARGS`
+            for ``small_cnn``, the backbone's defaults otherwise.
+        image_size: the square input side in pixels; a multiple of the backbone's coarsest stride.
+        hidden_dim: width of the projected cells, the query embedding and the head.
+        threshold: confidence under which the answer is "not in the image".
+        existence_weight: weight of the best-cell existence BCE added to the head's loss
+            (0: the head's loss alone).
+
+    Shapes:
+        - images: ``[B, 3, S, S]`` RGB in ``[0, 1]``; image_index, type_index: ``[M]``
+        - forward -> logits ``[M, C]``, boxes ``[M, C, 4]`` (normalised xyxy), ``C`` = all cells
+          of the 3 scales.
+    """
+
+    def __init__(
+        self,
+        types: Sequence[str],
+        backbone: str = "small_cnn",
+        backbone_kwargs: Mapping[str, Any] | None = None,
+        image_size: int = 64,
+        hidden_dim: int = 64,
+        threshold: float = 0.5,
+        existence_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if not types or len(set(types)) != len(types):
+            raise ConfigError(f"grounder types must be non-empty and distinct, got {list(types)}")
+        if not 0.0 < threshold < 1.0:
+            raise ConfigError(f"grounder threshold must be in (0, 1), got {threshold}")
+        self.types = list(types)
+        self.backbone_name = backbone
+        if backbone_kwargs is None:
+            backbone_kwargs = DEFAULT_BACKBONE_KWARGS if backbone == "small_cnn" else {}
+        self.backbone_kwargs = dict(backbone_kwargs)
+        self.image_size = image_size
+        self.hidden_dim = hidden_dim
+        self.threshold = threshold
+        self.existence_weight = existence_weight
+        self.backbone = build_backbone(backbone, **self.backbone_kwargs)
+        specs = self.backbone.output_shape()
+        bad = [s.stride for s in specs if image_size % s.stride]
+        if bad or image_size < max(s.stride for s in specs):
+            raise ConfigError(
+                f"grounder image_size {image_size} must be a multiple of the backbone strides "
+                f"{[s.stride for s in specs]}"
+            )
+        grids = tuple((image_size // s.stride, image_size // s.stride) for s in specs)
+        self.region_proj = nn.ModuleList(nn.Linear(s.channels, hidden_dim) for s in specs)
+        self.query_emb = nn.Embedding(len(self.types), hidden_dim)
+        self.head = GroundingHead(hidden_dim, hidden_dim, grids, hidden_dim, threshold)
+
+    def config(self) -> dict[str, Any]:
+        """JSON-ready constructor arguments."""
+        return {
+            "types": list(self.types),
+            "backbone": self.backbone_name,
+            "backbone_kwargs": dict(self.backbone_kwargs),
+            "image_size": self.image_size,
+            "hidden_dim": self.hidden_dim,
+            "threshold": self.threshold,
+            "existence_weight": self.existence_weight,
+        }
+
+    def encode(self, images: Tensor) -> list[Tensor]:
+        """Projected cell features of each scale, coarsest first.
+
+        Shapes:
+            - images: ``[B, 3, S, S]`` -> output[k]: ``[B, h_k * w_k, hidden_dim]``
+        """
+        if images.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(
+                f"grounder expects {self.image_size}x{self.image_size} images, "
+                f"got {tuple(images.shape[-2:])}"
+            )
+        maps = self.backbone(images)
+        return [proj(m.flatten(2).transpose(1, 2)) for proj, m in zip(self.region_proj, maps,
+                                                                        strict=True)]
+
+    def forward(self, images: Tensor, image_index: Tensor, type_index: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        """Per-cell confidence logits and boxes of each (image, type) example.
+
+        Args:
+            images: the distinct images of the batch.
+            image_index: the image of each example.
+            type_index: the type (query) of each example.
+
+        Returns:
+            ``(logits [M, C], boxes [M, C, 4])``.
+        """
+        regions = self.encode(images)  # each (B, N_k, D)
+        per_example = [r[image_index] for r in regions]  # each (M, N_k, D)
+        return self.head(per_example, self.query_emb(type_index))
+
+    def loss(self, images: Tensor, image_index: Tensor, type_index: Tensor, gt: Tensor,
+             gt_mask: Tensor) -> Tensor:
+        """The grounding head's loss (confidence BCE + L1 + GIoU) + the weighted existence BCE.
+
+        Shapes:
+            - gt: ``[M, K, 4]`` normalised xyxy; gt_mask: ``[M, K]`` (all False: not in the image).
+        """
+        logits, boxes = self(images, image_index, type_index)
+        loss = self.head.loss(logits, boxes, gt, gt_mask)
+        if self.existence_weight:
+            present = gt_mask.any(dim=1).to(logits.dtype)  # (M,)
+            loss = loss + self.existence_weight * F.binary_cross_entropy_with_logits(
+                logits.max(dim=1).values, present
+            )
+        return loss
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, image_index: Tensor, type_index: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        """The best box and its confidence per example (confidence < threshold: not there).
+
+        Shapes:
+            - output: boxes ``[M, 4]`` normalised xyxy, confidences ``[M]``.
+        """
+        logits, boxes = self(images, image_index, type_index)
+        return self.head.predict(logits, boxes)
+
+
+# --------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------
+
+
+def save_grounder(model: VisualGrounder, out_dir: str | Path,
+                  stages: Sequence[Mapping[str, Any]] = ()) -> Path:
+    """Write a grounder checkpoint folder (``model.safetensors`` + ``config.json``), atomically.
+
+    Args:
+        model: the grounder.
+        out_dir: the folder (replaced when it exists).
+        stages: the training stages that made it (pretrain, finetune), recorded in the config.
+
+    Returns:
+        ``out_dir``.
+    """
+    config = {
+        "kind": GROUNDER_KIND,
+        "format": GROUNDER_FORMAT,
+        "model": model.config(),
+        "stages": [dict(s) for s in stages],
+    }
+    return save_checkpoint(model, config, out_dir)
+
+
+def load_grounder(ckpt_dir: str | Path, device: str | torch.device = "cpu"
+                  ) -> tuple[VisualGrounder, list[dict[str, Any]]]:
+    """Rebuild a grounder from its checkpoint folder.
+
+    Args:
+        ckpt_dir: a folder written by :func:`save_grounder`.
+        device: where to put the model.
+
+    Returns:
+        The grounder (evaluation mode, on ``device``) and its recorded training stages.
+
+    Raises:
+        CheckpointError: missing files, a checkpoint of another kind (a detector's, an MNER-QG
+            model's; the message names the file), or weights that do not fit.
+    """
+    path, config = read_checkpoint_config(ckpt_dir, GROUNDER_KIND)
+    kwargs = config.get("model")
+    if not isinstance(kwargs, dict):
+        raise CheckpointError(f"{path}: missing the 'model' section")
+    try:
+        model = VisualGrounder(**kwargs)
+    except (TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{path}: cannot rebuild the grounder: {exc}") from None
+    load_checkpoint_weights(model, ckpt_dir)
+    stages = config.get("stages") or []
+    return model.to(resolve_device(device)).eval(), list(stages)
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class GroundingData:
+    """Images with, per image and type, the gold boxes (empty: the type is not in the image).
+
+    Attributes:
+        images: the images (tweets whose image could not be read are left out and listed).
+        boxes: ``boxes[i][t]`` the normalised xyxy boxes ``[n, 4]`` of type ``t`` in image ``i``.
+    """
+
+    images: ImageSet
+    boxes: list[list[Tensor]]
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+
+def grounding_data(samples: Sequence[Sample], types: Sequence[str], image_size: int
+                   ) -> GroundingData:
+    """Load the images of the samples that have one, with their per-type gold boxes.
+
+    Args:
+        samples: the tweets (those without an image are ignored).
+        types: the type order.
+        image_size: the side the images are resized to.
+
+    Returns:
+        The images and boxes.
+    """
+    image_set = load_image_set(samples, image_size)
+    boxes = [[normalised_boxes(s, t) for t in types] for s in image_set.samples]
+    return GroundingData(image_set, boxes)
+
+
+def _batch_targets(boxes: Sequence[Sequence[Tensor]], flip: Tensor
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Example indices and padded gold boxes of a batch of images, every type each.
+
+    Returns:
+        ``image_index [M]``, ``type_index [M]``, ``gt [M, K, 4]``, ``gt_mask [M, K]`` with
+        ``M = B * T``; boxes of flipped images are mirrored.
+    """
+    n_img, n_types = len(boxes), len(boxes[0])
+    image_index = torch.arange(n_img).repeat_interleave(n_types)
+    type_index = torch.arange(n_types).repeat(n_img)
+    flat = [b for per_image in boxes for b in per_image]
+    k = max(1, max(int(b.shape[0]) for b in flat))
+    gt = torch.zeros(len(flat), k, 4)
+    gt_mask = torch.zeros(len(flat), k, dtype=torch.bool)
+    for m, b in enumerate(flat):
+        n = int(b.shape[0])
+        if n:
+            if flip[m // n_types]:
+                b = torch.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], dim=1)
+            gt[m, :n] = b
+            gt_mask[m, :n] = True
+    return image_index, type_index, gt, gt_mask
+
+
+def fit_grounder(
+    model: VisualGrounder,
+    data: GroundingData,
+    epochs: int = 10,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    flip: bool = True,
+    max_steps: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    log: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Train a grounder on every (image, type) pair of ``data`` (AdamW, fixed learning rate).
+
+    Args:
+        model: the grounder (moved to ``device``).
+        data: images and per-type boxes.
+        epochs: passes over the images.
+        batch_size: images per step (each with all its type queries).
+        lr: learning rate.
+        weight_decay: AdamW weight decay.
+        flip: mirror half of the images (and their boxes) at random.
+        max_steps: stop after this many steps.
+        seed: seeds the batch order and the flips.
+        device: ``auto``, ``cpu``, ``cuda``, ...
+        log: progress lines go here (None: quiet).
+
+    Returns:
+        Loss history per epoch, steps and time (``checkpoint`` not set).
+
+    Raises:
+        DataError: ``data`` has no image.
+        TrainingError: the loss became NaN or infinite.
+    """
+    say = log or (lambda _msg: None)
+    if not len(data):
+        raise DataError("grounder", "no training image (no tweet with a readable image)")
+    dev = resolve_device(device)
+    model.to(dev).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    history: list[float] = []
+    steps = 0
+    started = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(len(data), generator=gen)
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            flips = (torch.rand(len(idx), generator=gen) < 0.5) & flip
+            images = data.images.batch(idx, dev)
+            images[flips.to(dev)] = images[flips.to(dev)].flip(-1)
+            image_index, type_index, gt, gt_mask = _batch_targets(
+                [data.boxes[int(i)] for i in idx], flips
+            )
+            loss = model.loss(images, image_index.to(dev), type_index.to(dev), gt.to(dev),
+                              gt_mask.to(dev))
+            if not torch.isfinite(loss):
+                raise TrainingError(f"grounder loss became {loss.item()} at step {steps}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                break
+        history.append(total / max(count, 1))
+        say(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
+        if max_steps is not None and steps >= max_steps:
+            break
+    model.eval()
+    return TrainResult(history, steps, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def predict_image_set(model: VisualGrounder, images: ImageSet, batch_size: int = 64
+                      ) -> tuple[Tensor, Tensor]:
+    """The grounder's box and confidence for every image and every type.
+
+    Args:
+        model: the grounder (on its device).
+        images: the images (resized to ``model.image_size``).
+        batch_size: images per forward pass.
+
+    Returns:
+        ``(boxes, confidences)`` on the CPU.
+
+    Shapes:
+        - boxes: ``[N, T, 4]`` normalised xyxy; confidences: ``[N, T]``.
+    """
+    model.eval()
+    dev = next(model.parameters()).device
+    n, n_types = len(images.samples), len(model.types)
+    boxes = torch.zeros(n, n_types, 4)
+    conf = torch.zeros(n, n_types)
+    for start in range(0, n, batch_size):
+        idx = list(range(start, min(start + batch_size, n)))
+        b = len(idx)
+        image_index = torch.arange(b, device=dev).repeat_interleave(n_types)
+        type_index = torch.arange(n_types, device=dev).repeat(b)
+        box, c = model.predict(images.batch(idx, dev), image_index, type_index)
+        boxes[start : start + b] = box.float().cpu().view(b, n_types, 4)
+        conf[start : start + b] = c.float().cpu().view(b, n_types)
+    return boxes, conf
+
+
+def pixel_box(box: Sequence[float], image_size: tuple[int, int],
+              confidence: float | None = None) -> Box:
+    """A normalised xyxy box in pixels of an image of ``(width, height)``."""
+    w, h = image_size
+    return Box(box[0] * w, box[1] * h, box[2] * w, box[3] * h, confidence)
+
+
+@dataclass
+class GrounderScores:
+    """Grounding accuracy of a grounder on a split.
+
+    Attributes:
+        all_types: over every (tweet with an image, type) pair, as the main model's
+            ``grounding_acc`` / ``none_acc`` are counted.
+        text_types: over the pairs whose type occurs in the tweet's gold text (the cases that
+            ``mnerqg pseudo-label`` labels).
+        images: tweets with a readable image evaluated.
+    """
+
+    all_types: GroundingScores
+    text_types: GroundingScores
+    images: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        """Flat JSON-ready scores."""
+        out: dict[str, float | int] = {"images": self.images}
+        for prefix, s in (("", self.all_types), ("text_types_", self.text_types)):
+            out[f"{prefix}grounding_acc"] = s.accuracy
+            out[f"{prefix}none_acc"] = s.none_accuracy
+            out[f"{prefix}grounded_cases"] = s.grounded_total
+            out[f"{prefix}none_cases"] = s.none_total
+        return out
+
+
+def evaluate_grounder(model: VisualGrounder, samples: Sequence[Sample], batch_size: int = 64
+                      ) -> GrounderScores:
+    """Grounding accuracy (IoU >= 0.5) and none-accuracy of a grounder on some tweets.
+
+    A prediction whose confidence is under ``model.threshold`` is "not in the image". Boxes are
+    compared in pixels of the original image.
+
+    Args:
+        model: the grounder (on its device).
+        samples: the tweets; those without a readable image are not cases.
+        batch_size: images per forward pass.
+
+    Returns:
+        The scores, fractions in [0, 1].
+    """
+    data = load_image_set(samples, model.image_size)
+    boxes, conf = predict_image_set(model, data, batch_size)
+    gold_all: list[list[Box]] = []
+    pred_all: list[Box | None] = []
+    gold_txt: list[list[Box]] = []
+    pred_txt: list[Box | None] = []
+    for i, sample in enumerate(data.samples):
+        assert sample.image_size is not None
+        present = {span.type for span in sample.tweet.entities}
+        for t, typ in enumerate(model.types):
+            gold = sample.boxes_of_type(typ)
+            c = float(conf[i, t])
+            pred = pixel_box(boxes[i, t].tolist(), sample.image_size) if (
+                c >= model.threshold) else None
+            gold_all.append(gold)
+            pred_all.append(pred)
+            if typ in present:
+                gold_txt.append(gold)
+                pred_txt.append(pred)
+    return GrounderScores(
+        grounding_accuracy(gold_all, pred_all, IOU_THRESHOLD),
+        grounding_accuracy(gold_txt, pred_txt, IOU_THRESHOLD),
+        len(data.samples),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The three steps
+# --------------------------------------------------------------------------------------------------
+
+
+def _load_samples(data: str | Path, split: str, limit: int | None,
+                  images_dir: str | Path | None, boxes_dir: str | Path | None) -> list[Sample]:
+    from mnerqg_graph.data.dataset import load_split
+
+    samples = load_split(data, split, images_dir=images_dir, boxes_dir=boxes_dir).samples
+    return samples[:limit] if limit is not None else samples
+
+
+def pretrain(
+    data: str | Path,
+    out: str | Path | None,
+    types: Sequence[str] | None = None,
+    split: str = "train",
+    backbone: str = "small_cnn",
+    backbone_kwargs: Mapping[str, Any] | None = None,
+    image_size: int = 64,
+    hidden_dim: int = 64,
+    threshold: float = 0.5,
+    epochs: int = 15,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    max_steps: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    images_dir: str | Path | None = None,
+    boxes_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = print,
+) -> tuple[VisualGrounder, TrainResult]:
+    """Train a new grounder on every gold box of a (source) data set.
+
+    Args:
+        data: the source data-set folder (all its tweets with an image are used).
+        out: the checkpoint folder (None: do not save).
+        types: the entity types; default: the packaged query file's types.
+        split: the split trained on.
+        backbone: a ``BACKBONE_REGISTRY`` name.
+        backbone_kwargs: its options (default :data:`DEFAULT_BACKBONE_KWARGS` for ``small_cnn``).
+        image_size: input side in pixels.
+        hidden_dim: model width.
+        threshold: the "not in the image" confidence threshold.
+        epochs: passes over the images.
+        batch_size: images per step.
+        lr: learning rate.
+        max_steps: stop after this many steps.
+        limit: the first ``limit`` tweets of the split only.
+        seed: initialisation and batch-order seed.
+        device: ``auto``, ``cpu``, ``cuda``.
+        images_dir: the image folder (default ``DATA/images``).
+        boxes_dir: the box folder (default ``DATA/boxes``).
+        log: progress lines (None: quiet).
+
+    Returns:
+        The grounder and what its training did.
+    """
+    from mnerqg_graph.data.queries import load_queries
+
+    say = log or (lambda _msg: None)
+    types = list(types) if types is not None else list(load_queries())
+    torch.manual_seed(seed)
+    model = VisualGrounder(types, backbone, backbone_kwargs, image_size, hidden_dim, threshold)
+    samples = _load_samples(data, split, limit, images_dir, boxes_dir)
+    gdata = grounding_data(samples, types, image_size)
+    _report_skipped(gdata.images, say)
+    n_boxes = sum(int(b.shape[0]) for per in gdata.boxes for b in per)
+    say(f"pretrain: {len(gdata)} images, {n_boxes} boxes from {data} ({split})")
+    result = fit_grounder(model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed,
+                          device=device, log=log)
+    stage = {"stage": "pretrain", "data": str(data), "split": split, "images": len(gdata),
+             "boxes": n_boxes, "epochs": epochs, "steps": result.steps, "lr": lr, "seed": seed,
+             "final_loss": result.history[-1] if result.history else None}
+    if out is not None:
+        result.checkpoint = save_grounder(model, out, [stage])
+        say(f"grounder saved to {out}")
+    return model, result
+
+
+def finetune(
+    init: str | Path,
+    data: str | Path,
+    out: str | Path | None,
+    manual_fraction: float = 0.2,
+    split: str = "train",
+    epochs: int = 15,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    max_steps: int | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    images_dir: str | Path | None = None,
+    boxes_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = print,
+) -> tuple[VisualGrounder, TrainResult]:
+    """Fine-tune a grounder on the manually annotated tweets of the target data set.
+
+    The manual tweets are ``select_manual(samples, manual_fraction, seed)`` of the split's tweets
+    (after ``limit``), the same ones the experiment keeps gold boxes on when it runs with
+    ``grounding.manual_fraction`` and the same seed and ``data.limit``.
+
+    Args:
+        init: the pretrained grounder's checkpoint folder.
+        data: the target data-set folder.
+        out: the new checkpoint folder (None: do not save).
+        manual_fraction: share of the split's tweets with an image whose gold boxes are used.
+        split: the split.
+        epochs: passes over the manual images.
+        batch_size: images per step.
+        lr: learning rate.
+        max_steps: stop after this many steps.
+        limit: the first ``limit`` tweets of the split only (the experiment's ``data.limit``).
+        seed: the selection seed (the experiment's seed) and the batch-order seed.
+        device: ``auto``, ``cpu``, ``cuda``.
+        images_dir: the image folder (default ``DATA/images``).
+        boxes_dir: the box folder (default ``DATA/boxes``).
+        log: progress lines (None: quiet).
+
+    Returns:
+        The fine-tuned grounder and what its training did.
+    """
+    from detectors.weak_labels import select_manual
+
+    say = log or (lambda _msg: None)
+    model, stages = load_grounder(init, "cpu")
+    samples = _load_samples(data, split, limit, images_dir, boxes_dir)
+    manual = select_manual(samples, manual_fraction, seed)
+    chosen = [samples[i] for i in sorted(manual)]
+    gdata = grounding_data(chosen, model.types, model.image_size)
+    _report_skipped(gdata.images, say)
+    n_boxes = sum(int(b.shape[0]) for per in gdata.boxes for b in per)
+    say(f"finetune: {len(manual)} manual tweets ({manual_fraction:.0%} of those with an image), "
+        f"{n_boxes} boxes from {data} ({split})")
+    if not len(gdata):
+        raise DataError(str(data), f"no manual tweet with a readable image to fine-tune on "
+                        f"(manual_fraction {manual_fraction})")
+    result = fit_grounder(model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed,
+                          device=device, log=log)
+    stage = {"stage": "finetune", "init": str(init), "data": str(data), "split": split,
+             "manual_fraction": manual_fraction, "manual_tweets": len(manual), "limit": limit,
+             "images": len(gdata), "boxes": n_boxes, "epochs": epochs, "steps": result.steps,
+             "lr": lr, "seed": seed,
+             "final_loss": result.history[-1] if result.history else None}
+    if out is not None:
+        result.checkpoint = save_grounder(model, out, [*stages, stage])
+        say(f"grounder saved to {out}")
+    return model, result
+
+
+def _report_skipped(images: ImageSet, say: Callable[[str], None]) -> None:
+    for msg in images.skipped:
+        say(f"warning: {msg} (image skipped)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+
+PROG = "python -m detectors.grounder"
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="train", help="split to train on (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="first N tweets of the split only (the experiment's data.limit)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--images-dir", type=Path, default=None)
+    p.add_argument("--boxes-dir", type=Path, default=None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m detectors.grounder {pretrain,finetune,evaluate}``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Train (pretrain, finetune) and evaluate the visual-grounding model.",
+        allow_abbrev=False,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pre = sub.add_parser("pretrain", help="train on every gold box of a source data set")
+    pre.add_argument("--data", required=True, type=Path, metavar="SRC")
+    pre.add_argument("--out", required=True, type=Path, metavar="CKPT")
+    pre.add_argument("--types", default=None, help="comma-separated types (default: queries')")
+    pre.add_argument("--backbone", default="small_cnn")
+    pre.add_argument("--backbone-kwargs", default=None, metavar="JSON",
+                     help=f"backbone options (default for small_cnn: "
+                          f"{json.dumps(DEFAULT_BACKBONE_KWARGS)})")
+    pre.add_argument("--image-size", type=int, default=64, metavar="PX")
+    pre.add_argument("--hidden-dim", type=int, default=64)
+    pre.add_argument("--threshold", type=float, default=0.5)
+    pre.add_argument("--lr", type=float, default=2e-3)
+    _common(pre)
+    fine = sub.add_parser("finetune", help="fine-tune on the manual share of a target data set")
+    fine.add_argument("--init", required=True, type=Path, metavar="CKPT")
+    fine.add_argument("--data", required=True, type=Path, metavar="TGT")
+    fine.add_argument("--out", required=True, type=Path, metavar="CKPT2")
+    fine.add_argument("--manual-fraction", type=float, default=0.2)
+    fine.add_argument("--lr", type=float, default=1e-3)
+    _common(fine)
+    ev = sub.add_parser("evaluate", help="grounding accuracy (IoU >= 0.5) and none-accuracy")
+    ev.add_argument("--grounder", required=True, type=Path, metavar="CKPT")
+    ev.add_argument("--data", required=True, type=Path, metavar="DIR")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--limit", type=int, default=None, metavar="N")
+    ev.add_argument("--device", default="auto")
+    ev.add_argument("--images-dir", type=Path, default=None)
+    ev.add_argument("--boxes-dir", type=Path, default=None)
+    ev.add_argument("--json", action="store_true", help="print the scores as JSON")
+    return parser
+
+
+def format_scores(scores: GrounderScores) -> str:
+    """Two lines: all (image, type) pairs, and the pairs whose type is in the tweet's text."""
+    lines = [f"grounder on {scores.images} images:"]
+    for label, s in (("all types", scores.all_types), ("text types", scores.text_types)):
+        lines.append(
+            f"  {label}: accuracy@IoU0.5 {s.accuracy:.4f} ({s.grounded_correct}/{s.grounded_total})"
+            f"  none-accuracy {s.none_accuracy:.4f} ({s.none_correct}/{s.none_total})"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``python -m detectors.grounder``; user errors are raised as ``MnerqgError``.
+
+    Args:
+        argv: the arguments; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit code (0).
+    """
+    args = build_parser().parse_args(argv)
+    if args.command == "pretrain":
+        try:
+            bk = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--backbone-kwargs is not JSON: {exc}") from None
+        types = [t.strip() for t in args.types.split(",")] if args.types else None
+        _, result = pretrain(
+            args.data, args.out, types=types, split=args.split, backbone=args.backbone,
+            backbone_kwargs=bk, image_size=args.image_size, hidden_dim=args.hidden_dim,
+            threshold=args.threshold, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            max_steps=args.max_steps, limit=args.limit, seed=args.seed, device=args.device,
+            images_dir=args.images_dir, boxes_dir=args.boxes_dir,
+        )
+        print(f"pretrained {result.steps} steps in {result.seconds:.1f} s")
+        return 0
+    if args.command == "finetune":
+        _, result = finetune(
+            args.init, args.data, args.out, manual_fraction=args.manual_fraction,
+            split=args.split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            max_steps=args.max_steps, limit=args.limit, seed=args.seed, device=args.device,
+            images_dir=args.images_dir, boxes_dir=args.boxes_dir,
+        )
+        print(f"fine-tuned {result.steps} steps in {result.seconds:.1f} s")
+        return 0
+    model, _ = load_grounder(args.grounder, resolve_device(args.device))
+    samples = _load_samples(args.data, args.split, args.limit, args.images_dir, args.boxes_dir)
+    scores = evaluate_grounder(model, samples)
+    print(json.dumps(scores.to_dict(), indent=1) if args.json else format_scores(scores))
+    return 0
+
+
+__all__ = [
+    "GROUNDER_KIND",
+    "GrounderScores",
+    "GroundingData",
+    "VisualGrounder",
+    "evaluate_grounder",
+    "finetune",
+    "fit_grounder",
+    "grounding_data",
+    "load_grounder",
+    "pixel_box",
+    "predict_image_set",
+    "pretrain",
+    "save_grounder",
+]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(run_main(main, PROG))
