@@ -13,12 +13,12 @@ def model_config() -> None:
     text_encoder = "tiny"  # tiny | minilm | PATH of a local Hugging Face model
     tiny = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
     fusion = "hetero_gat"  # any registered fusion module (mnerqg_graph.fusion.FUSION_REGISTRY)
-    fusion_layers = 2
+    fusion_layers = 1  # one hop already joins every token to every region
     fusion_kwargs = {"heads": 4}  # module-specific options (new keys need sacred -f)
     hidden_dim = 64
     use_image = True
     backbone = "small_cnn"
-    backbone_kwargs = {"width": 16, "out_channels": 64, "min_stride": 16}  # 64 px -> 1x1, 2x2, 4x4
+    backbone_kwargs = {"width": 16, "out_channels": 64, "min_stride": 8}  # 64 px: 2x2, 4x4, 8x8
     image_size = 64
     num_scales = 3
     token_window = 2

@@ -26,6 +26,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Pa
                 "data": {"root": str(tmp / "synth")},
                 "output_dir": str(tmp / "out"),
                 "seed": 3,
+                "visualize": 1,
             },
         )
     finally:
@@ -65,6 +66,9 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
         "final_metrics.json",
     } <= names
     assert (tmp / "out" / "checkpoint" / "model.safetensors").is_file()
+    # visualize=1: the alignment pictures of one validation tweet are run artifacts too
+    assert any(n.startswith("visualize-") and n.endswith("graph_PER.png") for n in names)
+    assert any(n.endswith("alignment_PER.graphml") for n in names)
     status = json.loads((run_dir / "run.json").read_text())["status"]
     assert status == "COMPLETED"
 
