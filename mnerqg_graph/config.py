@@ -14,6 +14,16 @@ from typing import Any
 
 from mnerqg_graph.errors import ConfigError
 
+#: JSON value kinds accepted per annotation (the first one builds a placeholder default).
+_JSON_KINDS: dict[str, tuple[type, ...]] = {
+    "list": (list, tuple),
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "dict": (dict,),
+}
+
 #: Bumped when the saved config or weights layout changes incompatibly.
 CONFIG_VERSION = 1
 
@@ -99,6 +109,11 @@ class ModelConfig:
         missing = sorted(required - set(data))
         if missing:
             raise ConfigError(f"{source}: missing model config keys {missing}")
+        for f in dataclasses.fields(cls):  # JSON types: a config of another model is refused here
+            kind = _JSON_KINDS[str(f.type).split("[")[0]]
+            value = data.get(f.name, kind[0]())
+            if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
+                raise ConfigError(f"{source}: {f.name} must be {f.type}, not {value!r}")
         unknown_loss = set(data.get("loss_weights", {})) - {
             "start",
             "end",

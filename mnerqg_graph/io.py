@@ -43,6 +43,11 @@ def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
         shutil.rmtree(backup)
     if final_dir.exists():
         os.replace(final_dir, backup)
-    os.replace(tmp_dir, final_dir)
+    try:
+        os.replace(tmp_dir, final_dir)
+    except BaseException:  # put the old directory back: never leave no directory at all
+        if backup.exists() and not final_dir.exists():
+            os.replace(backup, final_dir)
+        raise
     if backup.exists():
         shutil.rmtree(backup)

@@ -59,16 +59,33 @@ def _sample(
     return Sample(Tweet(tweet_id, tokens, ["O"] * len(tokens), source, line), path, size)
 
 
+def _check_record(path: str, n: int, tweet_id: str, tokens: list[str], image: Any) -> None:
+    """Refuse what would be written back wrong (CoNLL output) or fail deep inside."""
+    if not tweet_id or re.search(r"[\s/\\\ud800-\udfff]", tweet_id):
+        raise DataError(path, f"unusable id {tweet_id!r} (empty, whitespace or /)", n, "id")
+    bad = next((t for t in tokens if not t or re.search(r"[\t\n\r\ud800-\udfff]", t)), None)
+    if bad is not None:  # (a lone surrogate, from a JSON escape, cannot be written as UTF-8)
+        raise DataError(path, f"token {bad!r}: empty, TAB, newline or lone surrogate", n, "tokens")
+    if image is not None and not isinstance(image, str):
+        raise DataError(path, f"'image' must be a path string, not {image!r}", n, "image")
+
+
 def read_inputs(path: str, images_dir: str | None) -> Iterator[Sample]:
     """Stream samples from a CoNLL or JSON-lines input file."""
     p = Path(path)
     if not p.is_file():
         raise DataError(path, "input file does not exist")
     with p.open("rb") as fh:
-        head = fh.read(1).lstrip()
+        head = fh.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
     if head == b"{":
-        with p.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
+        with p.open("rb") as fh:
+            for n, raw in enumerate(fh, 1):
+                try:
+                    line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DataError(
+                        path, f"not UTF-8: byte {raw[exc.start]:#04x} at column {exc.start + 1}", n
+                    ) from None
                 if not line.strip():
                     continue
                 try:
@@ -82,7 +99,9 @@ def read_inputs(path: str, images_dir: str | None) -> Iterator[Sample]:
                     raise DataError(
                         path, "'tokens' must be a list of strings", line=n, field="tokens"
                     )
-                yield _sample(str(rec.get("id", n)), tokens, rec.get("image"), images_dir, path, n)
+                tweet_id = str(rec.get("id", n))
+                _check_record(path, n, tweet_id, tokens, rec.get("image"))
+                yield _sample(tweet_id, tokens, rec.get("image"), images_dir, path, n)
     else:
         from mnerqg_graph.data.conll import read_conll
 
@@ -117,6 +136,8 @@ class Predictor:
         self.device = resolve_device(device)
         self.model, self.config, self.queries, self.tokenizer = load_model(checkpoint, self.device)
         self.batch_size = batch_size
+        self.truncated: list[str] = []  # IMGIDs cut to max_length (reported by main)
+        self.unreadable: list[str] = []  # images that failed to load (those tweets: text-only)
 
     def predict(self, samples: list[Sample]) -> list[dict[str, Any]]:
         """JSON records for ``samples`` (in their order); sorted by length internally."""
@@ -126,7 +147,7 @@ class Predictor:
         order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
         sorted_samples = [samples[i] for i in order]
         image_size = self.config.image_size if self.model.backbone is not None else None
-        items, _ = prepare_items(
+        items, report = prepare_items(
             sorted_samples,
             self.tokenizer,
             self.queries,
@@ -134,6 +155,8 @@ class Predictor:
             self.config.max_span_len,
             image_size,
         )
+        self.truncated += report.mrc.truncated_ids
+        self.unreadable += report.unreadable_images
         preds = predict(
             self.model,
             items,
@@ -207,6 +230,17 @@ def main(argv: list[str] | None = None) -> int:
             out_fh.close()
             os.replace(tmp_path, args.output)
             tmp_path = None
+        for what, items, fallback in (
+            ("tweet(s) truncated", predictor.truncated,
+             f"to max_length={predictor.config.max_length} word pieces; cut tokens are tagged O"),
+            ("image(s) unreadable", predictor.unreadable, "those tweets ran text-only"),
+        ):  # fmt: skip
+            if items:
+                print(
+                    f"warning: {len(items)} {what} ({', '.join(items[:5])}"
+                    f"{', ...' if len(items) > 5 else ''}) {fallback}",
+                    file=sys.stderr,
+                )
     finally:
         if progress is not None:
             progress.close()

@@ -30,7 +30,13 @@ from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.errors import CheckpointError, ConfigError
 from mnerqg_graph.io import atomic_write_text, replace_dir
 
-MODEL_FILES = ("model.safetensors", "config.json", "queries.json", "text_encoder/config.json")
+MODEL_FILES = (
+    "model.safetensors",
+    "config.json",
+    "queries.json",
+    "text_encoder/config.json",
+    "text_encoder/tokenizer.json",  # without it transformers builds an empty-vocabulary tokenizer
+)
 
 
 def save_model(
@@ -102,7 +108,24 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(config.text_encoder)
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{ckpt}: cannot load the tokenizer: {exc}".splitlines()[0]) from None
-    model = build_model(config, weights=False)
+    try:
+        model = build_model(config, weights=False)
+    except (ConfigError, TypeError, ValueError, OSError) as exc:  # a config from another model
+        msg = f"{ckpt}: cannot build the model of config.json + text_encoder/config.json: {exc}"
+        raise CheckpointError(msg.splitlines()[0]) from None
+    enc_cfg = getattr(getattr(model.text_encoder, "model", None), "config", None)
+    vocab = getattr(enc_cfg, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise CheckpointError(
+            f"{ckpt / 'text_encoder'}: the tokenizer has {len(tokenizer)} tokens, the encoder "
+            f"only {vocab} embeddings (tokenizer files of another model?)"
+        )
+    positions = getattr(enc_cfg, "max_position_embeddings", None)
+    if positions is not None and config.max_length > positions:
+        raise CheckpointError(
+            f"{ckpt / 'config.json'}: max_length {config.max_length} exceeds the encoder's "
+            f"{positions} positions"
+        )
     try:
         state = load_file(str(ckpt / "model.safetensors"))
     except (SafetensorError, OSError) as exc:
@@ -158,8 +181,12 @@ def load_training_state(state_dir: str | Path, optimizer: torch.optim.Optimizer)
     for name in ("optimizer.safetensors", "trainer.json", "rng.safetensors"):
         if not (state_dir / name).is_file():
             raise CheckpointError(f"{state_dir}: training state is missing {name}")
-    meta = json.loads((state_dir / "trainer.json").read_text(encoding="utf-8"))
-    tensors = load_file(str(state_dir / "optimizer.safetensors"))
+    try:
+        meta = json.loads((state_dir / "trainer.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(state_dir / "optimizer.safetensors"))
+        rng = load_file(str(state_dir / "rng.safetensors"))["torch"]
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:  # JSON/UTF-8 errors: ValueError
+        raise CheckpointError(f"{state_dir}: unreadable training state: {exc}") from None
     state: dict[int, dict[str, Any]] = {}
     for key, val in tensors.items():
         pid, name = key.split(".", 1)
@@ -168,5 +195,5 @@ def load_training_state(state_dir: str | Path, optimizer: torch.optim.Optimizer)
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = val
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(load_file(str(state_dir / "rng.safetensors"))["torch"])
+    torch.set_rng_state(rng)
     return dict(meta["trainer"])
