@@ -20,7 +20,8 @@ import torch
 
 from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.types import Sample
-from mnerqg_graph.errors import ConfigError
+from mnerqg_graph.errors import ConfigError, DataError
+from mnerqg_graph.io import replace_dir
 
 SPLITS = ("train", "valid", "test")
 _NOT_MODEL_KEYS = {"tiny", "plugins"}
@@ -43,7 +44,12 @@ def load_data(data: dict[str, Any], seed: int) -> dict[str, list[Sample]]:
         loaded = load_split(
             root, split, images_dir=data.get("images_dir"), boxes_dir=data.get("boxes_dir")
         )
-        samples = loaded.samples
+        samples, r = loaded.samples, loaded.report  # fallbacks are counted and said, never silent
+        print(
+            f"[{split}] {r.path}: {r.tweets} tweets; images: {r.with_image} read, "
+            f"{r.missing_images} missing, {r.unreadable_images} unreadable (text-only); "
+            f"{len(r.problems)} warnings" + (f" (first: {r.problems[0]})" if r.problems else "")
+        )
         if not data.get("use_images", True):
             samples = [Sample(s.tweet, None, None, {}) for s in samples]
         if data.get("limit"):
@@ -124,7 +130,7 @@ def run_experiment(
     """Run one experiment; returns the flat result dict (fractions in [0, 1])."""
     from transformers import AutoTokenizer
 
-    from mnerqg_graph.data.queries import check_queries_cover, load_queries
+    from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.evaluation import score_predictions, write_predictions
     from mnerqg_graph.model import build_model
     from mnerqg_graph.pipeline import predict, prepare_items
@@ -149,12 +155,13 @@ def run_experiment(
         with ddp.main_process_first(dist_env):  # rank 0 generates SynthTweets, then the others
             splits = load_data(data, seed)
         queries = load_queries(data.get("queries"))
-        types_in_data = {
-            sp.type
-            for s in splits["train"] + splits["valid"] + splits["test"]
-            for sp in s.tweet.entities
-        }
-        check_queries_cover(queries, types_in_data, data.get("queries") or "default queries")
+        for s in splits["train"] + splits["valid"] + splits["test"]:  # name the data line
+            for sp in s.tweet.entities:
+                if sp.type not in queries:
+                    where = f"{data.get('queries') or 'the default queries'} ({', '.join(queries)})"
+                    line = s.tweet.line + 1 + sp.start if s.tweet.line else None
+                    msg = f"entity type {sp.type} has no query in {where}"
+                    raise DataError(s.tweet.source, msg, line=line)
         train_samples, sup = apply_grounding_supervision(splits["train"], grounding, seed)
         info["grounding_supervision"] = sup
         encoder = ddp.build_on_main(  # rank 0 builds (a tiny encoder), the others get a copy
@@ -226,10 +233,14 @@ def run_experiment(
         (work / "metrics.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
         _print_table(test)
         if output_dir:
-            ckpt = Path(output_dir) / "checkpoint"
-            if ckpt.exists():
-                shutil.rmtree(ckpt)
-            shutil.copytree(work / "best", ckpt)
+            ckpt = Path(output_dir) / "checkpoint"  # copied aside, then swapped in atomically
+            tmp_ckpt = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=output_dir))
+            try:
+                shutil.copytree(work / "best", tmp_ckpt, dirs_exist_ok=True)
+                replace_dir(tmp_ckpt, ckpt)
+            except BaseException:
+                shutil.rmtree(tmp_ckpt, ignore_errors=True)
+                raise
         if add_artifact is not None:
             for f in sorted((work / "best").rglob("*")):
                 if f.is_file():

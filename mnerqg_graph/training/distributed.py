@@ -23,10 +23,12 @@ What the experiment hands to :class:`~mnerqg_graph.training.loop.Trainer`:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sized
+import shutil
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -136,16 +138,57 @@ def barrier() -> None:
 
 @contextmanager
 def main_process_first(env: DistEnv) -> Iterator[None]:
-    """Run the body on rank 0 first, then on the other ranks (e.g. generate data once).
+    """Run the body on rank 0 first, then on each machine's local rank 0, then on the rest.
 
-    Ranks other than 0 must not rewrite what rank 0 wrote: they see it complete, as the body of
-    rank 0 ended before theirs started.
+    For bodies that create files when they are missing (SynthTweets): rank 0 writes them; on a
+    shared file system every other rank then finds them complete; on a machine of its own, that
+    machine's local rank 0 writes them before its other ranks look. No two processes ever write
+    the same files at the same time.
     """
-    if env.enabled and not env.is_main:
+    if not env.enabled:
+        yield
+        return
+    phase = 0 if env.is_main else 1 if env.local_rank == 0 else 2
+    for _ in range(phase):
         barrier()
     yield
-    if env.enabled and env.is_main:
+    for _ in range(2 - phase):
         barrier()
+
+
+def build_on_main(build: Callable[[Path], str | Path], env: DistEnv, work: Path) -> str:
+    """Run ``build(work)`` on rank 0 only; every rank gets the path it returns.
+
+    A directory that ``build`` created under ``work`` (e.g. the tiny text encoder) is sent to the
+    other ranks and written under ``work/rank<N>/`` (Hugging Face's ``save_pretrained`` writes
+    nothing on a rank other than 0 once a process group exists, and another machine may not see
+    rank 0's disk); any other path (an installed model, a user's folder) is used as it is.
+
+    Returns:
+        The directory, as a string, valid on this rank.
+    """
+    if not env.enabled:
+        return str(build(work))
+    message: tuple[str, dict[str, bytes] | None] | None = None
+    if env.is_main:
+        path = Path(build(work))
+        files = None
+        if path.is_dir() and path.resolve().is_relative_to(work.resolve()):
+            files = {str(f.relative_to(path)): f.read_bytes()
+                     for f in sorted(path.rglob("*")) if f.is_file()}
+        message = (str(path), files)
+    path_s, files = broadcast_object(message)
+    if env.is_main or files is None:
+        return path_s
+    dest = work / f"rank{env.rank}" / Path(path_s).name
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for rel, data in files.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    return str(dest)
 
 
 def make_sampler_fn(dataset: Sized, env: DistEnv, seed: int, shuffle: bool = True
@@ -174,15 +217,15 @@ def has_lazy_parameters(model: nn.Module) -> bool:
 
 
 def make_wrap(env: DistEnv, device: str | torch.device,
-              example: Callable[[], Any] | None = None,
+              example: Callable[[nn.Module], Any] | None = None,
               find_unused_parameters: bool = True) -> Callable[[nn.Module], nn.Module] | None:
     """The Trainer's ``wrap``: DistributedDataParallel around the model (None: single process).
 
     Args:
         env: the ranks.
         device: this process's device (a ``cuda:N`` device is DDP's ``device_ids``).
-        example: returns an input batch on which a model with lazy layers is run once, under
-            ``no_grad``, before wrapping (DDP must see every parameter's shape).
+        example: ``example(model)`` returns an input batch on which a model with lazy layers is
+            run once, under ``no_grad``, before wrapping (DDP must see every parameter's shape).
         find_unused_parameters: see the module docstring.
     """
     if not env.enabled:
@@ -194,7 +237,7 @@ def make_wrap(env: DistEnv, device: str | torch.device,
             if example is None:
                 raise TrainingError("the model has lazy layers: DDP needs an example batch to "
                                     "initialise them before wrapping")
-            batch = example()
+            batch = example(model)
             with torch.no_grad():
                 model(batch.to(dev) if hasattr(batch, "to") else batch)
         return nn.parallel.DistributedDataParallel(
@@ -275,3 +318,27 @@ def first_bad_step(first_bad: Tensor) -> int:
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
     value = int(t.item())
     return -1 if value == none else value
+
+
+def trainer_kwargs(env: DistEnv, device: str | torch.device, train_items: Sequence[Any],
+                   seed: int, pad_id: int = 0) -> dict[str, Any]:
+    """The distributed keyword arguments of :class:`~mnerqg_graph.training.loop.Trainer`.
+
+    ``wrap`` (DDP; a model with lazy layers first runs on the first two training tweets),
+    ``sampler_fn`` (a DistributedSampler per epoch) and ``is_main``; for a single process they
+    leave the Trainer as it is (no wrap, its own shuffling, main process).
+    """
+    if not env.enabled:
+        return {"wrap": None, "sampler_fn": None, "is_main": True}
+
+    def example(model: nn.Module) -> Any:
+        from mnerqg_graph.data.collate import collate
+
+        cfg: Any = getattr(model, "model", model).config  # the Trainer's ModelWithLosses
+        return collate(list(train_items[:2]), cfg.max_span_len, cfg.image_size, pad_id)
+
+    return {
+        "wrap": make_wrap(env, device, example),
+        "sampler_fn": make_sampler_fn(train_items, env, seed),
+        "is_main": env.is_main,
+    }

@@ -110,6 +110,18 @@ def make_loader(
     )
 
 
+class ModelWithLosses(torch.nn.Module):
+    """``model(batch)`` then ``model.losses(batch, out)`` as one forward (what DDP wraps)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: MrcBatch) -> dict[str, torch.Tensor]:
+        """The named, weighted losses of ``batch`` and their sum under ``"total"``."""
+        return self.model.losses(batch, self.model(batch))  # type: ignore[no-any-return]
+
+
 class Trainer:
     """Trains an :class:`~mnerqg_graph.model.MnerqgModel`.
 
@@ -147,7 +159,11 @@ class Trainer:
         self.cfg = config
         self.device = resolve_device(config.device)
         self.model = model.to(self.device)
-        self.forward_model = wrap(self.model) if wrap else self.model
+        # The losses are computed inside the wrapped forward, so that DDP sees exactly the tensors
+        # the loss is made of (outputs that feed no loss would stall its gradient reduction).
+        self.forward_model = ModelWithLosses(self.model)
+        if wrap:
+            self.forward_model = wrap(self.forward_model)
         self.tokenizer = tokenizer
         self.queries = queries
         self.train_items = train_items
@@ -165,6 +181,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             [{"params": enc, "lr": config.encoder_lr}, {"params": rest, "lr": config.lr}],
             weight_decay=config.weight_decay,
+            foreach=True,  # one multi-tensor update instead of a Python loop over ~200 tensors
         )
         self.steps_per_epoch = math.ceil(len(train_items) / config.batch_size)
         if sampler_fn is not None:
@@ -296,8 +313,7 @@ class Trainer:
             The weighted loss parts, detached and still on the device.
         """
         with self._autocast():
-            out = self.forward_model(batch)
-            losses = self.model.losses(batch, out)
+            losses = self.forward_model(batch)
         total = losses["total"]
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()

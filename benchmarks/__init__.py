@@ -1,0 +1,1 @@
+"""Benchmarks whose figures go to BENCHMARKS.md (throughput, prediction memory, MRC speed)."""
