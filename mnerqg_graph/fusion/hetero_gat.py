@@ -84,7 +84,12 @@ class _Layer(nn.Module):
                 continue
             src, _, dst = et
             conv = self.convs[_key(et)]
-            if want_attn and is_token_region(et):
+            if ei[et].size(1) == 0:  # no edges (e.g. no image in the batch): only the bias,
+                # without projecting every source and destination node for nothing
+                msg = conv.bias.expand(x[dst].size(0), -1)  # GATv2Conv's default bias=True
+                if want_attn and is_token_region(et):
+                    attn[et] = (ei[et], x[dst].new_zeros(0))
+            elif want_attn and is_token_region(et):
                 msg, (e_idx, alpha) = conv(
                     (x[src], x[dst]), ei[et], ea[et], return_attention_weights=True
                 )
