@@ -42,10 +42,14 @@ def score_predictions(
     start, end) mentions: ``ambiguous_f1`` over the gold entities at those positions and the
     predicted entities overlapping them.
     """
-    scores = entity_prf([s.tweet.tags for s in samples], preds.tags).to_dict()
-    out: dict[str, float] = {k: float(scores["micro"][k]) for k in ("precision", "recall", "f1")}
+    scores = entity_prf([s.tweet.tags for s in samples], preds.tags)
+    out: dict[str, float] = {
+        "precision": scores.micro.precision,
+        "recall": scores.micro.recall,
+        "f1": scores.micro.f1,
+    }
     for t in types:
-        out[f"f1_{t}"] = float(scores["per_type"].get(t, {}).get("f1", 0.0))
+        out[f"f1_{t}"] = scores.per_type[t].f1 if t in scores.per_type else 0.0
     with_image = [i for i, s in enumerate(samples) if s.image_path is not None]
     if with_image:
         gold_cases = [samples[i].boxes_of_type(t) for i in with_image for t in types]
@@ -59,7 +63,7 @@ def score_predictions(
             [{t: _box(b) for t, b in boxes.items()} for boxes in preds.boxes],
             IOU_THRESHOLD,
         )
-        out["grounded_f1"] = float(gf.to_dict()["micro"]["f1"])
+        out["grounded_f1"] = gf.micro.f1
     if ambiguous is not None:
         out["ambiguous_f1"] = ambiguous_f1(samples, preds, ambiguous)
     return out

@@ -86,7 +86,8 @@ class _Layer(nn.Module):
             conv = self.convs[_key(et)]
             if ei[et].size(1) == 0:  # no edges (e.g. no image in the batch): only the bias,
                 # without projecting every source and destination node for nothing
-                msg = conv.bias.expand(x[dst].size(0), -1)  # GATv2Conv's default bias=True
+                bias: Tensor = conv.bias  # type: ignore[assignment]  # GATv2Conv: bias=True
+                msg = bias.expand(x[dst].size(0), -1)
                 if want_attn and is_token_region(et):
                     attn[et] = (ei[et], x[dst].new_zeros(0))
             elif want_attn and is_token_region(et):

@@ -48,6 +48,8 @@ class GroundingHead(nn.Module):
         -> logits ``[M, C]`` and boxes ``[M, C, 4]`` (normalised xyxy), ``C`` = all cells.
     """
 
+    cells: Tensor  # [C, 4]: column, row, columns, rows of every cell (coarsest scale first)
+
     def __init__(
         self,
         region_dim: int,

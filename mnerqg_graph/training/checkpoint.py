@@ -55,7 +55,7 @@ def save_model(
         save_file(state, str(tmp / "model.safetensors"))
         enc = tmp / "text_encoder"
         enc.mkdir()
-        model.text_encoder.model.config.save_pretrained(str(enc))  # type: ignore[union-attr]
+        model.text_encoder.model.config.save_pretrained(str(enc))  # type: ignore[union-attr,operator]
         tokenizer.save_pretrained(str(enc))
         cfg = ModelConfig.from_dict(config.to_dict())
         cfg.text_encoder = "text_encoder"
