@@ -50,32 +50,23 @@ def synthetic() -> None:
     data = {"name": "synthetic", "root": "data/synth"}  # noqa: F841
 
 
-@ex.named_config
-def twitter2015() -> None:
-    """Twitter-2015 text (images when ``data.images_dir`` is given) with the MiniLM encoder."""
-    data = {"name": "twitter2015", "root": str(REPO.parent / "shared" / "data" / "twitter2015")}  # noqa: F841
-    model = {
-        "text_encoder": "minilm",
-        "hidden_dim": 384,
-        "fusion_kwargs": {"heads": 4},  # noqa: F841
-        "max_span_len": 10,
-        "dropout": 0.1,
+def _real_data(name: str) -> dict[str, Any]:
+    """Twitter-2015/2017 text (images when ``data.images_dir`` is given) with the MiniLM encoder."""
+    return {
+        "data": {"name": name, "root": str(REPO.parent / "shared" / "data" / name)},
+        "model": {
+            "text_encoder": "minilm",
+            "hidden_dim": 384,
+            "fusion_kwargs": {"heads": 4},
+            "max_span_len": 10,
+            "dropout": 0.1,
+        },
+        "optim": {"epochs": 5, "batch_size": 8, "lr": 1e-3, "encoder_lr": 5e-5},
     }
-    optim = {"epochs": 5, "batch_size": 8, "lr": 1e-3, "encoder_lr": 5e-5}  # noqa: F841
 
 
-@ex.named_config
-def twitter2017() -> None:
-    """Twitter-2017 text (images when ``data.images_dir`` is given) with the MiniLM encoder."""
-    data = {"name": "twitter2017", "root": str(REPO.parent / "shared" / "data" / "twitter2017")}  # noqa: F841
-    model = {
-        "text_encoder": "minilm",
-        "hidden_dim": 384,
-        "fusion_kwargs": {"heads": 4},  # noqa: F841
-        "max_span_len": 10,
-        "dropout": 0.1,
-    }
-    optim = {"epochs": 5, "batch_size": 8, "lr": 1e-3, "encoder_lr": 5e-5}  # noqa: F841
+for _name in ("twitter2015", "twitter2017"):
+    ex.add_named_config(_name, _real_data(_name))
 
 
 @ex.named_config
