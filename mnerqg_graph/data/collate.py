@@ -94,36 +94,35 @@ def collate(
     seq_len = max(len(e.input_ids) for e in exs)
     width = max(max(e.n_tokens for e in exs), 1)
     n_box = max(max((len(e.boxes) for e in exs), default=0), 1)
-    input_ids = torch.full((n, seq_len), pad_id, dtype=torch.long)
-    attention = torch.zeros(n, seq_len, dtype=torch.long)
-    token_type = torch.zeros(n, seq_len, dtype=torch.long)
-    first_piece = torch.full((n, width), -1, dtype=torch.long)
-    shapes = torch.zeros(n, width, dtype=torch.long)
-    start = torch.zeros(n, width)
-    end = torch.zeros(n, width)
+
+    def pad(rows: list[list[int]], size: int, value: int) -> list[list[int]]:
+        return [r + [value] * (size - len(r)) for r in rows]
+
+    # padded Python lists, then one tensor per field (not one small tensor per example and field)
+    input_ids = torch.tensor(pad([e.input_ids for e in exs], seq_len, pad_id), dtype=torch.long)
+    attention = torch.tensor(pad([[1] * len(e.input_ids) for e in exs], seq_len, 0))
+    token_type = torch.tensor(pad([e.token_type_ids for e in exs], seq_len, 0), dtype=torch.long)
+    first_piece = torch.tensor(pad([e.first_piece for e in exs], width, -1), dtype=torch.long)
+    shapes = torch.tensor(
+        pad([it.shapes for it in items for _ in it.examples], width, 0), dtype=torch.long
+    )
+    start = torch.tensor(pad([e.start_labels for e in exs], width, 0), dtype=torch.float)
+    end = torch.tensor(pad([e.end_labels for e in exs], width, 0), dtype=torch.float)
     match = torch.zeros(n, width, max_span_len)
+    pairs = [
+        (row, a, b - a) for row, e in enumerate(exs) for a, b in e.spans if b - a < max_span_len
+    ]
+    if pairs:
+        match[tuple(torch.tensor(pairs).unbind(1))] = 1.0
     gt_boxes = torch.zeros(n, n_box, 4)
     gt_mask = torch.zeros(n, n_box, dtype=torch.bool)
-    example_tweet = torch.zeros(n, dtype=torch.long)
-    row = 0
-    for t, it in enumerate(items):
-        for e in it.examples:
-            length = len(e.input_ids)
-            input_ids[row, :length] = torch.tensor(e.input_ids)
-            attention[row, :length] = 1
-            token_type[row, :length] = torch.tensor(e.token_type_ids)
-            first_piece[row, : e.n_tokens] = torch.tensor(e.first_piece)
-            shapes[row, : e.n_tokens] = torch.tensor(it.shapes)
-            start[row, : e.n_tokens] = torch.tensor(e.start_labels, dtype=torch.float)
-            end[row, : e.n_tokens] = torch.tensor(e.end_labels, dtype=torch.float)
-            for a, b in e.spans:
-                if b - a < max_span_len:
-                    match[row, a, b - a] = 1.0
-            if e.boxes:
-                gt_boxes[row, : len(e.boxes)] = torch.tensor(e.boxes, dtype=torch.float)
-                gt_mask[row, : len(e.boxes)] = True
-            example_tweet[row] = t
-            row += 1
+    for row, e in enumerate(exs):
+        if e.boxes:
+            gt_boxes[row, : len(e.boxes)] = torch.tensor(e.boxes, dtype=torch.float)
+            gt_mask[row, : len(e.boxes)] = True
+    example_tweet = torch.tensor(
+        [t for t, it in enumerate(items) for _ in it.examples], dtype=torch.long
+    )
     images = torch.zeros(len(items), 3, image_size, image_size)
     has_image = torch.zeros(len(items), dtype=torch.bool)
     for t, it in enumerate(items):
