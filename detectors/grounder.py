@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from detectors.backbones import build_backbone
@@ -154,11 +153,14 @@ class VisualGrounder(nn.Module):
                 f"got {tuple(images.shape[-2:])}"
             )
         maps = self.backbone(images)
-        return [proj(m.flatten(2).transpose(1, 2)) for proj, m in zip(self.region_proj, maps,
-                                                                        strict=True)]
+        return [
+            proj(m.flatten(2).transpose(1, 2))
+            for proj, m in zip(self.region_proj, maps, strict=True)
+        ]
 
-    def forward(self, images: Tensor, image_index: Tensor, type_index: Tensor
-                ) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, images: Tensor, image_index: Tensor, type_index: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """Per-cell confidence logits and boxes of each (image, type) example.
 
         Args:
@@ -173,25 +175,21 @@ class VisualGrounder(nn.Module):
         per_example = [r[image_index] for r in regions]  # each (M, N_k, D)
         return self.head(per_example, self.query_emb(type_index))
 
-    def loss(self, images: Tensor, image_index: Tensor, type_index: Tensor, gt: Tensor,
-             gt_mask: Tensor) -> Tensor:
+    def loss(
+        self, images: Tensor, image_index: Tensor, type_index: Tensor, gt: Tensor, gt_mask: Tensor
+    ) -> Tensor:
         """The grounding head's loss (confidence BCE + L1 + GIoU) + the weighted existence BCE.
 
         Shapes:
             - gt: ``[M, K, 4]`` normalised xyxy; gt_mask: ``[M, K]`` (all False: not in the image).
         """
         logits, boxes = self(images, image_index, type_index)
-        loss = self.head.loss(logits, boxes, gt, gt_mask)
-        if self.existence_weight:
-            present = gt_mask.any(dim=1).to(logits.dtype)  # (M,)
-            loss = loss + self.existence_weight * F.binary_cross_entropy_with_logits(
-                logits.max(dim=1).values, present
-            )
-        return loss
+        return self.head.loss(logits, boxes, gt, gt_mask, presence_weight=self.existence_weight)
 
     @torch.no_grad()
-    def predict(self, images: Tensor, image_index: Tensor, type_index: Tensor
-                ) -> tuple[Tensor, Tensor]:
+    def predict(
+        self, images: Tensor, image_index: Tensor, type_index: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """The best box and its confidence per example (confidence < threshold: not there).
 
         Shapes:
@@ -206,8 +204,9 @@ class VisualGrounder(nn.Module):
 # --------------------------------------------------------------------------------------------------
 
 
-def save_grounder(model: VisualGrounder, out_dir: str | Path,
-                  stages: Sequence[Mapping[str, Any]] = ()) -> Path:
+def save_grounder(
+    model: VisualGrounder, out_dir: str | Path, stages: Sequence[Mapping[str, Any]] = ()
+) -> Path:
     """Write a grounder checkpoint folder (``model.safetensors`` + ``config.json``), atomically.
 
     Args:
@@ -227,8 +226,9 @@ def save_grounder(model: VisualGrounder, out_dir: str | Path,
     return save_checkpoint(model, config, out_dir)
 
 
-def load_grounder(ckpt_dir: str | Path, device: str | torch.device = "cpu"
-                  ) -> tuple[VisualGrounder, list[dict[str, Any]]]:
+def load_grounder(
+    ckpt_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[VisualGrounder, list[dict[str, Any]]]:
     """Rebuild a grounder from its checkpoint folder.
 
     Args:
@@ -276,8 +276,9 @@ class GroundingData:
         return len(self.boxes)
 
 
-def grounding_data(samples: Sequence[Sample], types: Sequence[str], image_size: int
-                   ) -> GroundingData:
+def grounding_data(
+    samples: Sequence[Sample], types: Sequence[str], image_size: int
+) -> GroundingData:
     """Load the images of the samples that have one, with their per-type gold boxes.
 
     Args:
@@ -293,8 +294,9 @@ def grounding_data(samples: Sequence[Sample], types: Sequence[str], image_size: 
     return GroundingData(image_set, boxes)
 
 
-def _batch_targets(boxes: Sequence[Sequence[Tensor]], flip: Tensor
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _batch_targets(
+    boxes: Sequence[Sequence[Tensor]], flip: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Example indices and padded gold boxes of a batch of images, every type each.
 
     Returns:
@@ -374,8 +376,9 @@ def fit_grounder(
             image_index, type_index, gt, gt_mask = _batch_targets(
                 [data.boxes[int(i)] for i in idx], flips
             )
-            loss = model.loss(images, image_index.to(dev), type_index.to(dev), gt.to(dev),
-                              gt_mask.to(dev))
+            loss = model.loss(
+                images, image_index.to(dev), type_index.to(dev), gt.to(dev), gt_mask.to(dev)
+            )
             if not torch.isfinite(loss):
                 raise TrainingError(f"grounder loss became {loss.item()} at step {steps}")
             optimizer.zero_grad(set_to_none=True)
@@ -396,8 +399,9 @@ def fit_grounder(
 
 
 @torch.no_grad()
-def predict_image_set(model: VisualGrounder, images: ImageSet, batch_size: int = 64
-                      ) -> tuple[Tensor, Tensor]:
+def predict_image_set(
+    model: VisualGrounder, images: ImageSet, batch_size: int = 64
+) -> tuple[Tensor, Tensor]:
     """The grounder's box and confidence for every image and every type.
 
     Args:
@@ -427,8 +431,9 @@ def predict_image_set(model: VisualGrounder, images: ImageSet, batch_size: int =
     return boxes, conf
 
 
-def pixel_box(box: Sequence[float], image_size: tuple[int, int],
-              confidence: float | None = None) -> Box:
+def pixel_box(
+    box: Sequence[float], image_size: tuple[int, int], confidence: float | None = None
+) -> Box:
     """A normalised xyxy box in pixels of an image of ``(width, height)``."""
     w, h = image_size
     return Box(box[0] * w, box[1] * h, box[2] * w, box[3] * h, confidence)
@@ -461,8 +466,9 @@ class GrounderScores:
         return out
 
 
-def evaluate_grounder(model: VisualGrounder, samples: Sequence[Sample], batch_size: int = 64
-                      ) -> GrounderScores:
+def evaluate_grounder(
+    model: VisualGrounder, samples: Sequence[Sample], batch_size: int = 64
+) -> GrounderScores:
     """Grounding accuracy (IoU >= 0.5) and none-accuracy of a grounder on some tweets.
 
     A prediction whose confidence is under ``model.threshold`` is "not in the image". Boxes are
@@ -488,8 +494,11 @@ def evaluate_grounder(model: VisualGrounder, samples: Sequence[Sample], batch_si
         for t, typ in enumerate(model.types):
             gold = sample.boxes_of_type(typ)
             c = float(conf[i, t])
-            pred = pixel_box(boxes[i, t].tolist(), sample.image_size) if (
-                c >= model.threshold) else None
+            pred = (
+                pixel_box(boxes[i, t].tolist(), sample.image_size)
+                if (c >= model.threshold)
+                else None
+            )
             gold_all.append(gold)
             pred_all.append(pred)
             if typ in present:
@@ -507,8 +516,13 @@ def evaluate_grounder(model: VisualGrounder, samples: Sequence[Sample], batch_si
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_samples(data: str | Path, split: str, limit: int | None,
-                  images_dir: str | Path | None, boxes_dir: str | Path | None) -> list[Sample]:
+def _load_samples(
+    data: str | Path,
+    split: str,
+    limit: int | None,
+    images_dir: str | Path | None,
+    boxes_dir: str | Path | None,
+) -> list[Sample]:
     from mnerqg_graph.data.dataset import load_split
 
     samples = load_split(data, split, images_dir=images_dir, boxes_dir=boxes_dir).samples
@@ -573,11 +587,21 @@ def pretrain(
     _report_skipped(gdata.images, say)
     n_boxes = sum(int(b.shape[0]) for per in gdata.boxes for b in per)
     say(f"pretrain: {len(gdata)} images, {n_boxes} boxes from {data} ({split})")
-    result = fit_grounder(model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed,
-                          device=device, log=log)
-    stage = {"stage": "pretrain", "data": str(data), "split": split, "images": len(gdata),
-             "boxes": n_boxes, "epochs": epochs, "steps": result.steps, "lr": lr, "seed": seed,
-             "final_loss": result.history[-1] if result.history else None}
+    result = fit_grounder(
+        model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed, device=device, log=log
+    )
+    stage = {
+        "stage": "pretrain",
+        "data": str(data),
+        "split": split,
+        "images": len(gdata),
+        "boxes": n_boxes,
+        "epochs": epochs,
+        "steps": result.steps,
+        "lr": lr,
+        "seed": seed,
+        "final_loss": result.history[-1] if result.history else None,
+    }
     if out is not None:
         result.checkpoint = save_grounder(model, out, [stage])
         say(f"grounder saved to {out}")
@@ -637,18 +661,35 @@ def finetune(
     gdata = grounding_data(chosen, model.types, model.image_size)
     _report_skipped(gdata.images, say)
     n_boxes = sum(int(b.shape[0]) for per in gdata.boxes for b in per)
-    say(f"finetune: {len(manual)} manual tweets ({manual_fraction:.0%} of those with an image), "
-        f"{n_boxes} boxes from {data} ({split})")
+    say(
+        f"finetune: {len(manual)} manual tweets ({manual_fraction:.0%} of those with an image), "
+        f"{n_boxes} boxes from {data} ({split})"
+    )
     if not len(gdata):
-        raise DataError(str(data), f"no manual tweet with a readable image to fine-tune on "
-                        f"(manual_fraction {manual_fraction})")
-    result = fit_grounder(model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed,
-                          device=device, log=log)
-    stage = {"stage": "finetune", "init": str(init), "data": str(data), "split": split,
-             "manual_fraction": manual_fraction, "manual_tweets": len(manual), "limit": limit,
-             "images": len(gdata), "boxes": n_boxes, "epochs": epochs, "steps": result.steps,
-             "lr": lr, "seed": seed,
-             "final_loss": result.history[-1] if result.history else None}
+        raise DataError(
+            str(data),
+            f"no manual tweet with a readable image to fine-tune on "
+            f"(manual_fraction {manual_fraction})",
+        )
+    result = fit_grounder(
+        model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed, device=device, log=log
+    )
+    stage = {
+        "stage": "finetune",
+        "init": str(init),
+        "data": str(data),
+        "split": split,
+        "manual_fraction": manual_fraction,
+        "manual_tweets": len(manual),
+        "limit": limit,
+        "images": len(gdata),
+        "boxes": n_boxes,
+        "epochs": epochs,
+        "steps": result.steps,
+        "lr": lr,
+        "seed": seed,
+        "final_loss": result.history[-1] if result.history else None,
+    }
     if out is not None:
         result.checkpoint = save_grounder(model, out, [*stages, stage])
         say(f"grounder saved to {out}")
@@ -672,8 +713,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=32, help="images per step")
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="first N tweets of the split only (the experiment's data.limit)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="first N tweets of the split only (the experiment's data.limit)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--images-dir", type=Path, default=None)
@@ -693,9 +739,12 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--out", required=True, type=Path, metavar="CKPT")
     pre.add_argument("--types", default=None, help="comma-separated types (default: queries')")
     pre.add_argument("--backbone", default="small_cnn")
-    pre.add_argument("--backbone-kwargs", default=None, metavar="JSON",
-                     help=f"backbone options (default for small_cnn: "
-                          f"{json.dumps(DEFAULT_BACKBONE_KWARGS)})")
+    pre.add_argument(
+        "--backbone-kwargs",
+        default=None,
+        metavar="JSON",
+        help=f"backbone options (default for small_cnn: {json.dumps(DEFAULT_BACKBONE_KWARGS)})",
+    )
     pre.add_argument("--image-size", type=int, default=64, metavar="PX")
     pre.add_argument("--hidden-dim", type=int, default=64)
     pre.add_argument("--threshold", type=float, default=0.5)
@@ -748,20 +797,43 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"--backbone-kwargs is not JSON: {exc}") from None
         types = [t.strip() for t in args.types.split(",")] if args.types else None
         _, result = pretrain(
-            args.data, args.out, types=types, split=args.split, backbone=args.backbone,
-            backbone_kwargs=bk, image_size=args.image_size, hidden_dim=args.hidden_dim,
-            threshold=args.threshold, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            max_steps=args.max_steps, limit=args.limit, seed=args.seed, device=args.device,
-            images_dir=args.images_dir, boxes_dir=args.boxes_dir,
+            args.data,
+            args.out,
+            types=types,
+            split=args.split,
+            backbone=args.backbone,
+            backbone_kwargs=bk,
+            image_size=args.image_size,
+            hidden_dim=args.hidden_dim,
+            threshold=args.threshold,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_steps=args.max_steps,
+            limit=args.limit,
+            seed=args.seed,
+            device=args.device,
+            images_dir=args.images_dir,
+            boxes_dir=args.boxes_dir,
         )
         print(f"pretrained {result.steps} steps in {result.seconds:.1f} s")
         return 0
     if args.command == "finetune":
         _, result = finetune(
-            args.init, args.data, args.out, manual_fraction=args.manual_fraction,
-            split=args.split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            max_steps=args.max_steps, limit=args.limit, seed=args.seed, device=args.device,
-            images_dir=args.images_dir, boxes_dir=args.boxes_dir,
+            args.init,
+            args.data,
+            args.out,
+            manual_fraction=args.manual_fraction,
+            split=args.split,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_steps=args.max_steps,
+            limit=args.limit,
+            seed=args.seed,
+            device=args.device,
+            images_dir=args.images_dir,
+            boxes_dir=args.boxes_dir,
         )
         print(f"fine-tuned {result.steps} steps in {result.seconds:.1f} s")
         return 0

@@ -53,6 +53,8 @@ class ModelConfig:
         loss_weights: weight of each loss part: start, end, match, existence, grounding.
         span_threshold: each of start, end and match probabilities must pass it to decode a span.
         grounding_threshold: confidence under which a type is "not in the image".
+        grounding_presence_weight: weight of the grounding head's best-cell "type is in the image"
+            BCE (part of the grounding loss; see ``GroundingHead.loss``).
     """
 
     types: list[str]
@@ -83,6 +85,7 @@ class ModelConfig:
     )
     span_threshold: float = 0.5
     grounding_threshold: float = 0.5
+    grounding_presence_weight: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict, with the config version."""

@@ -263,6 +263,7 @@ class MnerqgModel(nn.Module):
                 out.grounding_boxes[keep],
                 batch.gt_boxes[ie],
                 batch.gt_mask[ie],
+                presence_weight=self.config.grounding_presence_weight,
             )
         weighted = {k: v * wts.get(k, 1.0) for k, v in parts.items()}
         weighted["total"] = torch.stack(list(weighted.values())).sum()

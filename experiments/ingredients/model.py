@@ -30,4 +30,5 @@ def model_config() -> None:
     loss_weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5, "grounding": 1.0}
     span_threshold = 0.5
     grounding_threshold = 0.5
+    grounding_presence_weight = 1.0  # best-cell "type is in the image" BCE in the grounding loss
     plugins = []  # modules to import first (user fusion modules registered from outside)

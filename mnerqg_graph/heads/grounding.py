@@ -120,13 +120,36 @@ class GroundingHead(nn.Module):
             offset += rows * cols
         return conf, box_t
 
-    def loss(self, logits: Tensor, boxes: Tensor, gt: Tensor, gt_mask: Tensor) -> Tensor:
-        """Confidence BCE (positives and negatives balanced) + L1 + GIoU on positive cells."""
+    def loss(
+        self,
+        logits: Tensor,
+        boxes: Tensor,
+        gt: Tensor,
+        gt_mask: Tensor,
+        presence_weight: float = 0.0,
+    ) -> Tensor:
+        """Confidence BCE (positives and negatives balanced) + L1 + GIoU on positive cells.
+
+        Args:
+            logits: per-cell confidence logits.
+            boxes: per-cell boxes.
+            gt: gold boxes (normalised xyxy).
+            gt_mask: which gold slots are real (all False: the type is not in the image).
+            presence_weight: weight of a BCE on the best cell's logit with target "the type has a
+                box in this image". The per-cell negative term is a mean over all cells, which
+                barely pushes down the one cell holding an object of another type; this term does,
+                so "not in the image" is learned.
+        """
         conf_t, box_t = self.targets(gt, gt_mask)
         pos = conf_t > 0.5
         bce = F.binary_cross_entropy_with_logits(logits, conf_t, reduction="none")
         n_pos = pos.sum().clamp(min=1)
         conf_loss = bce[pos].sum() / n_pos + bce[~pos].mean() if pos.any() else bce.mean()
+        if presence_weight:
+            present = gt_mask.any(dim=1).to(logits.dtype)
+            conf_loss = conf_loss + presence_weight * F.binary_cross_entropy_with_logits(
+                logits.max(dim=1).values, present
+            )
         if not pos.any():
             return conf_loss
         _, giou = box_xyxy_iou(boxes[pos], box_t[pos])

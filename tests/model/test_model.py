@@ -146,3 +146,19 @@ def test_unlabelled_grounding_examples_get_no_grounding_loss(
     with torch.no_grad():
         again = model.losses(unlabelled_with_boxes, model(unlabelled_with_boxes))["grounding"]
     assert torch.isclose(again, only_t3)
+
+
+def test_grounding_presence_term_targets_the_best_cell() -> None:
+    import torch.nn.functional as F
+
+    head = GroundingHead(4, 4, grids=((1, 1), (2, 2)), hidden_dim=8)
+    logits = torch.tensor([[0.5, -1.0, 3.0, -2.0, 0.0], [1.0, 2.0, -1.0, 0.0, -3.0]])
+    boxes = torch.rand(2, 5, 4).sort(-1).values
+    gt = torch.tensor([[[0.6, 0.6, 0.9, 0.9]], [[0.0, 0.0, 0.0, 0.0]]])
+    gt_mask = torch.tensor([[True], [False]])  # example 1: the type is not in the image
+    plain = head.loss(logits, boxes, gt, gt_mask)
+    with_presence = head.loss(logits, boxes, gt, gt_mask, presence_weight=2.0)
+    expected = 2.0 * F.binary_cross_entropy_with_logits(
+        torch.tensor([3.0, 2.0]), torch.tensor([1.0, 0.0])
+    )
+    assert torch.isclose(with_presence - plain, expected)
