@@ -258,13 +258,16 @@ class MnerqgModel(nn.Module):
             keep = batch.grounding_labelled[out.image_examples]
             ie = out.image_examples[keep]
             assert out.grounding_boxes is not None
-            parts["grounding"] = self.grounding_head.loss(
-                out.grounding_logits[keep],
-                out.grounding_boxes[keep],
-                batch.gt_boxes[ie],
-                batch.gt_mask[ie],
-                presence_weight=self.config.grounding_presence_weight,
-            )
+            if keep.any():
+                parts["grounding"] = self.grounding_head.loss(
+                    out.grounding_logits[keep],
+                    out.grounding_boxes[keep],
+                    batch.gt_boxes[ie],
+                    batch.gt_mask[ie],
+                    presence_weight=self.config.grounding_presence_weight,
+                )
+            else:  # no example of this batch has known boxes: zero, still on the graph (DDP)
+                parts["grounding"] = out.grounding_logits.sum() * 0.0
         weighted = {k: v * wts.get(k, 1.0) for k, v in parts.items()}
         weighted["total"] = torch.stack(list(weighted.values())).sum()
         return weighted

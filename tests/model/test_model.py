@@ -162,3 +162,20 @@ def test_grounding_presence_term_targets_the_best_cell() -> None:
         torch.tensor([3.0, 2.0]), torch.tensor([1.0, 0.0])
     )
     assert torch.isclose(with_presence - plain, expected)
+
+
+def test_batch_without_any_grounding_label_gives_a_finite_zero_grounding_loss(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    from mnerqg_graph.data.types import Sample
+
+    cfg = tiny_config(encoder_dir)
+    model = build_model(cfg)
+    smp = [
+        Sample(s.tweet, s.image_path, s.image_size, {}, grounding_labelled=False)
+        for s in samples(tmp_path)
+    ]
+    _, batch = items_and_batch(smp, encoder_dir, cfg)
+    losses = model.losses(batch, model(batch))
+    assert losses["grounding"].item() == 0.0 and torch.isfinite(losses["total"])
+    losses["total"].backward()
