@@ -24,6 +24,7 @@ from mnerqg_graph.errors import ConfigError, DataError
 from mnerqg_graph.io import replace_dir
 
 SPLITS = ("train", "valid", "test")
+SPAN_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 15))  # 0.10, 0.15, ..., 0.70
 _NOT_MODEL_KEYS = {"tiny", "plugins"}
 
 
@@ -126,6 +127,7 @@ def run_experiment(
     log: Callable[[str, float, int], None],
     add_artifact: Callable[[Path, str], None] | None,
     info: dict[str, Any],
+    tune_threshold: bool = True,
 ) -> dict[str, float]:
     """Run one experiment; returns the flat result dict (fractions in [0, 1])."""
     from transformers import AutoTokenizer
@@ -133,9 +135,9 @@ def run_experiment(
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.evaluation import score_predictions, write_predictions
     from mnerqg_graph.model import build_model
-    from mnerqg_graph.pipeline import predict, prepare_items
+    from mnerqg_graph.pipeline import predict, predict_thresholds, prepare_items
     from mnerqg_graph.training import distributed as ddp
-    from mnerqg_graph.training.checkpoint import load_model
+    from mnerqg_graph.training.checkpoint import load_model, save_model
     from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
 
     data, model, optim, grounding = (_clean(d) for d in (data, model, optim, grounding))
@@ -221,11 +223,33 @@ def run_experiment(
             f"{result.seconds:.1f} s"
         )
         best, _, _, _ = load_model(work / "best", device)
+        valid_best = result.best_metrics
+        if tune_threshold:  # the span threshold is chosen on valid too, then saved with the model
+            by_t = predict_thresholds(
+                best, items["valid"], splits["valid"], SPAN_THRESHOLDS, tcfg.eval_batch_size,
+                device, pad_id,
+            )  # fmt: skip
+            scored = {
+                t: score_predictions(splits["valid"], p, list(queries), ambiguous.get("valid"))
+                for t, p in by_t.items()
+            }
+            default = float(cfg.span_threshold)
+            chosen = max(scored, key=lambda t: (scored[t][tcfg.select_metric], -abs(t - default)))
+            if scored[chosen][tcfg.select_metric] > valid_best.get(tcfg.select_metric, -1.0):
+                best.config.span_threshold = chosen
+                save_model(best, best.config, queries, tokenizer, work / "best")
+                valid_best = scored[chosen]
+            info["span_threshold"] = float(best.config.span_threshold)
+            print(
+                f"span threshold {best.config.span_threshold:.2f} (valid {tcfg.select_metric} "
+                f"{valid_best.get(tcfg.select_metric, float('nan')):.4f})"
+            )
         preds = predict(best, items["test"], splits["test"], tcfg.eval_batch_size, device, pad_id)
         test = score_predictions(splits["test"], preds, list(queries), ambiguous.get("test"))
         out = {f"test/{k}": float(v) for k, v in test.items()}
-        out.update({f"valid/{k}": float(v) for k, v in result.best_metrics.items()})
+        out.update({f"valid/{k}": float(v) for k, v in valid_best.items()})
         out["best_epoch"] = float(result.best_epoch)
+        out["span_threshold"] = float(best.config.span_threshold)
         out["train_seconds"] = float(result.seconds)
         out["total_seconds"] = float(time.perf_counter() - t_start)
         pred_dir = work / "predictions"

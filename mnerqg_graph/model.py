@@ -274,15 +274,20 @@ class MnerqgModel(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, out: ModelOutput
+        self, out: ModelOutput, span_threshold: float | None = None
     ) -> tuple[list[list[tuple[int, int, float]]], list[tuple[list[float], float] | None]]:
         """Span candidates and grounding predictions per example.
+
+        Args:
+            out: the forward pass's output.
+            span_threshold: probability each of start, end and match must pass (None: the
+                config's ``span_threshold``).
 
         Returns:
             per example: list of ``(start, end_exclusive, score)`` spans that pass the thresholds;
             per example: ``(box xyxy normalised, confidence)``, or None without an image.
         """
-        t = self.config.span_threshold
+        t = self.config.span_threshold if span_threshold is None else span_threshold
         start_l, end_l, match_l = out.span_logits
         s = self.config.max_span_len
         ps, pe_raw, pm = torch.sigmoid(start_l), torch.sigmoid(end_l), torch.sigmoid(match_l)

@@ -96,7 +96,6 @@ def _batches(items: list[TweetItem], size: int) -> Iterator[list[TweetItem]]:
         yield items[i : i + size]
 
 
-@torch.no_grad()
 def predict(
     model: Any,
     items: list[TweetItem],
@@ -106,17 +105,47 @@ def predict(
     pad_id: int = 0,
 ) -> Predictions:
     """Run ``model`` over ``items`` and decode (spans resolved across types by score)."""
+    t = float(model.config.span_threshold)
+    return predict_thresholds(model, items, samples, [t], batch_size, device, pad_id)[t]
+
+
+@torch.no_grad()
+def predict_thresholds(
+    model: Any,
+    items: list[TweetItem],
+    samples: Sequence[Sample],
+    thresholds: Sequence[float],
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    pad_id: int = 0,
+) -> dict[float, Predictions]:
+    """One forward pass over ``items``, decoded at each span threshold (for validation tuning).
+
+    Args:
+        model: an :class:`~mnerqg_graph.model.MnerqgModel`.
+        items: the tweets, from :func:`prepare_items`.
+        samples: the samples the items index into.
+        thresholds: span probability thresholds to decode at.
+        batch_size: tweets per forward pass.
+        device: where the model runs.
+        pad_id: the tokenizer's padding id.
+
+    Returns:
+        ``{threshold: Predictions}``; boxes are the same at every threshold.
+    """
     from mnerqg_graph.data.collate import collate
 
     model.eval()
     cfg = model.config
     n = len(samples)
-    spans: list[list[tuple[Span, float]]] = [[] for _ in range(n)]
-    tags: list[list[str]] = [["O"] * len(s.tweet.tokens) for s in samples]
+    ts = [float(t) for t in thresholds]
+    spans: dict[float, list[list[tuple[Span, float]]]] = {t: [[] for _ in range(n)] for t in ts}
+    tags = {t: [["O"] * len(s.tweet.tokens) for s in samples] for t in ts}
     boxes: list[dict[str, tuple[list[float], float] | None]] = [{} for _ in range(n)]
     confs: list[dict[str, float]] = [{} for _ in range(n)]
     dev = torch.device(device)
-    for chunk in _batches(items, batch_size):
+    by_length = sorted(items, key=lambda it: max(len(ex.input_ids) for ex in it.examples))
+    for chunk in _batches(by_length, batch_size):  # similar lengths together: less padding
         batch = collate(chunk, cfg.max_span_len, cfg.image_size, pad_id).to(dev)
         with (
             torch.autocast("cuda", dtype=torch.bfloat16)
@@ -124,15 +153,14 @@ def predict(
             else torch.autocast("cpu", enabled=False)
         ):
             out = model(batch)
-        ex_spans, ex_boxes = model.decode(out)
+        decoded = {t: model.decode(out, span_threshold=t)[0] for t in ts}
+        _, ex_boxes = model.decode(out, span_threshold=1.0)  # boxes do not depend on it
         row = 0
         for it in chunk:
             sample = samples[it.index]
-            cands = []
             for ex in it.examples:
-                for a, b, sc in ex_spans[row]:
-                    cands.append((a, b, ex.type, sc))
                 pred = ex_boxes[row]
+                boxes[it.index][ex.type] = None
                 if pred is not None:
                     box, conf = pred
                     confs[it.index][ex.type] = conf
@@ -141,14 +169,19 @@ def predict(
                             w, h = sample.image_size
                             box = [box[0] * w, box[1] * h, box[2] * w, box[3] * h]
                         boxes[it.index][ex.type] = (box, conf)
-                    else:
-                        boxes[it.index][ex.type] = None
-                else:
-                    boxes[it.index][ex.type] = None
                 row += 1
             n_tok = len(sample.tweet.tokens)
-            accepted = decode_spans(n_tok, cands)
-            score = {(a, b, t): s for a, b, t, s in cands}
-            spans[it.index] = [(sp, score[(sp.start, sp.end, sp.type)]) for sp in accepted]
-            tags[it.index] = tags_from_spans(n_tok, accepted)
-    return Predictions(spans, tags, boxes, confs)
+            for t in ts:
+                rows = range(row - len(it.examples), row)
+                cands = [
+                    (a, b, ex.type, sc)
+                    for ex, r in zip(it.examples, rows, strict=True)
+                    for a, b, sc in decoded[t][r]
+                ]
+                accepted = decode_spans(n_tok, cands)
+                score = {(a, b, typ): sc for a, b, typ, sc in cands}
+                spans[t][it.index] = [
+                    (sp, score[(sp.start, sp.end, sp.type)]) for sp in accepted
+                ]
+                tags[t][it.index] = tags_from_spans(n_tok, accepted)
+    return {t: Predictions(spans[t], tags[t], boxes, confs) for t in ts}

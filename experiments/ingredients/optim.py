@@ -21,3 +21,4 @@ def optim_config() -> None:
     amp = True  # bf16 autocast on CUDA
     select_metric = "f1"  # validation metric choosing the best epoch
     eval_batch_size = 64
+    length_buckets = 0  # N > 0: batch tweets of similar length (pools of N batches), less padding

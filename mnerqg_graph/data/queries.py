@@ -8,7 +8,8 @@ asks them::
 Types are read through :func:`mnerqg_graph.data.tags.canonical_type`, so a file written for
 Twitter-2017 may say ``MISC``; it is the same type as ``OTHER``. The default file ships with the
 package (``mnerqg_graph/data/queries/default.json``); users add types or rewrite queries by pointing
-the toolkit at their own file.
+the toolkit at their own file. ``short`` (``queries/short.json``: two to six words a type) is also
+packaged: it halves the encoder's work per tweet, which is what an uncased MiniLM on a CPU needs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from mnerqg_graph.errors import ConfigError, DataError
 
 #: The query file shipped with the package.
 DEFAULT_QUERIES_PATH: Path = Path(__file__).resolve().parent / "queries" / "default.json"
+#: Query files shipped with the package, by name (``load_queries("short")``).
+PACKAGED_QUERIES: dict[str, Path] = {
+    p.stem: p for p in sorted(DEFAULT_QUERIES_PATH.parent.glob("*.json"))
+}
 
 
 class _Pairs(list[tuple[str, Any]]):
@@ -38,7 +43,8 @@ def load_queries(path: str | Path | None = None) -> dict[str, str]:
     """Read a query file: entity type -> query sentence, in the file's order.
 
     Args:
-        path: a JSON query file; the package's default file when None.
+        path: a JSON query file, or the name of a packaged one (``default``, ``short``) when no
+            such file exists; the package's default file when None.
 
     Returns:
         An ordered dict from canonical entity type (``MISC`` read as ``OTHER``) to its query, with
@@ -51,6 +57,8 @@ def load_queries(path: str | Path | None = None) -> dict[str, str]:
             the key at fault.
     """
     file = DEFAULT_QUERIES_PATH if path is None else Path(path)
+    if path is not None and not file.exists() and str(path) in PACKAGED_QUERIES:
+        file = PACKAGED_QUERIES[str(path)]
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -51,6 +51,9 @@ class TrainConfig:
         seed: seeds shuffling, dropout and initialisation.
         select_metric: validation metric that picks the best epoch.
         eval_batch_size: tweets per evaluation step.
+        length_buckets: 0 shuffles tweets freely; ``N`` > 0 shuffles, then sorts each pool of
+            ``N`` batches by sequence length and shuffles the batches (less padding: real tweets
+            vary in length); ignored under a distributed sampler.
     """
 
     epochs: int = 10
@@ -65,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     select_metric: str = "f1"
     eval_batch_size: int = 32
+    length_buckets: int = 0
 
 
 @dataclass
@@ -84,6 +88,31 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def length_bucket_batches(
+    lengths: list[int], batch_size: int, pool_batches: int, seed: int
+) -> list[list[int]]:
+    """Seeded shuffled batches of similar length: shuffle, sort pools of batches, shuffle batches.
+
+    Args:
+        lengths: one length per item (e.g. tokens of its longest sequence).
+        batch_size: items per batch.
+        pool_batches: batches per pool sorted together (larger: less padding, less randomness).
+        seed: the shuffle's seed (same seed, same batches).
+
+    Returns:
+        Batches of item indices; every index appears exactly once.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=gen).tolist()
+    pool = batch_size * max(pool_batches, 1)
+    batches: list[list[int]] = []
+    for i in range(0, len(order), pool):
+        chunk = sorted(order[i : i + pool], key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    perm = torch.randperm(len(batches), generator=gen).tolist()
+    return [batches[j] for j in perm]
+
+
 def make_loader(
     items: list[TweetItem],
     batch_size: int,
@@ -94,8 +123,22 @@ def make_loader(
     seed: int = 0,
     sampler: Any = None,
     pin_memory: bool = False,
+    length_buckets: int = 0,
 ) -> DataLoader:
-    """A DataLoader of :class:`MrcBatch` over tweets (shuffled by a seeded generator)."""
+    """A DataLoader of :class:`MrcBatch` over tweets (shuffled by a seeded generator).
+
+    ``length_buckets`` > 0 (with ``shuffle`` and no ``sampler``) batches tweets of similar length
+    together (:func:`length_bucket_batches`).
+    """
+    collate_fn = partial(collate, max_span_len=max_span_len, image_size=image_size, pad_id=pad_id)
+    if shuffle and sampler is None and length_buckets > 0:
+        lengths = [max(len(ex.input_ids) for ex in it.examples) for it in items]
+        return DataLoader(
+            items,  # type: ignore[arg-type]
+            batch_sampler=length_bucket_batches(lengths, batch_size, length_buckets, seed),
+            collate_fn=collate_fn,
+            pin_memory=pin_memory,
+        )
     gen = torch.Generator().manual_seed(seed)
     return DataLoader(
         items,  # type: ignore[arg-type]
@@ -103,9 +146,7 @@ def make_loader(
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         generator=gen if shuffle and sampler is None else None,
-        collate_fn=partial(
-            collate, max_span_len=max_span_len, image_size=image_size, pad_id=pad_id
-        ),
+        collate_fn=collate_fn,
         pin_memory=pin_memory,
     )
 
@@ -233,6 +274,7 @@ class Trainer:
                 seed=cfg.seed + epoch,
                 sampler=sampler,
                 pin_memory=self.device.type == "cuda",
+                length_buckets=cfg.length_buckets,
             )
             self.model.train()
             sums: dict[str, torch.Tensor] = {}

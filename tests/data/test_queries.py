@@ -27,6 +27,20 @@ def test_default_queries_are_the_four_types_in_order() -> None:
     assert load_queries(DEFAULT_QUERIES_PATH) == queries
 
 
+def test_packaged_query_files_by_name_and_a_real_file_wins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    short = load_queries("short")
+    assert list(short) == ["PER", "LOC", "ORG", "OTHER"]
+    assert all(len(q.split()) <= 6 for q in short.values())
+    assert load_queries("default") == load_queries()
+    monkeypatch.chdir(tmp_path)  # a user's own file called "short" is read, not the packaged one
+    (tmp_path / "short").write_text('{"PER": "people"}', encoding="utf-8")
+    assert load_queries("short") == {"PER": "people"}
+    with pytest.raises(DataError, match="not found"):
+        load_queries("shorter")
+
+
 def test_default_file_is_package_data() -> None:
     assert DEFAULT_QUERIES_PATH.is_file()
     assert DEFAULT_QUERIES_PATH.parent.name == "queries"

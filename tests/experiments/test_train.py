@@ -66,6 +66,10 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
         "final_metrics.json",
     } <= names
     assert (tmp / "out" / "checkpoint" / "model.safetensors").is_file()
+    # the span threshold chosen on valid is in the result and travels with the checkpoint
+    saved = json.loads((tmp / "out" / "checkpoint" / "config.json").read_text())
+    assert 0.1 <= result["span_threshold"] <= 0.7
+    assert saved["span_threshold"] == pytest.approx(result["span_threshold"])
     # visualize=1: the alignment pictures of one validation tweet are run artifacts too
     assert any(n.startswith("visualize-") and n.endswith("graph_PER.png") for n in names)
     assert any(n.endswith("alignment_PER.graphml") for n in names)

@@ -179,3 +179,22 @@ def test_batch_without_any_grounding_label_gives_a_finite_zero_grounding_loss(
     losses = model.losses(batch, model(batch))
     assert losses["grounding"].item() == 0.0 and torch.isfinite(losses["total"])
     losses["total"].backward()
+
+
+def test_one_pass_decoded_at_several_thresholds_matches_predict(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    from mnerqg_graph.pipeline import predict, predict_thresholds
+
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir)
+    model = build_model(cfg)
+    smp = samples(tmp_path)
+    items, _ = items_and_batch(smp, encoder_dir, cfg)
+    t = cfg.span_threshold
+    by_t = predict_thresholds(model, items, smp, [0.0, t, 1.0], batch_size=2)
+    ref = predict(model, items, smp, batch_size=2)
+    assert by_t[t].tags == ref.tags and by_t[t].spans == ref.spans and by_t[t].boxes == ref.boxes
+    assert all(not s for s in by_t[1.0].spans)  # no probability passes 1.0
+    assert all(s for s in by_t[0.0].spans)  # every candidate passes 0.0: each tweet gets spans
+    assert all(tag != "O" for tags in by_t[0.0].tags for tag in tags[:1])

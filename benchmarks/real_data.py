@@ -1,0 +1,186 @@
+"""Train and test on Twitter-2015 / Twitter-2017 over seeds and variants; tabulate mean ± std.
+
+Usage::
+
+    python -m benchmarks.real_data --dataset twitter2017 [--seeds 1 2 3]
+        [--variants default casing_dim=0 fusion=none ...] [--set KEY=VALUE ...]
+        [--data-root DIR] [--runs FILE.jsonl] [--out FILE.md] [--report-only]
+
+Every run is the Sacred experiment itself (``experiments.train.ex.run`` with the ``twitter2015`` or
+``twitter2017`` named config: MiniLM encoder, images absent, model chosen on the validation split,
+tested once). A variant is ``default`` (the named config as it is) or ``+``-joined ``KEY=VALUE``
+updates of the ``model`` section (``casing_dim=0``, ``fusion=none+use_image=False``) or named
+configs of the experiment (``no_existence_loss``).
+
+Each finished run is appended at once to ``--runs`` (JSON lines), so a long job stopped halfway
+keeps what it finished, and a rerun skips the (variant, seed) pairs already there. The table
+(``--out``, also printed) is built from that file: per variant, test micro P/R/F1 and F1 per type
+(conlleval counting), validation F1 of the chosen epoch, mean ± sample std over seeds, the
+training time per run, and the published text-only BERT-base CRF for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.compare_fusion import merge, parse_update  # noqa: E402
+
+#: Published test micro F1 of the text-only BERT-base CRF (``../shared/data/README.md``).
+PUBLISHED_BERT_CRF = {"twitter2015": 71.81, "twitter2017": 83.44}
+TYPES = ("PER", "LOC", "ORG", "OTHER")
+COLUMNS = ["precision", "recall", "f1", *(f"f1_{t}" for t in TYPES)]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(prog="python -m benchmarks.real_data", description=__doc__)
+    p.add_argument("--dataset", choices=sorted(PUBLISHED_BERT_CRF), required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--variants", nargs="+", default=["default"], metavar="VARIANT")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        dest="updates",
+        metavar="KEY=VALUE",
+        help="config updates applied to every run (e.g. optim.epochs=3)",
+    )
+    p.add_argument("--data-root", type=Path, default=None, help="default: the named config's")
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="JSON lines of finished runs (default: runs/real_data_DATASET.jsonl)",
+    )
+    p.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
+    p.add_argument("--report-only", action="store_true", help="only build the table from --runs")
+    return p.parse_args(argv)
+
+
+def variant_updates(variant: str, named: list[str]) -> tuple[list[str], dict[str, Any]]:
+    """``"casing_dim=0+no_existence_loss"`` -> (named configs, ``model`` section updates)."""
+    if variant == "default":
+        return [], {}
+    configs: list[str] = []
+    updates: dict[str, Any] = {}
+    for token in variant.split("+"):
+        if "=" in token:
+            updates = merge(updates, parse_update("model." + token))
+        elif token in named:
+            configs.append(token)
+        else:
+            raise SystemExit(
+                f"real_data: error: {token!r} in {variant!r} is neither KEY=VALUE nor a named "
+                f"config ({', '.join(named)})"
+            )
+    return configs, updates
+
+
+def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
+    """One Sacred run; its flat result plus what identifies it."""
+    from experiments.train import ex
+
+    configs, updates = variant_updates(variant, sorted(ex.named_configs))
+    updates = merge(updates, {"seed": seed, "save_artifacts": False, "visualize": 0})
+    if args.data_root is not None:
+        updates = merge(updates, {"data": {"root": str(args.data_root)}})
+    for text in args.updates:
+        updates = merge(updates, parse_update(text))
+    t0 = time.perf_counter()
+    run = ex.run(named_configs=[args.dataset, *configs], config_updates=updates)
+    return {
+        "dataset": args.dataset,
+        "variant": variant,
+        "seed": seed,
+        "updates": args.updates,
+        "result": dict(run.result or {}),
+        "wall_seconds": time.perf_counter() - t0,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def load_runs(path: Path) -> list[dict[str, Any]]:
+    """The finished runs recorded in ``path`` (none when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _stat(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
+
+
+def markdown(dataset: str, runs: list[dict[str, Any]]) -> str:
+    """Mean ± std per variant (test %, conlleval counting) and the published reference row."""
+    head = ["variant", "seeds", *(f"test {c}" for c in COLUMNS), "valid f1", "train min/run"]
+    lines = [
+        f"| {' | '.join(head)} |",
+        "|---|---|" + "---:|" * (len(head) - 2),
+    ]
+    for variant in dict.fromkeys(r["variant"] for r in runs if r["dataset"] == dataset):
+        rs = [r for r in runs if r["dataset"] == dataset and r["variant"] == variant]
+        cells = [f"`{variant}`", ", ".join(str(r["seed"]) for r in rs)]
+        for c in COLUMNS:
+            cells.append(_stat([100 * r["result"][f"test/{c}"] for r in rs]))
+        cells.append(_stat([100 * r["result"]["valid/f1"] for r in rs]))
+        minutes = [r["result"]["train_seconds"] / 60 for r in rs if "train_seconds" in r["result"]]
+        cells.append(f"{statistics.fmean(minutes):.1f}" if minutes else "n/a")
+        lines.append(f"| {' | '.join(cells)} |")
+    ref = PUBLISHED_BERT_CRF[dataset]
+    lines.append(
+        "| BERT-base CRF, text only (published) | | | | "
+        f"{ref:.2f} |" + " |" * (len(COLUMNS) - 3 + 2)
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the missing (variant, seed) pairs, then print (and write) the table."""
+    args = parse_args(argv)
+    runs_path = args.runs or REPO / "runs" / f"real_data_{args.dataset}.jsonl"
+    if not args.report_only:
+        from sacred import SETTINGS
+
+        from experiments.train import ex
+
+        SETTINGS.CAPTURE_MODE = "sys"
+        for variant in args.variants:  # fail on a bad variant before the first run
+            variant_updates(variant, sorted(ex.named_configs))
+        done = {
+            (r["variant"], r["seed"]) for r in load_runs(runs_path) if r["dataset"] == args.dataset
+        }
+        runs_path.parent.mkdir(parents=True, exist_ok=True)
+        for variant in args.variants:
+            for seed in args.seeds:
+                if (variant, seed) in done:
+                    continue
+                print(f"=== {args.dataset} {variant} seed {seed} ===", flush=True)
+                row = run_one(args, variant, seed)
+                with runs_path.open("a", encoding="utf-8") as f:  # one line per finished run
+                    f.write(json.dumps(row, sort_keys=True) + "\n")
+    runs = [r for r in load_runs(runs_path) if r["dataset"] == args.dataset]
+    runs = [r for r in runs if not any(math.isnan(v) for v in r["result"].values())]
+    table = markdown(args.dataset, runs)
+    print(table)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(table, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""The real-data benchmark's variant parsing and its table (no training: runs are given)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.real_data import load_runs, main, markdown, variant_updates
+
+
+def _run(variant: str, seed: int, f1: float) -> dict[str, object]:
+    result = {f"test/{k}": f1 for k in ("precision", "recall", "f1")}
+    result.update({f"test/f1_{t}": f1 for t in ("PER", "LOC", "ORG", "OTHER")})
+    result.update({"valid/f1": f1 + 0.01, "train_seconds": 600.0})
+    return {"dataset": "twitter2017", "variant": variant, "seed": seed, "result": result}
+
+
+def test_variants_are_model_updates_or_named_configs() -> None:
+    named = ["no_existence_loss", "text_only"]
+    assert variant_updates("default", named) == ([], {})
+    assert variant_updates("casing_dim=0", named) == ([], {"model": {"casing_dim": 0}})
+    assert variant_updates("fusion=none+use_image=False+no_existence_loss", named) == (
+        ["no_existence_loss"],
+        {"model": {"fusion": "none", "use_image": False}},
+    )
+    with pytest.raises(SystemExit, match="nonsense"):
+        variant_updates("nonsense", named)
+
+
+def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
+    runs = [_run("default", 1, 0.82), _run("default", 2, 0.84), _run("casing_dim=0", 1, 0.80)]
+    table = markdown("twitter2017", runs)
+    row = next(line for line in table.splitlines() if line.startswith("| `default`"))
+    assert "| 1, 2 |" in row and "83.00 ± 1.41" in row and "84.00 ± 1.41" in row
+    assert "80.00 ± 0.00" in next(line for line in table.splitlines() if "casing_dim=0" in line)
+    assert "83.44" in table  # the published BERT-base CRF reference row
+    path = tmp_path / "runs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in runs), encoding="utf-8")
+    assert load_runs(path) == runs
+    out = tmp_path / "table.md"
+    assert main(["--dataset", "twitter2017", "--runs", str(path), "--out", str(out),
+                 "--report-only"]) == 0  # fmt: skip
+    assert out.read_text(encoding="utf-8") == table
