@@ -25,6 +25,7 @@ from mnerqg_graph.io import replace_dir
 
 SPLITS = ("train", "valid", "test")
 SPAN_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 15))  # 0.10, 0.15, ..., 0.70
+EXISTENCE_THRESHOLDS = (0.0, 0.5)  # decode without / with the existence head's verdict
 _NOT_MODEL_KEYS = {"tiny", "plugins"}
 
 
@@ -224,24 +225,31 @@ def run_experiment(
         )
         best, _, _, _ = load_model(work / "best", device)
         valid_best = result.best_metrics
-        if tune_threshold:  # the span threshold is chosen on valid too, then saved with the model
+        if tune_threshold:  # decoding thresholds are chosen on valid too, saved with the model
+            grid = [(a, b) for b in EXISTENCE_THRESHOLDS for a in SPAN_THRESHOLDS]
             by_t = predict_thresholds(
-                best, items["valid"], splits["valid"], SPAN_THRESHOLDS, tcfg.eval_batch_size,
-                device, pad_id,
-            )  # fmt: skip
+                best, items["valid"], splits["valid"], grid, tcfg.eval_batch_size, device, pad_id
+            )
             scored = {
                 t: score_predictions(splits["valid"], p, list(queries), ambiguous.get("valid"))
                 for t, p in by_t.items()
             }
-            default = float(cfg.span_threshold)
-            chosen = max(scored, key=lambda t: (scored[t][tcfg.select_metric], -abs(t - default)))
+            trained = (float(cfg.span_threshold), float(cfg.existence_threshold))
+
+            def rank(t: tuple[float, float]) -> tuple[float, float]:  # ties: nearest the config
+                distance = abs(t[0] - trained[0]) + abs(t[1] - trained[1])
+                return scored[t][tcfg.select_metric], -distance
+
+            chosen = max(scored, key=rank)
             if scored[chosen][tcfg.select_metric] > valid_best.get(tcfg.select_metric, -1.0):
-                best.config.span_threshold = chosen
+                best.config.span_threshold, best.config.existence_threshold = chosen
                 save_model(best, best.config, queries, tokenizer, work / "best")
                 valid_best = scored[chosen]
             info["span_threshold"] = float(best.config.span_threshold)
+            info["existence_threshold"] = float(best.config.existence_threshold)
             print(
-                f"span threshold {best.config.span_threshold:.2f} (valid {tcfg.select_metric} "
+                f"decoding thresholds: span {best.config.span_threshold:.2f}, existence "
+                f"{best.config.existence_threshold:.2f} (valid {tcfg.select_metric} "
                 f"{valid_best.get(tcfg.select_metric, float('nan')):.4f})"
             )
         preds = predict(best, items["test"], splits["test"], tcfg.eval_batch_size, device, pad_id)
@@ -250,6 +258,7 @@ def run_experiment(
         out.update({f"valid/{k}": float(v) for k, v in valid_best.items()})
         out["best_epoch"] = float(result.best_epoch)
         out["span_threshold"] = float(best.config.span_threshold)
+        out["existence_threshold"] = float(best.config.existence_threshold)
         out["train_seconds"] = float(result.seconds)
         out["total_seconds"] = float(time.perf_counter() - t_start)
         pred_dir = work / "predictions"

@@ -42,7 +42,7 @@ def main_config() -> None:
     resume = False  # continue from OUTPUT_DIR/work/state after an interruption
     save_artifacts = True  # attach checkpoint, predictions and metrics to the run
     visualize = 0  # draw alignment pictures of this many validation tweets at the end
-    tune_threshold = True  # choose the span threshold on valid (0.10..0.70) after training
+    tune_threshold = True  # choose span (0.10..0.70) and existence (off, 0.5) thresholds on valid
 
 
 @ex.named_config

@@ -52,6 +52,9 @@ class ModelConfig:
         dropout: dropout in fusion and heads.
         loss_weights: weight of each loss part: start, end, match, existence, grounding.
         span_threshold: each of start, end and match probabilities must pass it to decode a span.
+        existence_threshold: spans of an example whose existence probability ("does the type
+            occur in this tweet?") is under it are not decoded (0: the existence head is not used
+            at decoding).
         grounding_threshold: confidence under which a type is "not in the image".
         grounding_presence_weight: weight of the grounding head's best-cell "type is in the image"
             BCE (part of the grounding loss; see ``GroundingHead.loss``).
@@ -84,6 +87,7 @@ class ModelConfig:
         }
     )
     span_threshold: float = 0.5
+    existence_threshold: float = 0.0
     grounding_threshold: float = 0.5
     grounding_presence_weight: float = 1.0
 

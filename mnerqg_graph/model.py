@@ -274,7 +274,10 @@ class MnerqgModel(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, out: ModelOutput, span_threshold: float | None = None
+        self,
+        out: ModelOutput,
+        span_threshold: float | None = None,
+        existence_threshold: float | None = None,
     ) -> tuple[list[list[tuple[int, int, float]]], list[tuple[list[float], float] | None]]:
         """Span candidates and grounding predictions per example.
 
@@ -282,6 +285,8 @@ class MnerqgModel(nn.Module):
             out: the forward pass's output.
             span_threshold: probability each of start, end and match must pass (None: the
                 config's ``span_threshold``).
+            existence_threshold: examples whose existence probability is under it get no spans
+                (None: the config's ``existence_threshold``; 0: off).
 
         Returns:
             per example: list of ``(start, end_exclusive, score)`` spans that pass the thresholds;
@@ -294,6 +299,9 @@ class MnerqgModel(nn.Module):
         pe = torch.nn.functional.pad(pe_raw, (0, s - 1)).unfold(1, s, 1)
         ok = (ps.unsqueeze(-1) > t) & (pe > t) & (pm > t)
         ok &= self.span_head.candidate_mask(out.token_mask)  # both ends are real tokens
+        et = self.config.existence_threshold if existence_threshold is None else existence_threshold
+        if et > 0:  # the existence head says the type is not in the tweet: no spans
+            ok &= (torch.sigmoid(out.existence_logits) >= et)[:, None, None]
         score = span_scores(out.span_logits, out.token_mask, s).clamp(min=1e-12) ** (1 / 3)
         ex, i, k = ok.nonzero(as_tuple=True)
         sc = score[ex, i, k]

@@ -105,8 +105,8 @@ def predict(
     pad_id: int = 0,
 ) -> Predictions:
     """Run ``model`` over ``items`` and decode (spans resolved across types by score)."""
-    t = float(model.config.span_threshold)
-    return predict_thresholds(model, items, samples, [t], batch_size, device, pad_id)[t]
+    key = (float(model.config.span_threshold), float(model.config.existence_threshold))
+    return predict_thresholds(model, items, samples, [key], batch_size, device, pad_id)[key]
 
 
 @torch.no_grad()
@@ -114,32 +114,35 @@ def predict_thresholds(
     model: Any,
     items: list[TweetItem],
     samples: Sequence[Sample],
-    thresholds: Sequence[float],
+    thresholds: Sequence[tuple[float, float]],
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     pad_id: int = 0,
-) -> dict[float, Predictions]:
-    """One forward pass over ``items``, decoded at each span threshold (for validation tuning).
+) -> dict[tuple[float, float], Predictions]:
+    """One forward pass over ``items``, decoded at several thresholds (for validation tuning).
 
     Args:
         model: an :class:`~mnerqg_graph.model.MnerqgModel`.
         items: the tweets, from :func:`prepare_items`.
         samples: the samples the items index into.
-        thresholds: span probability thresholds to decode at.
+        thresholds: ``(span_threshold, existence_threshold)`` pairs to decode at (see
+            :meth:`~mnerqg_graph.model.MnerqgModel.decode`).
         batch_size: tweets per forward pass.
         device: where the model runs.
         pad_id: the tokenizer's padding id.
 
     Returns:
-        ``{threshold: Predictions}``; boxes are the same at every threshold.
+        ``{(span_threshold, existence_threshold): Predictions}``; boxes are the same for all.
     """
     from mnerqg_graph.data.collate import collate
 
     model.eval()
     cfg = model.config
     n = len(samples)
-    ts = [float(t) for t in thresholds]
-    spans: dict[float, list[list[tuple[Span, float]]]] = {t: [[] for _ in range(n)] for t in ts}
+    ts = [(float(a), float(b)) for a, b in thresholds]
+    spans: dict[tuple[float, float], list[list[tuple[Span, float]]]] = {
+        t: [[] for _ in range(n)] for t in ts
+    }
     tags = {t: [["O"] * len(s.tweet.tokens) for s in samples] for t in ts}
     boxes: list[dict[str, tuple[list[float], float] | None]] = [{} for _ in range(n)]
     confs: list[dict[str, float]] = [{} for _ in range(n)]
@@ -153,7 +156,7 @@ def predict_thresholds(
             else torch.autocast("cpu", enabled=False)
         ):
             out = model(batch)
-        decoded = {t: model.decode(out, span_threshold=t)[0] for t in ts}
+        decoded = {t: model.decode(out, t[0], t[1])[0] for t in ts}
         _, ex_boxes = model.decode(out, span_threshold=1.0)  # boxes do not depend on it
         row = 0
         for it in chunk:

@@ -28,7 +28,8 @@ def model_config() -> None:
     max_length = 128
     dropout = 0.1
     loss_weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5, "grounding": 1.0}
-    span_threshold = 0.5
+    span_threshold = 0.5  # decoding thresholds (tune_threshold=True re-chooses both on valid)
+    existence_threshold = 0.0  # 0: the existence head does not filter spans at decoding
     grounding_threshold = 0.5
     grounding_presence_weight = 1.0  # best-cell "type is in the image" BCE in the grounding loss
     plugins = []  # modules to import first (user fusion modules registered from outside)

@@ -70,6 +70,8 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
     saved = json.loads((tmp / "out" / "checkpoint" / "config.json").read_text())
     assert 0.1 <= result["span_threshold"] <= 0.7
     assert saved["span_threshold"] == pytest.approx(result["span_threshold"])
+    assert saved["existence_threshold"] == pytest.approx(result["existence_threshold"])
+    assert result["existence_threshold"] in (0.0, 0.5)
     # visualize=1: the alignment pictures of one validation tweet are run artifacts too
     assert any(n.startswith("visualize-") and n.endswith("graph_PER.png") for n in names)
     assert any(n.endswith("alignment_PER.graphml") for n in names)

@@ -191,10 +191,30 @@ def test_one_pass_decoded_at_several_thresholds_matches_predict(
     model = build_model(cfg)
     smp = samples(tmp_path)
     items, _ = items_and_batch(smp, encoder_dir, cfg)
-    t = cfg.span_threshold
-    by_t = predict_thresholds(model, items, smp, [0.0, t, 1.0], batch_size=2)
+    t = (cfg.span_threshold, cfg.existence_threshold)
+    by_t = predict_thresholds(model, items, smp, [(0.0, 0.0), t, (1.0, 0.0), (0.0, 1.0)], 2)
     ref = predict(model, items, smp, batch_size=2)
     assert by_t[t].tags == ref.tags and by_t[t].spans == ref.spans and by_t[t].boxes == ref.boxes
-    assert all(not s for s in by_t[1.0].spans)  # no probability passes 1.0
-    assert all(s for s in by_t[0.0].spans)  # every candidate passes 0.0: each tweet gets spans
-    assert all(tag != "O" for tags in by_t[0.0].tags for tag in tags[:1])
+    assert all(not s for s in by_t[(1.0, 0.0)].spans)  # no probability passes 1.0
+    assert all(s for s in by_t[(0.0, 0.0)].spans)  # every candidate passes 0.0: all get spans
+    assert all(tag != "O" for tags in by_t[(0.0, 0.0)].tags for tag in tags[:1])
+    # existence threshold 1.0: the existence head rules every type out, whatever the span scores
+    assert all(not s for s in by_t[(0.0, 1.0)].spans)
+
+
+def test_existence_threshold_drops_only_the_examples_the_head_rules_out(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir)
+    model = build_model(cfg).eval()
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
+    with torch.no_grad():
+        out = model(batch)
+    p = torch.sigmoid(out.existence_logits)
+    cut = float(p.median())
+    free, _ = model.decode(out, span_threshold=0.0, existence_threshold=0.0)
+    gated, _ = model.decode(out, span_threshold=0.0, existence_threshold=cut)
+    for e in range(p.numel()):
+        assert gated[e] == (free[e] if p[e] >= cut else [])
+    assert any(not g for g in gated) and any(g for g in gated)
