@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parent.parent
 @ex.config
 def main_config() -> None:
     """Run-level options."""
+    seed = 0  # seeds data generation order, initialisation, shuffling and dropout (reproducible)
     output_dir = None  # also write the best checkpoint to OUTPUT_DIR/checkpoint/
     resume = False  # continue from OUTPUT_DIR/work/state after an interruption
     save_artifacts = True  # attach checkpoint, predictions and metrics to the run

@@ -10,7 +10,7 @@ optim_ingredient = Ingredient("optim")
 @optim_ingredient.config
 def optim_config() -> None:
     """Defaults sized for the SynthTweets demo on a 2-core CPU."""
-    epochs = 12
+    epochs = 11
     batch_size = 16  # tweets per step (x number of types examples)
     lr = 2e-3
     encoder_lr = 2e-3
