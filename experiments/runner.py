@@ -219,7 +219,7 @@ def run_experiment(
         if not dist_env.is_main:  # rank 0 alone evaluates on test and writes the results
             return {f"valid/{k}": float(v) for k, v in result.best_metrics.items()}
         print(
-            f"best epoch {result.best_epoch} ({tcfg.select_metric} "
+            f"best epoch {result.best_epoch + 1}/{tcfg.epochs} ({tcfg.select_metric} "
             f"{result.best_metrics.get(tcfg.select_metric, float('nan')):.4f}), "
             f"{result.seconds:.1f} s"
         )
@@ -256,7 +256,7 @@ def run_experiment(
         test = score_predictions(splits["test"], preds, list(queries), ambiguous.get("test"))
         out = {f"test/{k}": float(v) for k, v in test.items()}
         out.update({f"valid/{k}": float(v) for k, v in valid_best.items()})
-        out["best_epoch"] = float(result.best_epoch)
+        out["best_epoch"] = float(result.best_epoch + 1)  # 1-based, as the progress lines count
         out["span_threshold"] = float(best.config.span_threshold)
         out["existence_threshold"] = float(best.config.existence_threshold)
         out["train_seconds"] = float(result.seconds)
