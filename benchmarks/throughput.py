@@ -238,9 +238,9 @@ class _LabelledDecode:
     def __call__(self, batch: Any) -> Any:
         return self.model(batch)
 
-    def decode(self, out: Any) -> Any:
+    def decode(self, out: Any, *args: Any, **kwargs: Any) -> Any:
         with record_function("mnerqg::decode"):
-            return self.model.decode(out)
+            return self.model.decode(out, *args, **kwargs)
 
 
 @contextmanager

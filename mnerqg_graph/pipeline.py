@@ -156,8 +156,11 @@ def predict_thresholds(
             else torch.autocast("cpu", enabled=False)
         ):
             out = model(batch)
-        decoded = {t: model.decode(out, t[0], t[1])[0] for t in ts}
-        _, ex_boxes = model.decode(out, span_threshold=1.0)  # boxes do not depend on it
+        decoded, ex_boxes = {}, []
+        for k, t in enumerate(ts):  # boxes do not depend on the thresholds: kept from the first
+            decoded[t], boxes_t = model.decode(out, t[0], t[1])
+            if k == 0:
+                ex_boxes = boxes_t
         row = 0
         for it in chunk:
             sample = samples[it.index]

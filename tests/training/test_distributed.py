@@ -170,7 +170,8 @@ def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(
     for h_ddp, h_ref in zip(info[0]["history"], ref_result.history, strict=True):
         assert h_ddp["train/loss_total"] == pytest.approx(h_ref["train/loss_total"], rel=1e-5)
     assert info[0]["best_epoch"] == ref_result.best_epoch
-    assert time.perf_counter() - t0 < 60
+    # a hang guard, not a benchmark: ~20 s idle, several times that on a loaded 2-core machine
+    assert time.perf_counter() - t0 < 300
 
 
 def test_single_process_is_left_alone() -> None:
