@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 from mnerqg_graph.training.loop import length_bucket_batches
 
@@ -34,3 +35,23 @@ def test_bucketed_batches_pad_far_less_than_random_batches() -> None:
     # batches are not in length order: the pool's sorted batches are shuffled
     maxima = [max(lengths[i] for i in b) for b in bucketed]
     assert maxima != sorted(maxima)
+
+
+def test_loader_with_length_buckets_yields_every_tweet_once(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from mnerqg_graph.data.queries import load_queries
+    from mnerqg_graph.encoders.text import minilm_path
+    from mnerqg_graph.pipeline import prepare_items
+    from mnerqg_graph.training.loop import make_loader
+    from tests.helpers import samples
+
+    smp = samples(tmp_path) * 10  # 30 tweets of three lengths
+    tok = AutoTokenizer.from_pretrained(minilm_path())  # the tokenizer only: no model to build
+    items, _ = prepare_items(smp, tok, load_queries(), 128, 8, None)
+    seen: list[int] = []
+    for batch in make_loader(items, 4, 8, 64, 0, shuffle=True, seed=1, length_buckets=3):
+        tweets = batch.tweet_index.unique().tolist()
+        assert len(tweets) <= 4
+        seen += tweets
+    assert sorted(seen) == sorted(it.index for it in items)
