@@ -5,6 +5,7 @@ Usage::
     python -m benchmarks.compare_fusion [--seeds 0 1 2] [--configs SPEC ...] [--epochs N]
         [--train N] [--valid N] [--test N] [--data-root DIR] [--named-configs NAMED ...]
         [--set KEY=VALUE ...] [--device DEVICE] [--threads N] [--out FILE.md] [--json FILE]
+        [--runs FILE.jsonl] [--report-only]
 
 A config ``SPEC`` is a registered fusion module name (``hgt``), a named config of the experiment
 (``single_scale``), or several joined by ``+`` (``hgt+single_scale``). The default list is every
@@ -12,7 +13,14 @@ registered fusion module, then the ablations ``no_grounding_loss``, ``no_existen
 ``single_scale``, ``no_existence_gating`` and ``text_only`` (with the experiment's default fusion
 module). Every run is the Sacred experiment itself, called programmatically
 (``experiments.train.ex.run``) on the same SynthTweets folder (generated once, with ``--data-seed``)
-and the same seeds, without observers or artifacts.
+and the same seeds, without observers or artifacts. Seeds are the outer loop: every config runs
+with the first seed before any runs with the second, so a stopped job leaves a complete table.
+
+With ``--runs FILE.jsonl`` each finished run is appended to that file at once, together with the
+settings that shape it (data sizes and seed, epochs, named configs, ``--set`` updates, device); a
+rerun with the same settings skips the (config, seed) pairs already there, and the table is built
+from every matching run in the file (``--report-only`` builds it without training). Two processes
+may share one file (say, half of ``--configs`` each, on a machine with two cores).
 
 Reported per config, mean ± std over seeds (sample std; 0 with one seed):
 
@@ -112,7 +120,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     p.add_argument("--json", type=Path, default=None, help="write every run and the summary here")
-    return p.parse_args(argv)
+    p.add_argument(
+        "--runs",
+        type=Path,
+        default=None,
+        help="JSON lines of finished runs: appended as they finish, skipped on a rerun",
+    )
+    p.add_argument("--report-only", action="store_true", help="only build the table from --runs")
+    args = p.parse_args(argv)
+    if args.report_only and args.runs is None:
+        p.error("--report-only needs --runs")
+    return args
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What makes two runs of one (config, seed) comparable: they share a table only if equal."""
+    return {
+        "train": args.train,
+        "valid": args.valid,
+        "test": args.test,
+        "data_seed": args.data_seed,
+        "epochs": args.epochs,
+        "named_configs": list(args.named_configs),
+        "updates": list(args.updates),
+        "device": args.device,
+    }
 
 
 def parse_update(text: str) -> dict[str, Any]:
@@ -322,7 +354,12 @@ def markdown(
     if failed:
         lines += ["", "Failed runs:", ""]
         lines += [f"- `{r['config']}` seed {r['seed']}: {r['error']}" for r in failed]
-    lines += ["", f"Total wall time: {settings['wall_seconds']:.0f} s.", ""]
+    lines += [
+        "",
+        f"Total wall time of the runs: {settings['wall_seconds']:.0f} s "
+        f"({', '.join(map(str, settings['threads']))} torch thread(s) per process).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -343,58 +380,84 @@ def main(argv: list[str] | None = None) -> int:
     """Run the comparison; returns 1 when a run failed, else 0."""
     args = parse_args(argv)
     import torch
-    from sacred import SETTINGS
 
-    from experiments.train import ex
-    from mnerqg_graph.fusion import FUSION_REGISTRY
+    from benchmarks.runlog import append_run, load_runs
 
-    SETTINGS.CAPTURE_MODE = "sys"
     if args.threads:
         torch.set_num_threads(args.threads)
-    fusion_names = FUSION_REGISTRY.names()
-    named = sorted(ex.named_configs)
-    specs = args.configs or [*fusion_names, *ABLATIONS]
-    for spec in specs:
-        resolve_spec(spec, fusion_names, named)  # fail before the first run
+    wanted = run_settings(args)
+    logged = [r for r in (load_runs(args.runs) if args.runs else []) if r.get("settings") == wanted]
+    failed: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
     root = args.data_root or (
         REPO / "data" / f"synth_compare_{args.train}_{args.valid}_{args.test}_s{args.data_seed}"
     )
-    t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = []
-    work = Path(tempfile.mkdtemp(prefix="compare_fusion-"))
-    try:
+    if not args.report_only:
+        from sacred import SETTINGS
+
+        from experiments.train import ex
+        from mnerqg_graph.fusion import FUSION_REGISTRY
+
+        SETTINGS.CAPTURE_MODE = "sys"
+        fusion_names = FUSION_REGISTRY.names()
+        named = sorted(ex.named_configs)
+        specs = args.configs or [*fusion_names, *ABLATIONS]
         for spec in specs:
+            resolve_spec(spec, fusion_names, named)  # fail before the first run
+        done = {(r["config"], r["seed"]) for r in logged}
+        work = Path(tempfile.mkdtemp(prefix="compare_fusion-"))
+        try:
             for seed in args.seeds:
-                print(f"=== {spec} seed {seed} ===", flush=True)
-                t_run = time.perf_counter()
-                try:
-                    row = run_one(spec, seed, args, root, fusion_names, named, work)
-                except (Exception, SystemExit) as exc:  # one failed run does not end the others
-                    row = {"config": spec, "seed": seed, "error": f"{type(exc).__name__}: {exc}"}
-                    print(
-                        f"compare_fusion: {spec} seed {seed} failed: {row['error']}",
-                        file=sys.stderr,
-                    )
-                row["run_seconds"] = time.perf_counter() - t_run
-                rows.append(row)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+                for spec in specs:
+                    if (spec, seed) in done:
+                        continue
+                    print(f"=== {spec} seed {seed} ===", flush=True)
+                    t_run = time.perf_counter()
+                    try:
+                        row = run_one(spec, seed, args, root, fusion_names, named, work)
+                    except (Exception, SystemExit) as exc:  # one failed run does not end the rest
+                        error = f"{type(exc).__name__}: {exc}"
+                        row = {"config": spec, "seed": seed, "error": error}
+                        print(
+                            f"compare_fusion: {spec} seed {seed} failed: {row['error']}",
+                            file=sys.stderr,
+                        )
+                    row["run_seconds"] = time.perf_counter() - t_run
+                    row["threads"] = torch.get_num_threads()
+                    row["date"] = time.strftime("%Y-%m-%d")
+                    row["settings"] = wanted
+                    if "error" in row:
+                        failed.append(row)  # reported, not logged: a rerun tries it again
+                        continue
+                    logged.append(row)
+                    if args.runs:
+                        append_run(args.runs, row)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.runs:  # other processes may have appended to the same file meanwhile
+        logged = [r for r in load_runs(args.runs) if r.get("settings") == wanted]
+    rows = [*logged, *failed]
+    seeds = sorted({int(r["seed"]) for r in logged}) or list(args.seeds)
     settings = {
         "train": args.train,
         "valid": args.valid,
         "test": args.test,
         "data_seed": args.data_seed,
         "data_root": str(root),
-        "seeds": args.seeds,
+        "seeds": seeds,
         "epochs": args.epochs if args.epochs is not None else "experiment default",
         "device": args.device or "experiment default (auto)",
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
+        "threads": sorted({int(r.get("threads", torch.get_num_threads())) for r in logged})
+        or [torch.get_num_threads()],
         "python": platform.python_version(),
         "named_configs": args.named_configs,
         "updates": args.updates,
-        "date": time.strftime("%Y-%m-%d"),
-        "wall_seconds": time.perf_counter() - t0,
+        "date": max((str(r.get("date", "")) for r in logged), default="")
+        or time.strftime("%Y-%m-%d"),
+        "wall_seconds": sum(float(r.get("run_seconds", 0.0)) for r in rows)
+        if args.runs
+        else time.perf_counter() - t0,
     }
     summary = summarise(rows)
     table = markdown(summary, rows, settings)
@@ -406,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         doc = _jsonable({"settings": settings, "runs": rows, "summary": summary})
         args.json.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    return 1 if any("error" in r for r in rows) else 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

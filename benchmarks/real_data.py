@@ -22,7 +22,6 @@ training time per run, and the published text-only BERT-base CRF for reference.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
@@ -35,6 +34,9 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.compare_fusion import merge, parse_update  # noqa: E402
+from benchmarks.runlog import append_run, load_runs  # noqa: E402
+
+__all__ = ["load_runs", "main", "markdown", "run_one", "variant_updates"]
 
 #: Published test micro F1 of the text-only BERT-base CRF (``../shared/data/README.md``).
 PUBLISHED_BERT_CRF = {"twitter2015": 71.81, "twitter2017": 83.44}
@@ -110,13 +112,6 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
     }
 
 
-def load_runs(path: Path) -> list[dict[str, Any]]:
-    """The finished runs recorded in ``path`` (none when it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-
-
 def _stat(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -163,15 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         done = {
             (r["variant"], r["seed"]) for r in load_runs(runs_path) if r["dataset"] == args.dataset
         }
-        runs_path.parent.mkdir(parents=True, exist_ok=True)
         for variant in args.variants:
             for seed in args.seeds:
                 if (variant, seed) in done:
                     continue
                 print(f"=== {args.dataset} {variant} seed {seed} ===", flush=True)
-                row = run_one(args, variant, seed)
-                with runs_path.open("a", encoding="utf-8") as f:  # one line per finished run
-                    f.write(json.dumps(row, sort_keys=True) + "\n")
+                append_run(runs_path, run_one(args, variant, seed))
     runs = [r for r in load_runs(runs_path) if r["dataset"] == args.dataset]
     runs = [r for r in runs if not any(math.isnan(v) for v in r["result"].values())]
     table = markdown(args.dataset, runs)

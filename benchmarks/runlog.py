@@ -1,0 +1,40 @@
+"""JSON-lines logs of finished benchmark runs: a stopped job keeps what it finished.
+
+Both long benchmarks (:mod:`benchmarks.real_data`, :mod:`benchmarks.compare_fusion`) append one
+line per finished run as soon as it finishes and skip, on a rerun, the runs already in the file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def load_runs(path: Path) -> list[dict[str, Any]]:
+    """The finished runs recorded in ``path`` (none when it does not exist).
+
+    Raises:
+        SystemExit: a line that is not a JSON object, naming the file and the line.
+    """
+    if not path.exists():
+        return []
+    runs: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise SystemExit(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        runs.append(row)
+    return runs
+
+
+def append_run(path: Path, row: dict[str, Any]) -> None:
+    """Append one finished run as a single line (one ``write`` call, flushed at close)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
