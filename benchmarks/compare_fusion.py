@@ -344,12 +344,13 @@ def markdown(
         "(includes the per-epoch validation); inference = `pipeline.predict` over the test "
         "tweets.",
         "",
-        "| config | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
-        "|---|" + "---:|" * len(COLUMNS),
+        "| config | seeds | " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+        "|---|---|" + "---:|" * len(COLUMNS),
     ]
     for spec, stats in summary.items():
         cells = [_cell(stats[key], scale, key) for key, _, scale in COLUMNS]
-        lines.append(f"| `{spec}` | " + " | ".join(cells) + " |")
+        seeds = sorted(int(r["seed"]) for r in rows if r["config"] == spec and "error" not in r)
+        lines.append(f"| `{spec}` | {', '.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     failed = [r for r in rows if "error" in r]
     if failed:
         lines += ["", "Failed runs:", ""]

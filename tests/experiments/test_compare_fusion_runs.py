@@ -53,7 +53,7 @@ def test_runs_are_logged_skipped_and_failures_retried(
     assert calls == [("hgt", 1)]  # only the failed run again
     table = out.read_text(encoding="utf-8")
     row = next(line for line in table.splitlines() if line.startswith("| `hgt`"))
-    assert "55.00 ± 7.07" in row  # mean ± sample std of 50 and 60 over both seeds
+    assert "| 0, 1 |" in row and "55.00 ± 7.07" in row  # mean ± sample std of 50 and 60
 
     calls.clear()  # other settings share nothing with the logged runs
     assert cf.main([*base[:-4], "--train", "20", "--runs", str(runs), "--seeds", "0"]) == 0
