@@ -28,6 +28,10 @@ grounded-NER F1, all on the test split of the model chosen on validation) plus t
 ``weak`` to the ``oracle`` grounding accuracy, written to ``OUT/grounding_supervision.md`` and
 ``OUT/grounding_supervision.json`` and printed. ``--smoke`` runs everything at a tiny size (the
 experiment's ``fast`` named config, one epoch) to check that the pipeline works end to end.
+
+A stopped job resumes: each finished stage (the grounder with its weak labels, then each variant)
+is appended to ``OUT/runs.jsonl`` with the settings that shape it, and a rerun with the same
+settings and ``--out`` skips what is there (``--fresh`` ignores the file).
 """
 
 from __future__ import annotations
@@ -146,6 +150,54 @@ def markdown(results: dict[str, dict[str, Any]], grounder: dict[str, Any],
     return "\n".join(lines) + "\n"
 
 
+def stage_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What shapes the grounder and every variant: a logged stage is reused only if equal."""
+    skip = {"out", "variants", "fresh"}
+    return {k: (str(v) if isinstance(v, Path) else v)
+            for k, v in sorted(vars(args).items()) if k not in skip}
+
+
+def _grounder_stage(args: argparse.Namespace, target: Path, source: Path, weak_dir: Path,
+                    timings: dict[str, float]) -> tuple[dict[str, Any], str]:
+    """Write the data sets, pretrain and fine-tune the grounder, test it and pseudo-label.
+
+    Returns:
+        The grounder's test scores and the one-line summary of the weak labels.
+    """
+    from detectors.grounder import evaluate_grounder, finetune, load_grounder, pretrain
+    from detectors.weak_labels import pseudo_label
+    from mnerqg_graph.data.dataset import load_split
+    from mnerqg_graph.data.synth import generate
+
+    out: Path = args.out
+    t0 = time.perf_counter()
+    if args.data is None:
+        generate(target, seed=args.seed, n_train=args.train, n_valid=args.valid,
+                 n_test=args.test, image_size=args.image_size)
+    if args.source is None:
+        generate(source, seed=args.source_seed, n_train=args.source_train, n_valid=0,
+                 n_test=0, image_size=args.image_size)
+    timings["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    pretrain(source, out / "grounder" / "pretrained", epochs=args.grounder_epochs,
+             seed=args.seed, device=args.device)
+    timings["grounder_pretrain"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    finetune(out / "grounder" / "pretrained", target, out / "grounder" / "finetuned",
+             manual_fraction=args.manual_fraction, epochs=args.finetune_epochs,
+             limit=args.limit, seed=args.seed, device=args.device)
+    timings["grounder_finetune"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    grounder, _ = load_grounder(out / "grounder" / "finetuned", args.device)
+    test = load_split(target, "test").samples
+    scores = evaluate_grounder(grounder, test[: args.limit] if args.limit else test).to_dict()
+    print(f"grounder on the target test split: {scores}")
+    weak = pseudo_label(grounder, target, weak_dir, limit=args.limit, device=args.device)
+    timings["grounder_evaluate_and_pseudo_label"] = time.perf_counter() - t0
+    return dict(scores), weak.summary()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; see the module docstring.
 
@@ -181,12 +233,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny end-to-end check: the experiment's 'fast' named config")
+    parser.add_argument("--fresh", action="store_true",
+                        help="ignore OUT/runs.jsonl (finished stages of an earlier run)")
     args = parser.parse_args(argv)
 
-    from detectors.grounder import evaluate_grounder, finetune, load_grounder, pretrain
-    from detectors.weak_labels import pseudo_label
+    from benchmarks.runlog import append_run, load_runs
     from mnerqg_graph.data.dataset import load_split
-    from mnerqg_graph.data.synth import generate
     from mnerqg_graph.errors import MnerqgError
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -197,40 +249,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
+    log = out / "runs.jsonl"
+    settings = stage_settings(args)
+    logged = [] if args.fresh else [r for r in load_runs(log) if r.get("settings") == settings]
+    done = {r.get("stage"): r for r in logged}
+    target = args.data or out / "target"
+    source = args.source or out / "source"
+    weak_dir = out / "weak"
     try:
-        t0 = time.perf_counter()
-        target = args.data or out / "target"
-        source = args.source or out / "source"
-        if args.data is None:
-            generate(target, seed=args.seed, n_train=args.train, n_valid=args.valid,
-                     n_test=args.test, image_size=args.image_size)
-        if args.source is None:
-            generate(source, seed=args.source_seed, n_train=args.source_train, n_valid=0,
-                     n_test=0, image_size=args.image_size)
-        timings["data"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        pretrain(source, out / "grounder" / "pretrained", epochs=args.grounder_epochs,
-                 seed=args.seed, device=args.device)
-        timings["grounder_pretrain"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        finetune(out / "grounder" / "pretrained", target, out / "grounder" / "finetuned",
-                 manual_fraction=args.manual_fraction, epochs=args.finetune_epochs,
-                 limit=args.limit, seed=args.seed, device=args.device)
-        timings["grounder_finetune"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        grounder, _ = load_grounder(out / "grounder" / "finetuned", args.device)
-        test = load_split(target, "test").samples
-        g_scores = evaluate_grounder(grounder, test[: args.limit] if args.limit else test)
-        print(f"grounder on the target test split: {g_scores.to_dict()}")
-        weak_dir = out / "weak"
-        weak = pseudo_label(grounder, target, weak_dir, limit=args.limit, device=args.device)
-        timings["grounder_evaluate_and_pseudo_label"] = time.perf_counter() - t0
+        if "grounder" in done and (out / "grounder" / "finetuned").is_dir() and target.is_dir():
+            g_dict: dict[str, Any] = done["grounder"]["scores"]
+            weak_summary: str = done["grounder"]["weak_labels"]
+            timings.update(done["grounder"]["seconds"])
+            print(f"grounder and weak labels: reused from {log}")
+        else:
+            g_dict, weak_summary = _grounder_stage(args, target, source, weak_dir, timings)
+            append_run(log, {"stage": "grounder", "settings": settings, "scores": g_dict,
+                             "weak_labels": weak_summary, "seconds": dict(timings)})
 
         results: dict[str, dict[str, Any]] = {}
         for variant in variants:
             print(f"=== {variant}: {VARIANTS[variant].format(pct=f'{args.manual_fraction:.0%}')}")
-            results[variant] = run_variant(variant, args, target, weak_dir)
+            if variant in done:
+                results[variant] = done[variant]["result"]
+                print(f"reused from {log}")
+            else:
+                results[variant] = run_variant(variant, args, target, weak_dir)
+                append_run(log, {"stage": variant, "settings": settings,
+                                 "result": results[variant]})
             timings[f"train_{variant}"] = results[variant]["seconds"]
     except MnerqgError as exc:
         print(f"grounding_supervision: error: {exc}", file=sys.stderr)
@@ -256,15 +302,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "grounder_epochs": [args.grounder_epochs, args.finetune_epochs],
         "limit": args.limit,
         "smoke": args.smoke,
-        "weak_labels": weak.summary(),
+        "weak_labels": weak_summary,
         "weak_over_oracle_grounding_acc": ratio,
         "seconds": {k: round(v, 1) for k, v in timings.items()},
         "command": " ".join(["python", "benchmarks/grounding_supervision.py",
                              *(sys.argv[1:] if argv is None else argv)]),
     }
-    report = markdown(results, g_scores.to_dict(), meta)
+    report = markdown(results, g_dict, meta)
     (out / "grounding_supervision.md").write_text(report, encoding="utf-8")
-    payload = {"meta": meta, "grounder": g_scores.to_dict(), "results": results}
+    payload = {"meta": meta, "grounder": g_dict, "results": results}
     (out / "grounding_supervision.json").write_text(
         json.dumps(payload, indent=1, sort_keys=True, default=float) + "\n", encoding="utf-8"
     )
