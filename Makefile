@@ -43,7 +43,7 @@ ruff: venv
 	$(VENV)/bin/ruff check .
 
 mypy: venv
-	$(VENV)/bin/mypy mnerqg_graph $(if $(wildcard detectors/*.py),detectors)
+	$(VENV)/bin/mypy mnerqg_graph $(if $(wildcard detectors/*.py),detectors) experiments benchmarks
 
 lint: ruff mypy
 

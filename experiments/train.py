@@ -30,7 +30,7 @@ ex = Experiment(
     "mnerqg",
     ingredients=[data_ingredient, model_ingredient, optim_ingredient, grounding_ingredient],
 )
-ex.captured_out_filter = apply_backspaces_and_linefeeds
+ex.captured_out_filter = apply_backspaces_and_linefeeds  # type: ignore[assignment]  # sacred types it None
 
 REPO = Path(__file__).resolve().parent.parent
 
