@@ -23,11 +23,12 @@ Steps (each timed):
    ``none``    no grounding supervision (``model.loss_weights.grounding=0``): the grounding head
                is never trained, and its accuracy is simply measured, as for the others.
 
-The report is a Markdown table (entity F1, grounding accuracy and "none" accuracy at IoU >= 0.5,
-grounded-NER F1, all on the test split of the model chosen on validation) plus the ratio of the
-``weak`` to the ``oracle`` grounding accuracy, written to ``OUT/grounding_supervision.md`` and
-``OUT/grounding_supervision.json`` and printed. ``--smoke`` runs everything at a tiny size (the
-experiment's ``fast`` named config, one epoch) to check that the pipeline works end to end.
+The report is a Markdown table (entity F1, F1 on ambiguous mentions, grounding accuracy and "none"
+accuracy at IoU >= 0.5, grounded-NER F1, all on the test split of the model chosen on validation)
+plus the ratio of the ``weak`` to the ``oracle`` grounding accuracy, written to
+``OUT/grounding_supervision.md`` and ``OUT/grounding_supervision.json`` and printed. ``--smoke``
+runs everything at a tiny size (the experiment's ``fast`` named config, one epoch) to check that
+the pipeline works end to end.
 
 A stopped job resumes: each finished stage (the grounder with its weak labels, then each variant)
 is appended to ``OUT/runs.jsonl`` with the settings that shape it, and a rerun with the same
@@ -120,9 +121,9 @@ def markdown(results: dict[str, dict[str, Any]], grounder: dict[str, Any],
         f"grounder pretrained on seed {meta['source_seed']}, fine-tuned on {pct} manual tweets; "
         f"{meta['epochs']} epochs; test split, model chosen on validation; percent).",
         "",
-        "| supervision | manual tweets | weak tweets | entity F1 | grounding acc | none acc "
-        "| grounded-NER F1 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| supervision | manual tweets | weak tweets | entity F1 | F1 on ambiguous mentions "
+        "| grounding acc | none acc | grounded-NER F1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, res in results.items():
         sup = res.get("supervision", {})
@@ -131,7 +132,8 @@ def markdown(results: dict[str, dict[str, Any]], grounder: dict[str, Any],
             manual, weak = ("all", "-") if name == "oracle" else ("-", "-")
         lines.append(
             f"| {VARIANTS[name].format(pct=pct)} | {manual} | {weak} | {_fmt(res.get('test/f1'))} "
-            f"| {_fmt(res.get('test/grounding_acc'))} | {_fmt(res.get('test/none_acc'))} "
+            f"| {_fmt(res.get('test/ambiguous_f1'))} | {_fmt(res.get('test/grounding_acc'))} "
+            f"| {_fmt(res.get('test/none_acc'))} "
             f"| {_fmt(res.get('test/grounded_f1'))} |"
         )
     lines.append("")

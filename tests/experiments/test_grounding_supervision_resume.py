@@ -34,8 +34,8 @@ def _stubs(calls: list[str], fail: set[str]) -> tuple[Any, Any]:
         if variant in fail:
             raise MnerqgError(f"{variant} failed")
         acc = {"oracle": 0.8, "weak": 0.6, "manual": 0.5, "none": 0.1}[variant]
-        return {"test/f1": 0.7, "test/grounding_acc": acc, "test/none_acc": 0.5,
-                "test/grounded_f1": 0.4, "supervision": {}, "seconds": 2.0}
+        return {"test/f1": 0.7, "test/ambiguous_f1": 0.65, "test/grounding_acc": acc,
+                "test/none_acc": 0.5, "test/grounded_f1": 0.4, "supervision": {}, "seconds": 2.0}
 
     return grounder_stage, run_variant
 
@@ -67,7 +67,7 @@ def test_a_stopped_run_resumes_from_its_log(
     assert report["grounder"]["grounding_acc"] == 0.9
     table = (out / "grounding_supervision.md").read_text(encoding="utf-8")
     rows = [line for line in table.splitlines() if line.startswith("| ") and "|---" not in line]
-    assert [r.split(" | ")[4] for r in rows[1:]] == ["80.00", "60.00", "50.00", "10.00"]
+    assert [r.split(" | ")[5] for r in rows[1:]] == ["80.00", "60.00", "50.00", "10.00"]
     assert "Weak / oracle grounding accuracy: 0.750." in table
 
     calls.clear()  # other settings reuse nothing; --fresh ignores the log
