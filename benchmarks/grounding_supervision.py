@@ -259,7 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     source = args.source or out / "source"
     weak_dir = out / "weak"
     try:
-        if "grounder" in done and (out / "grounder" / "finetuned").is_dir() and target.is_dir():
+        kept = (out / "grounder" / "finetuned", weak_dir, target)
+        if "grounder" in done and all(p.is_dir() for p in kept):
             g_dict: dict[str, Any] = done["grounder"]["scores"]
             weak_summary: str = done["grounder"]["weak_labels"]
             timings.update(done["grounder"]["seconds"])

@@ -25,6 +25,7 @@ def _stubs(calls: list[str], fail: set[str]) -> tuple[Any, Any]:
         calls.append("grounder")
         target.mkdir(parents=True, exist_ok=True)
         (args.out / "grounder" / "finetuned").mkdir(parents=True, exist_ok=True)
+        weak_dir.mkdir(parents=True, exist_ok=True)
         timings["grounder_pretrain"] = 1.0
         return {"grounding_acc": 0.9, "none_acc": 0.8, "text_types_grounding_acc": 0.85}, "weak"
 
@@ -69,6 +70,11 @@ def test_a_stopped_run_resumes_from_its_log(
     rows = [line for line in table.splitlines() if line.startswith("| ") and "|---" not in line]
     assert [r.split(" | ")[5] for r in rows[1:]] == ["80.00", "60.00", "50.00", "10.00"]
     assert "Weak / oracle grounding accuracy: 0.750." in table
+
+    calls.clear()  # the grounder's files are gone: it is made again, the variants are kept
+    (out / "weak").rmdir()
+    assert gs.main(args) == 0
+    assert calls == ["grounder"]
 
     calls.clear()  # other settings reuse nothing; --fresh ignores the log
     assert gs.main([*args[:-1], "4"]) == 0
