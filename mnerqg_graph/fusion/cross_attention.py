@@ -36,7 +36,8 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
-from mnerqg_graph.fusion.base import FusionModule, FusionOutput, gate_messages, register_fusion
+from mnerqg_graph.fusion.base import gate_messages, register_fusion
+from mnerqg_graph.fusion.layers import Attention, InteractionLayer, StackedFusion
 from mnerqg_graph.graph.schema import QUERY, TOKEN, EdgeType, NodeType, is_token_region
 
 TEXT_TYPES: tuple[NodeType, ...] = (QUERY, TOKEN)
@@ -118,7 +119,7 @@ def _mha(dim: int, heads: int, dropout: float) -> nn.MultiheadAttention:
     return nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
 
 
-class _Layer(nn.Module):
+class _Layer(InteractionLayer):
     def __init__(self, node_types: list[NodeType], dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         self.heads = heads
@@ -128,18 +129,7 @@ class _Layer(nn.Module):
         self.token_self = _mha(dim, heads, dropout)
         self.vision_cross = _mha(dim, heads, dropout) if self.vision_types else None
         self.vision_self = _mha(dim, heads, dropout) if self.vision_types else None
-        self.norm_cross = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.norm_uni = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.norm_ffn = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.ffn = nn.ModuleDict(
-            {
-                nt: nn.Sequential(
-                    nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
-                )
-                for nt in node_types
-            }
-        )
-        self.drop = nn.Dropout(dropout)
+        self.build_residual_blocks(node_types, dim, dropout)
 
     def _cross(
         self, x: dict[NodeType, Tensor], batch: dict[NodeType, Tensor], n: int, want_attn: bool
@@ -206,31 +196,33 @@ class _Layer(nn.Module):
             msgs.update({nt: vis.nodes(out, nt) for nt in vision_types})
         return msgs
 
-    def forward(
+    def cross_messages(
         self,
         x: dict[NodeType, Tensor],
         ei: dict[EdgeType, Tensor],
+        ea: dict[EdgeType, Tensor],
         batch: dict[NodeType, Tensor],
-        n: int,
-        gate: Tensor | None,
+        num_examples: int,
         want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], dict[EdgeType, tuple[Tensor, Tensor]]]:
-        cross, weights, text, vision = self._cross(x, batch, n, want_attn)
+    ) -> tuple[dict[NodeType, Tensor], Attention]:
+        cross, weights, text, vision = self._cross(x, batch, num_examples, want_attn)
         attn = (
-            self._gather(weights, ei, batch, n, text, vision)
+            self._gather(weights, ei, batch, num_examples, text, vision)
             if weights is not None and vision is not None
             else {}
         )
-        x = {
-            nt: self.norm_cross[nt](h + self.drop(cross[nt])) if nt in cross else h
-            for nt, h in x.items()
-        }
-        uni = self._unimodal(x, batch, n, gate)
-        x = {
-            nt: self.norm_uni[nt](h + self.drop(uni[nt])) if nt in uni else h for nt, h in x.items()
-        }
-        x = {nt: self.norm_ffn[nt](h + self.drop(self.ffn[nt](h))) for nt, h in x.items()}
-        return x, attn
+        return cross, attn
+
+    def unimodal_messages(
+        self,
+        x: dict[NodeType, Tensor],
+        ei: dict[EdgeType, Tensor],
+        ea: dict[EdgeType, Tensor],
+        batch: dict[NodeType, Tensor],
+        num_examples: int,
+        gate: Tensor | None,
+    ) -> dict[NodeType, Tensor]:
+        return self._unimodal(x, batch, num_examples, gate)
 
     @staticmethod
     def _gather(
@@ -256,7 +248,7 @@ class _Layer(nn.Module):
 
 
 @register_fusion("cross_attention")
-class CrossAttentionFusion(FusionModule):
+class CrossAttentionFusion(StackedFusion):
     """Dense multi-head cross- and self-attention per example (no message passing on edges).
 
     Args:
@@ -285,35 +277,7 @@ class CrossAttentionFusion(FusionModule):
         dropout: float = 0.1,
         heads: int = 4,
     ) -> None:
-        super().__init__()
-        if hidden_dim % heads:
-            raise ValueError(f"hidden_dim {hidden_dim} not divisible by heads {heads}")
-        self.hidden_dim = hidden_dim
-        self.existence_gating = existence_gating
-        self.proj = nn.ModuleDict({nt: nn.Linear(d, hidden_dim) for nt, d in in_dims.items()})
+        super().__init__(in_dims, hidden_dim, existence_gating, heads)
         self.layers = nn.ModuleList(
             [_Layer(list(in_dims), hidden_dim, heads, dropout) for _ in range(num_layers)]
         )
-
-    def output_dims(self) -> dict[NodeType, int]:
-        """Every node type comes out with ``hidden_dim`` features."""
-        return {nt: self.hidden_dim for nt in self.proj}
-
-    def forward(
-        self,
-        x_dict: dict[NodeType, Tensor],
-        edge_index_dict: dict[EdgeType, Tensor],
-        edge_attr_dict: dict[EdgeType, Tensor],
-        batch_dict: dict[NodeType, Tensor],
-        gate: Tensor,
-        return_attention: bool = False,
-    ) -> FusionOutput:
-        """Fuse; see the class docstring for shapes (``edge_attr_dict`` is not used)."""
-        x = {nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj}
-        n = gate.size(0)
-        g = gate if self.existence_gating else None
-        attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
-        for i, layer in enumerate(self.layers):
-            last = i == len(self.layers) - 1
-            x, attn = layer(x, edge_index_dict, batch_dict, n, g, return_attention and last)
-        return FusionOutput(x, attn if return_attention else None)

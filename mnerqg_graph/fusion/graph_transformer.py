@@ -23,115 +23,29 @@ over one relation, so for each scale a token's weights over its region edges sum
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 from torch_geometric.nn import TransformerConv
 
-from mnerqg_graph.fusion.base import FusionModule, FusionOutput, gate_messages, register_fusion
-from mnerqg_graph.graph.schema import (
-    EDGE_ATTR_DIM,
-    EdgeType,
-    NodeType,
-    is_token_region,
-    is_unimodal,
-)
+from mnerqg_graph.fusion.base import register_fusion
+from mnerqg_graph.fusion.layers import RelationConvLayer, StackedFusion
+from mnerqg_graph.graph.schema import EDGE_ATTR_DIM, EdgeType, NodeType
 
 
-def _key(edge_type: EdgeType) -> str:
-    return "__".join(edge_type)
-
-
-class _Layer(nn.Module):
-    def __init__(
-        self,
-        node_types: list[NodeType],
-        edge_types: list[EdgeType],
-        dim: int,
-        heads: int,
-        dropout: float,
-    ) -> None:
-        super().__init__()
-        self.edge_types = edge_types
-        self.convs = nn.ModuleDict(
-            {
-                _key(et): TransformerConv(
-                    (dim, dim),
-                    dim // heads,
-                    heads=heads,
-                    concat=True,
-                    dropout=dropout,
-                    edge_dim=EDGE_ATTR_DIM,
-                    root_weight=False,
-                )
-                for et in edge_types
-            }
+class _Layer(RelationConvLayer):
+    def make_conv(self, dim: int, heads: int, dropout: float) -> nn.Module:
+        return TransformerConv(
+            (dim, dim),
+            dim // heads,
+            heads=heads,
+            concat=True,
+            dropout=dropout,
+            edge_dim=EDGE_ATTR_DIM,
+            root_weight=False,
         )
-        self.norm_cross = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.norm_uni = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.norm_ffn = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.ffn = nn.ModuleDict(
-            {
-                nt: nn.Sequential(
-                    nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
-                )
-                for nt in node_types
-            }
-        )
-        self.drop = nn.Dropout(dropout)
-
-    def _messages(
-        self,
-        x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        unimodal: bool,
-        want_attn: bool,
-        attn: dict[EdgeType, tuple[Tensor, Tensor]],
-    ) -> dict[NodeType, Tensor]:
-        out: dict[NodeType, Tensor] = {}
-        for et in self.edge_types:
-            if is_unimodal(et) != unimodal or et not in ei:
-                continue
-            src, _, dst = et
-            if src not in x or dst not in x:
-                continue
-            conv = self.convs[_key(et)]
-            if want_attn and is_token_region(et):
-                msg, (e_idx, alpha) = conv(
-                    (x[src], x[dst]), ei[et], ea[et], return_attention_weights=True
-                )
-                attn[et] = (e_idx, alpha.mean(-1))
-            else:
-                msg = conv((x[src], x[dst]), ei[et], ea[et])
-            out[dst] = out[dst] + msg if dst in out else msg
-        return out
-
-    def forward(
-        self,
-        x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        gate: Tensor | None,
-        want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], dict[EdgeType, tuple[Tensor, Tensor]]]:
-        attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
-        cross = self._messages(x, ei, ea, False, want_attn, attn)
-        x = {
-            nt: self.norm_cross[nt](h + self.drop(cross[nt])) if nt in cross else h
-            for nt, h in x.items()
-        }
-        uni = self._messages(x, ei, ea, True, False, attn)
-        if gate is not None:
-            uni = {nt: gate_messages(m, batch[nt], gate) for nt, m in uni.items()}
-        x = {
-            nt: self.norm_uni[nt](h + self.drop(uni[nt])) if nt in uni else h for nt, h in x.items()
-        }
-        x = {nt: self.norm_ffn[nt](h + self.drop(self.ffn[nt](h))) for nt, h in x.items()}
-        return x, attn
 
 
 @register_fusion("graph_transformer")
-class GraphTransformerFusion(FusionModule):
+class GraphTransformerFusion(StackedFusion):
     """TransformerConv per edge type, edge attributes in keys and values, gated unimodal messages.
 
     Args:
@@ -159,39 +73,10 @@ class GraphTransformerFusion(FusionModule):
         dropout: float = 0.1,
         heads: int = 4,
     ) -> None:
-        super().__init__()
-        if hidden_dim % heads:
-            raise ValueError(f"hidden_dim {hidden_dim} not divisible by heads {heads}")
-        self.hidden_dim = hidden_dim
-        self.existence_gating = existence_gating
-        self.proj = nn.ModuleDict({nt: nn.Linear(d, hidden_dim) for nt, d in in_dims.items()})
+        super().__init__(in_dims, hidden_dim, existence_gating, heads)
         self.layers = nn.ModuleList(
             [
                 _Layer(list(in_dims), list(edge_types), hidden_dim, heads, dropout)
                 for _ in range(num_layers)
             ]
         )
-
-    def output_dims(self) -> dict[NodeType, int]:
-        """Every node type comes out with ``hidden_dim`` features."""
-        return {nt: self.hidden_dim for nt in self.proj}
-
-    def forward(
-        self,
-        x_dict: dict[NodeType, Tensor],
-        edge_index_dict: dict[EdgeType, Tensor],
-        edge_attr_dict: dict[EdgeType, Tensor],
-        batch_dict: dict[NodeType, Tensor],
-        gate: Tensor,
-        return_attention: bool = False,
-    ) -> FusionOutput:
-        """Fuse; see the class docstring for shapes."""
-        x = {nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj}
-        g = gate if self.existence_gating else None
-        attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
-        for i, layer in enumerate(self.layers):
-            last = i == len(self.layers) - 1
-            x, attn = layer(
-                x, edge_index_dict, edge_attr_dict, batch_dict, g, return_attention and last
-            )
-        return FusionOutput(x, attn if return_attention else None)

@@ -37,7 +37,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import HGTConv
 from torch_geometric.utils import softmax
 
-from mnerqg_graph.fusion.base import FusionModule, FusionOutput, gate_messages, register_fusion
+from mnerqg_graph.fusion.base import register_fusion
+from mnerqg_graph.fusion.layers import Attention, InteractionLayer, StackedFusion, gate_all
 from mnerqg_graph.graph.schema import EdgeType, NodeType, is_token_region, is_unimodal
 
 
@@ -65,7 +66,7 @@ def _make_conv(edge_types: list[EdgeType], dim: int, heads: int) -> HGTConv | No
     return HGTConv(dim, dim, (sorted(touched), edge_types), heads=heads)
 
 
-class _Layer(nn.Module):
+class _Layer(InteractionLayer):
     def __init__(
         self,
         node_types: list[NodeType],
@@ -83,18 +84,7 @@ class _Layer(nn.Module):
         self.uni_types = [et for et in usable if is_unimodal(et)]
         self.conv_cross = _make_conv(self.cross_types, dim, heads)
         self.conv_uni = _make_conv(self.uni_types, dim, heads)
-        self.norm_cross = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.norm_uni = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.norm_ffn = nn.ModuleDict({nt: nn.LayerNorm(dim) for nt in node_types})
-        self.ffn = nn.ModuleDict(
-            {
-                nt: nn.Sequential(
-                    nn.Linear(dim, 2 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
-                )
-                for nt in node_types
-            }
-        )
-        self.drop = nn.Dropout(dropout)
+        self.build_residual_blocks(node_types, dim, dropout)
 
     @staticmethod
     def _updates(
@@ -132,32 +122,32 @@ class _Layer(nn.Module):
                     attn[et] = (sub_ei[et], a)
         return {nt: h - x[nt] for nt, h in out.items() if h is not None}
 
-    def forward(
+    def cross_messages(
         self,
         x: dict[NodeType, Tensor],
         ei: dict[EdgeType, Tensor],
+        ea: dict[EdgeType, Tensor],
         batch: dict[NodeType, Tensor],
-        gate: Tensor | None,
+        num_examples: int,
         want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], dict[EdgeType, tuple[Tensor, Tensor]]]:
-        attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
-        cross = self._updates(self.conv_cross, self.cross_types, x, ei, want_attn, attn)
-        x = {
-            nt: self.norm_cross[nt](h + self.drop(cross[nt])) if nt in cross else h
-            for nt, h in x.items()
-        }
-        uni = self._updates(self.conv_uni, self.uni_types, x, ei, False, attn)
-        if gate is not None:
-            uni = {nt: gate_messages(u, batch[nt], gate) for nt, u in uni.items()}
-        x = {
-            nt: self.norm_uni[nt](h + self.drop(uni[nt])) if nt in uni else h for nt, h in x.items()
-        }
-        x = {nt: self.norm_ffn[nt](h + self.drop(self.ffn[nt](h))) for nt, h in x.items()}
-        return x, attn
+    ) -> tuple[dict[NodeType, Tensor], Attention]:
+        attn: Attention = {}
+        return self._updates(self.conv_cross, self.cross_types, x, ei, want_attn, attn), attn
+
+    def unimodal_messages(
+        self,
+        x: dict[NodeType, Tensor],
+        ei: dict[EdgeType, Tensor],
+        ea: dict[EdgeType, Tensor],
+        batch: dict[NodeType, Tensor],
+        num_examples: int,
+        gate: Tensor | None,
+    ) -> dict[NodeType, Tensor]:
+        return gate_all(self._updates(self.conv_uni, self.uni_types, x, ei, False, {}), batch, gate)
 
 
 @register_fusion("hgt")
-class HGTFusion(FusionModule):
+class HGTFusion(StackedFusion):
     """Two HGTConvs per layer (cross-modal + multi-scale; existence-gated unimodal).
 
     Args:
@@ -184,37 +174,10 @@ class HGTFusion(FusionModule):
         dropout: float = 0.1,
         heads: int = 4,
     ) -> None:
-        super().__init__()
-        if hidden_dim % heads:
-            raise ValueError(f"hidden_dim {hidden_dim} not divisible by heads {heads}")
-        self.hidden_dim = hidden_dim
-        self.existence_gating = existence_gating
-        self.proj = nn.ModuleDict({nt: nn.Linear(d, hidden_dim) for nt, d in in_dims.items()})
+        super().__init__(in_dims, hidden_dim, existence_gating, heads)
         self.layers = nn.ModuleList(
             [
                 _Layer(list(in_dims), list(edge_types), hidden_dim, heads, dropout)
                 for _ in range(num_layers)
             ]
         )
-
-    def output_dims(self) -> dict[NodeType, int]:
-        """Every node type comes out with ``hidden_dim`` features."""
-        return {nt: self.hidden_dim for nt in self.proj}
-
-    def forward(
-        self,
-        x_dict: dict[NodeType, Tensor],
-        edge_index_dict: dict[EdgeType, Tensor],
-        edge_attr_dict: dict[EdgeType, Tensor],
-        batch_dict: dict[NodeType, Tensor],
-        gate: Tensor,
-        return_attention: bool = False,
-    ) -> FusionOutput:
-        """Fuse; see the class docstring for shapes (``edge_attr_dict`` is not used by HGT)."""
-        x = {nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj}
-        g = gate if self.existence_gating else None
-        attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
-        for i, layer in enumerate(self.layers):
-            last = i == len(self.layers) - 1
-            x, attn = layer(x, edge_index_dict, batch_dict, g, return_attention and last)
-        return FusionOutput(x, attn if return_attention else None)
