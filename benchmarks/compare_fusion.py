@@ -205,7 +205,15 @@ def time_inference(
     model, cfg, queries, tokenizer = load_model(checkpoint, device)
     test = load_data(data, seed)["test"]
     image_size = cfg.image_size if model.backbone is not None else None
-    items, _ = prepare_items(test, tokenizer, queries, cfg.max_length, cfg.max_span_len, image_size)
+    items, _ = prepare_items(
+        test,
+        tokenizer,
+        queries,
+        cfg.max_length,
+        cfg.max_span_len,
+        image_size,
+        url_word=cfg.url_word,
+    )
     pad_id = tokenizer.pad_token_id or 0
     predict(model, items[:batch_size], test, batch_size, device, pad_id)  # warm-up
     _sync(device)

@@ -220,7 +220,7 @@ def build_models(encoder: str, hidden_dim: int | None, fusion: str, samples: Seq
         cfg = net.config
         image_size = cfg.image_size if net.backbone is not None else None
         items, _ = prepare_items(samples, tok, queries, cfg.max_length, cfg.max_span_len,
-                                 image_size)
+                                 image_size, url_word=cfg.url_word)
         out.append(ModelUnderTest(name, net, items, image_size))
     return out
 
@@ -272,7 +272,7 @@ def run_inference(mut: ModelUnderTest, samples: Sequence[Any], tokenizer: Any,
     t0 = time.perf_counter()
     with record_function("mnerqg::tokenise"):
         items, _ = prepare_items(ordered, tokenizer, queries, cfg.max_length, cfg.max_span_len,
-                                 mut.image_size)
+                                 mut.image_size, url_word=cfg.url_word)
     predict(model, items, ordered, batch_size, device, tokenizer.pad_token_id or 0)
     _sync(device)
     return time.perf_counter() - t0

@@ -187,7 +187,13 @@ def run_experiment(
             ("test", splits["test"]),
         ):
             items[split], prep[split] = prepare_items(
-                samples, tokenizer, queries, cfg.max_length, cfg.max_span_len, image_size
+                samples,
+                tokenizer,
+                queries,
+                cfg.max_length,
+                cfg.max_span_len,
+                image_size,
+                url_word=cfg.url_word,
             )
             info[f"prepare_{split}"] = prep[split].summary()
             print(f"[{split}] {prep[split].summary()}")

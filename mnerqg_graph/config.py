@@ -48,6 +48,9 @@ class ModelConfig:
         existence_gating: gate unimodal messages by the existence probability.
         casing_dim: size of the token casing/shape embedding (0: off).
         max_span_len: longest span scored, in tokens.
+        url_word: the text encoder reads this word in place of every URL token (``""``: URLs as
+            they are). A ``t.co`` URL is 15-20 random word pieces; the token itself (label, shape
+            feature, output) is kept.
         max_length: word pieces per ``[CLS] query [SEP] tweet [SEP]`` sequence.
         dropout: dropout in fusion and heads.
         loss_weights: weight of each loss part: start, end, match, existence, grounding.
@@ -75,6 +78,7 @@ class ModelConfig:
     existence_gating: bool = True
     casing_dim: int = 16
     max_span_len: int = 8
+    url_word: str = ""
     max_length: int = 128
     dropout: float = 0.1
     loss_weights: dict[str, float] = field(

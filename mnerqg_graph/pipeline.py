@@ -38,6 +38,7 @@ class PrepareReport:
             f"({len(self.unreadable_images)} unreadable -> text-only), "
             f"{len(self.mrc.truncated_ids)} truncated, "
             f"{len(self.mrc.long_entities)} entities longer than max_span_len"
+            + (f", {n} URLs read as one word" if (n := self.mrc.n_urls_replaced) else "")
         )
 
 
@@ -48,10 +49,20 @@ def prepare_items(
     max_length: int,
     max_span_len: int,
     image_size: int | None,
+    url_word: str = "",
 ) -> tuple[list[TweetItem], PrepareReport]:
-    """Turn samples into tweet items; ``image_size=None`` skips images (text-only model)."""
+    """Turn samples into tweet items; ``image_size=None`` skips images (text-only model).
+
+    ``url_word`` replaces URL tokens for the encoder (see :func:`build_mrc_examples`); pass the
+    model's ``config.url_word``.
+    """
     examples, mrc_report = build_mrc_examples(
-        list(samples), tokenizer, queries, max_length=max_length, max_span_len=max_span_len
+        list(samples),
+        tokenizer,
+        queries,
+        max_length=max_length,
+        max_span_len=max_span_len,
+        url_word=url_word,
     )
     report = PrepareReport(mrc_report)
     items: list[TweetItem] = []
@@ -186,8 +197,6 @@ def predict_thresholds(
                 ]
                 accepted = decode_spans(n_tok, cands)
                 score = {(a, b, typ): sc for a, b, typ, sc in cands}
-                spans[t][it.index] = [
-                    (sp, score[(sp.start, sp.end, sp.type)]) for sp in accepted
-                ]
+                spans[t][it.index] = [(sp, score[(sp.start, sp.end, sp.type)]) for sp in accepted]
                 tags[t][it.index] = tags_from_spans(n_tok, accepted)
     return {t: Predictions(spans[t], tags[t], boxes, confs) for t in ts}

@@ -154,6 +154,7 @@ class Predictor:
             self.config.max_length,
             self.config.max_span_len,
             image_size,
+            url_word=self.config.url_word,
         )
         self.truncated += report.mrc.truncated_ids
         self.unreadable += report.unreadable_images

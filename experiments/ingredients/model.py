@@ -25,6 +25,7 @@ def model_config() -> None:
     existence_gating = True
     casing_dim = 16
     max_span_len = 8
+    url_word = ""  # the encoder reads this word for every URL token ("": URLs as they are)
     max_length = 128
     dropout = 0.1
     loss_weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5, "grounding": 1.0}

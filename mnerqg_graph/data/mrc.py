@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnerqg_graph.data.tags import canonical_type, spans_from_tags, tags_from_spans
 from mnerqg_graph.data.types import Sample, Span, Tweet
+from mnerqg_graph.encoders.features import encoder_words, is_url
 from mnerqg_graph.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -100,6 +101,7 @@ class MrcReport:
         unreachable_entities: ``(tweet id, span)`` of entities whose first or last token has no
             word piece, so a model cannot point at it (labels are still set).
         boxes_without_size: IMGIDs whose boxes were dropped because the image size is unknown.
+        n_urls_replaced: URL tokens the encoder read as ``url_word``.
     """
 
     n_tweets: int = 0
@@ -112,6 +114,7 @@ class MrcReport:
     n_zero_piece_tokens: int = 0
     unreachable_entities: list[tuple[str, Span]] = field(default_factory=list)
     boxes_without_size: list[str] = field(default_factory=list)
+    n_urls_replaced: int = 0
 
     @property
     def n_truncated(self) -> int:
@@ -127,6 +130,7 @@ class MrcReport:
             f"than max_span_len; {self.n_zero_piece_tokens} zero-piece tokens "
             f"({len(self.unreachable_entities)} entities unreachable); "
             f"{len(self.boxes_without_size)} tweets with boxes but no image size"
+            + (f"; {self.n_urls_replaced} URLs read as one word" if self.n_urls_replaced else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +151,7 @@ class MrcReport:
             "n_zero_piece_tokens": self.n_zero_piece_tokens,
             "unreachable_entities": spans(self.unreachable_entities),
             "boxes_without_size": list(self.boxes_without_size),
+            "n_urls_replaced": self.n_urls_replaced,
         }
 
 
@@ -257,6 +262,7 @@ def build_mrc_examples(
     queries: Mapping[str, str],
     max_length: int = 128,
     max_span_len: int = 8,
+    url_word: str = "",
 ) -> tuple[list[MrcExample], MrcReport]:
     """Build the MRC examples of a list of tweets: one per (tweet, type), types in query order.
 
@@ -269,6 +275,8 @@ def build_mrc_examples(
         queries: canonical type -> query sentence, in the order to ask them.
         max_length: maximum input length in word pieces, special tokens included.
         max_span_len: longest entity, in tokens, that gets a span-match positive.
+        url_word: the encoder reads this word in place of every URL token (``""``: the URL as it
+            is); tokens, labels and outputs keep the URL.
 
     Returns:
         The examples and a report of truncations, long entities, zero-piece tokens and boxes
@@ -281,7 +289,7 @@ def build_mrc_examples(
         DataError: a tweet has a malformed tag or a tags/tokens length mismatch.
     """
     with _gc_paused():
-        return _build(samples, tokenizer, queries, max_length, max_span_len)
+        return _build(samples, tokenizer, queries, max_length, max_span_len, url_word)
 
 
 def _build(
@@ -290,6 +298,7 @@ def _build(
     queries: Mapping[str, str],
     max_length: int,
     max_span_len: int,
+    url_word: str = "",
 ) -> tuple[list[MrcExample], MrcReport]:
     """The body of :func:`build_mrc_examples` (same arguments, returns and errors)."""
     if not queries:
@@ -336,7 +345,9 @@ def _build(
         )
 
     # One batched tokenizer call for all tweets.
-    token_lists = [s.tweet.tokens for s in all_samples]
+    token_lists = [encoder_words(s.tweet.tokens, url_word) for s in all_samples]
+    if url_word:
+        report.n_urls_replaced = sum(is_url(t) for s in all_samples for t in s.tweet.tokens)
     encoded = tokenizer(
         token_lists,
         is_split_into_words=True,

@@ -19,7 +19,25 @@ SHAPES: tuple[str, ...] = (
     "punct",
     "other",
 )
-_URL = re.compile(r"^(https?://|www\.)", re.IGNORECASE)
+#: ``http://...``, ``https://...``, ``www....`` and the cut-off forms tweets end with (``http…``,
+#: ``http:…``, ``https``).
+_URL = re.compile(r"^(?:https?(?::|\u2026|$)|www\.)", re.IGNORECASE)
+
+
+def is_url(token: str) -> bool:
+    """Whether ``token`` is a URL (or what is left of one in a cut-off tweet)."""
+    return _URL.match(token) is not None
+
+
+def encoder_words(tokens: list[str], url_word: str) -> list[str]:
+    """The words the text encoder reads: URLs replaced by ``url_word`` (``""``: unchanged).
+
+    A ``t.co`` URL is 15-20 word pieces of random characters; one word in its place keeps the
+    token (its label, its shape feature, its position in the output) and drops the pieces.
+    """
+    if not url_word:
+        return tokens
+    return [url_word if is_url(t) else t for t in tokens]
 
 
 def token_shape(token: str) -> int:
@@ -28,7 +46,7 @@ def token_shape(token: str) -> int:
         return SHAPES.index("mention")
     if token.startswith("#") and len(token) > 1:
         return SHAPES.index("hashtag")
-    if _URL.match(token):
+    if is_url(token):
         return SHAPES.index("url")
     letters = [c for c in token if c.isalpha()]
     if not letters:

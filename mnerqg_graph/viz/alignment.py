@@ -319,7 +319,7 @@ def explain(model: Any, tokenizer: Any, queries: dict[str, str], samples: Sequen
     image_size = cfg.image_size if model.backbone is not None else None
     samples = list(samples)
     items, _ = prepare_items(samples, tokenizer, queries, cfg.max_length, cfg.max_span_len,
-                             image_size)
+                             image_size, url_word=cfg.url_word)
     special = set(tokenizer.all_special_ids)
     pad_id = tokenizer.pad_token_id or 0
     grids: tuple[tuple[int, int], ...] = tuple(model.spec.grids) if model.spec.use_image else ()

@@ -112,6 +112,29 @@ def test_layout_alignment_and_labels() -> None:
     assert spans_to_bio(len(tokens), decoded) == normalise_tags(tags)
 
 
+def test_url_word_changes_only_what_the_encoder_reads() -> None:
+    tok = build_tiny_tokenizer([WORDS, ["url"]])
+    tokens = ["Obama", "http://t.co/AbC9x", "in", "New", "York", "http\u2026"]
+    tags = ["B-PER", "O", "O", "B-LOC", "I-LOC", "O"]
+    tweet = Tweet("t1", tokens, tags)
+    plain, plain_report = build_mrc_examples([tweet], tok, QUERIES)
+    short, report = build_mrc_examples([tweet], tok, QUERIES, url_word="url")
+    assert report.n_urls_replaced == 2 and plain_report.n_urls_replaced == 0
+    assert "2 URLs read as one word" in report.summary()
+    assert report.to_dict()["n_urls_replaced"] == 2
+    assert tweet.tokens[1] == "http://t.co/AbC9x"  # the tweet itself is untouched
+    url_ids = pieces(tok, "url")
+    for a, b in zip(plain, short, strict=True):
+        assert len(pieces(tok, tokens[1])) > 1 and len(url_ids) == 1
+        assert len(b.input_ids) < len(a.input_ids)
+        assert b.input_ids[b.first_piece[1]] == url_ids[0]
+        assert b.input_ids[b.first_piece[5]] == url_ids[0]
+        for w in (0, 2, 3, 4):  # the other tokens keep their pieces
+            assert b.input_ids[b.first_piece[w]] == a.input_ids[a.first_piece[w]]
+        assert (b.spans, b.start_labels, b.end_labels) == (a.spans, a.start_labels, a.end_labels)
+    assert decode_group(short) == spans_from_tags(tags)
+
+
 def test_examples_of_a_tweet_are_consecutive_in_query_order() -> None:
     tweets = [
         Tweet("a", ["Obama", "lol"], ["B-PER", "O"]),
@@ -350,13 +373,18 @@ def tweets(draw: st.DrawFn) -> Tweet:
     st.lists(tweets(), min_size=1, max_size=4),
     st.integers(1, 8),
     st.one_of(st.just(128), st.integers(1, 30)),
+    st.sampled_from(["", "lol"]),
 )
-def test_round_trip_is_lossless(batch: list[Tweet], max_span_len: int, room: int) -> None:
+def test_round_trip_is_lossless(
+    batch: list[Tweet], max_span_len: int, room: int, url_word: str
+) -> None:
     tok = tiny_tokenizer()
     query_len = max(len(pieces(tok, q)) for q in QUERIES.values())
     max_length = room if room == 128 else 3 + query_len + room
     before = [list(t.tags) for t in batch]
-    examples, report = build_mrc_examples(batch, tok, QUERIES, max_length, max_span_len)
+    examples, report = build_mrc_examples(
+        batch, tok, QUERIES, max_length, max_span_len, url_word=url_word
+    )
     check_lossless(batch, examples, report, max_length, max_span_len)
     assert [t.tags for t in batch] == before
 
@@ -459,6 +487,15 @@ def test_real_data_lossless_minilm(real_tweets: list[Tweet], minilm_tokenizer: A
     assert report.n_truncated > 1000 and len(report.cut_entities) > 1000
     assert [t.tags for t in real_tweets] == before  # the evaluation-side gold is untouched
     assert sum(len(t.entities) for t in subset) == report.n_entities
+
+    # URLs read as one word: still lossless, Twitter-2015's sequences about halve.
+    short, report = build_mrc_examples(real_tweets, tok, QUERIES, url_word="url")
+    check_lossless(real_tweets, short, report, 128, 8)
+    assert report.n_urls_replaced >= 10786  # the README's t.co URL tokens of Twitter-2015
+    n_2015 = sum(len(g) for g in list(iter_tweet_groups(examples))[:8257])
+    before_pieces = sum(e.token_type_ids.count(1) for e in examples[:n_2015])  # tweet side
+    after_pieces = sum(e.token_type_ids.count(1) for e in short[:n_2015])
+    assert after_pieces < 0.6 * before_pieces
 
 
 def test_real_data_lossless_tiny_tokenizer(real_tweets: list[Tweet]) -> None:

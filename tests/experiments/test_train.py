@@ -24,6 +24,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Pa
             named_configs=["fast"],
             config_updates={
                 "data": {"root": str(tmp / "synth")},
+                "model": {"url_word": "url"},  # SynthTweets have t.co URLs
                 "output_dir": str(tmp / "out"),
                 "seed": 3,
                 "visualize": 1,
@@ -71,6 +72,7 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
     assert 0.1 <= result["span_threshold"] <= 0.7
     assert saved["span_threshold"] == pytest.approx(result["span_threshold"])
     assert saved["existence_threshold"] == pytest.approx(result["existence_threshold"])
+    assert saved["url_word"] == "url" and "URLs read as one word" in run.info["prepare_train"]  # type: ignore[attr-defined]
     assert result["existence_threshold"] in (0.0, 0.5)
     # visualize=1: the alignment pictures of one validation tweet are run artifacts too
     assert any(n.startswith("visualize-") and n.endswith("graph_PER.png") for n in names)
@@ -87,11 +89,45 @@ def test_predictions_are_evaluable_and_match_result(fast_run: tuple[object, Path
     assert scores.to_dict()["micro"]["f1"] == pytest.approx(run.result["test/f1"])  # type: ignore[attr-defined]
 
 
+def test_predict_reads_urls_as_the_model_was_trained(
+    fast_run: tuple[object, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``mnerqg predict`` on the checkpoint gives the run's own test predictions, URLs included."""
+    import mnerqg_graph.pipeline as pipeline
+    from mnerqg_graph.predict import main as predict_main
+
+    _, tmp, run_dir = fast_run
+    seen: list[str] = []
+    real = pipeline.build_mrc_examples
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(str(kwargs.get("url_word")))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "build_mrc_examples", spy)
+    out = tmp_path / "pred.conll"
+    argv = [
+        "--checkpoint",
+        str(tmp / "out" / "checkpoint"),
+        "--input",
+        str(tmp / "synth" / "test.txt"),
+    ]
+    argv += ["--images", str(tmp / "synth" / "images"), "--output", str(out), "--no-progress"]
+    assert predict_main(argv) == 0
+    assert seen and set(seen) == {"url"}
+    assert out.read_text() == (run_dir / "test-predictions.conll").read_text()
+
+
 def test_same_seed_same_numbers(fast_run: tuple[object, Path, Path]) -> None:
     run, tmp, _ = fast_run
     again = ex.run(
         named_configs=["fast"],
-        config_updates={"data": {"root": str(tmp / "synth")}, "seed": 3, "save_artifacts": False},
+        config_updates={
+            "data": {"root": str(tmp / "synth")},
+            "model": {"url_word": "url"},
+            "seed": 3,
+            "save_artifacts": False,
+        },
     )
     for k, v in run.result.items():  # type: ignore[attr-defined]
         if "seconds" not in k:
