@@ -101,12 +101,15 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
         updates = merge(updates, parse_update(text))
     t0 = time.perf_counter()
     run = ex.run(named_configs=[args.dataset, *configs], config_updates=updates)
+    history = run.info.get("history", [])
     return {
         "dataset": args.dataset,
         "variant": variant,
         "seed": seed,
         "updates": args.updates,
         "result": dict(run.result or {}),
+        # validation F1 per epoch (before the decoding thresholds are chosen on it)
+        "valid_f1_by_epoch": [h["valid/f1"] for h in history if "valid/f1" in h],
         "wall_seconds": time.perf_counter() - t0,
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -140,6 +143,15 @@ def markdown(dataset: str, runs: list[dict[str, Any]]) -> str:
         "| BERT-base CRF, text only (published) | | | | "
         f"{ref:.2f} |" + " |" * (len(COLUMNS) - 3 + 2)
     )
+    curves = [
+        f"- `{r['variant']}` seed {r['seed']}: "
+        + ", ".join(f"{100 * v:.2f}" for v in r["valid_f1_by_epoch"])
+        + f" (chosen: epoch {int(r['result']['best_epoch'])})"
+        for r in runs
+        if r["dataset"] == dataset and r.get("valid_f1_by_epoch") and "best_epoch" in r["result"]
+    ]
+    if curves:
+        lines += ["", "Validation F1 by epoch (default decoding thresholds):", "", *curves]
     return "\n".join(lines) + "\n"
 
 

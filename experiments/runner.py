@@ -221,6 +221,7 @@ def run_experiment(
             **ddp.trainer_kwargs(dist_env, device, items["train"], seed, pad_id),
         )
         result = trainer.fit(resume=resume)
+        info["history"] = [dict(h) for h in result.history]  # per-epoch losses and valid scores
         ddp.barrier()  # rank 0 has written best/ before anyone goes on
         if not dist_env.is_main:  # rank 0 alone evaluates on test and writes the results
             return {f"valid/{k}": float(v) for k, v in result.best_metrics.items()}

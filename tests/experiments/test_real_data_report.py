@@ -36,6 +36,11 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     assert "| 1, 2 |" in row and "83.00 ± 1.41" in row and "84.00 ± 1.41" in row
     assert "80.00 ± 0.00" in next(line for line in table.splitlines() if "casing_dim=0" in line)
     assert "83.44" in table  # the published BERT-base CRF reference row
+    assert "by epoch" not in table  # no curves recorded
+    runs[0]["valid_f1_by_epoch"] = [0.7, 0.8]
+    runs[0]["result"]["best_epoch"] = 2.0  # type: ignore[index]
+    table = markdown("twitter2017", runs)
+    assert "- `default` seed 1: 70.00, 80.00 (chosen: epoch 2)" in table.splitlines()
     path = tmp_path / "runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in runs), encoding="utf-8")
     assert load_runs(path) == runs
