@@ -176,9 +176,16 @@ class _Layer(InteractionLayer):
             msgs.update({nt: vision.nodes(v_out, nt) for nt in vision_types})
         return msgs, weights, text, vision
 
-    def _unimodal(
-        self, x: dict[NodeType, Tensor], batch: dict[NodeType, Tensor], n: int, gate: Tensor | None
+    def unimodal_messages(
+        self,
+        x: dict[NodeType, Tensor],
+        ei: dict[EdgeType, Tensor],
+        ea: dict[EdgeType, Tensor],
+        batch: dict[NodeType, Tensor],
+        n: int,
+        gate: Tensor | None,
     ) -> dict[NodeType, Tensor]:
+        """Token self-attention (gated) and vision self-attention across cells and scales."""
         msgs: dict[NodeType, Tensor] = {}
         if TOKEN in x and x[TOKEN].size(0):
             tok = _pack(x, batch, [TOKEN], n)
@@ -212,17 +219,6 @@ class _Layer(InteractionLayer):
             else {}
         )
         return cross, attn
-
-    def unimodal_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
-        gate: Tensor | None,
-    ) -> dict[NodeType, Tensor]:
-        return self._unimodal(x, batch, num_examples, gate)
 
     @staticmethod
     def _gather(
