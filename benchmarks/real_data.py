@@ -9,12 +9,14 @@ Usage::
 Every run is the Sacred experiment itself (``experiments.train.ex.run`` with the ``twitter2015`` or
 ``twitter2017`` named config: MiniLM encoder, images absent, model chosen on the validation split,
 tested once). A variant is ``default`` (the named config as it is) or ``+``-joined ``KEY=VALUE``
-updates of the ``model`` section (``casing_dim=0``, ``fusion=none+use_image=False``) or named
-configs of the experiment (``no_existence_loss``).
+updates (of the ``model`` section unless the key names a section: ``casing_dim=0``,
+``fusion=none+use_image=False``, ``optim.epochs=7``) or named configs of the experiment
+(``no_existence_loss``).
 
 Each finished run is appended at once to ``--runs`` (JSON lines), so a long job stopped halfway
-keeps what it finished, and a rerun skips the (variant, seed) pairs already there. The table
-(``--out``, also printed) is built from that file: per variant, test micro P/R/F1 and F1 per type
+keeps what it finished, and a rerun skips the (variant, ``--set``, seed) runs already there. The
+table (``--out``, also printed) is built from that file: per variant and ``--set`` updates (runs
+with different ``--set`` are different rows), test micro P/R/F1 and F1 per type
 (conlleval counting), validation F1 of the chosen epoch, mean ± sample std over seeds, the
 training time per run, and the published text-only BERT-base CRF for reference.
 """
@@ -36,12 +38,14 @@ if str(REPO) not in sys.path:
 from benchmarks.compare_fusion import merge, parse_update  # noqa: E402
 from benchmarks.runlog import append_run, load_runs  # noqa: E402
 
-__all__ = ["load_runs", "main", "markdown", "run_one", "variant_updates"]
+__all__ = ["load_runs", "main", "markdown", "row_label", "run_one", "variant_updates"]
 
 #: Published test micro F1 of the text-only BERT-base CRF (``../shared/data/README.md``).
 PUBLISHED_BERT_CRF = {"twitter2015": 71.81, "twitter2017": 83.44}
 TYPES = ("PER", "LOC", "ORG", "OTHER")
 COLUMNS = ["precision", "recall", "f1", *(f"f1_{t}" for t in TYPES)]
+#: Config sections a variant's ``KEY=VALUE`` may name; other keys are ``model`` keys.
+SECTIONS = ("data", "model", "optim", "grounding")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,14 +75,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def variant_updates(variant: str, named: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """``"casing_dim=0+no_existence_loss"`` -> (named configs, ``model`` section updates)."""
+    """``"casing_dim=0+optim.epochs=7+no_existence_loss"`` -> (named configs, config updates).
+
+    A key without a section (``casing_dim``) is a ``model`` key; ``optim.epochs`` names its section.
+    """
     if variant == "default":
         return [], {}
     configs: list[str] = []
     updates: dict[str, Any] = {}
     for token in variant.split("+"):
         if "=" in token:
-            updates = merge(updates, parse_update("model." + token))
+            section = token.partition("=")[0].partition(".")[0]
+            key = token if section in SECTIONS else "model." + token
+            updates = merge(updates, parse_update(key))
         elif token in named:
             configs.append(token)
         else:
@@ -115,6 +124,12 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
     }
 
 
+def row_label(run: dict[str, Any]) -> str:
+    """The table row of a run: its variant, plus its ``--set`` updates when it had any."""
+    updates = run.get("updates") or []
+    return run["variant"] + (f" [{' '.join(updates)}]" if updates else "")
+
+
 def _stat(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -129,9 +144,9 @@ def markdown(dataset: str, runs: list[dict[str, Any]]) -> str:
         f"| {' | '.join(head)} |",
         "|---|---|" + "---:|" * (len(head) - 2),
     ]
-    for variant in dict.fromkeys(r["variant"] for r in runs if r["dataset"] == dataset):
-        rs = [r for r in runs if r["dataset"] == dataset and r["variant"] == variant]
-        cells = [f"`{variant}`", ", ".join(str(r["seed"]) for r in rs)]
+    for label in dict.fromkeys(row_label(r) for r in runs if r["dataset"] == dataset):
+        rs = [r for r in runs if r["dataset"] == dataset and row_label(r) == label]
+        cells = [f"`{label}`", ", ".join(str(r["seed"]) for r in rs)]
         for c in COLUMNS:
             cells.append(_stat([100 * r["result"][f"test/{c}"] for r in rs]))
         cells.append(_stat([100 * r["result"]["valid/f1"] for r in rs]))
@@ -144,7 +159,7 @@ def markdown(dataset: str, runs: list[dict[str, Any]]) -> str:
         f"{ref:.2f} |" + " |" * (len(COLUMNS) - 3 + 2)
     )
     curves = [
-        f"- `{r['variant']}` seed {r['seed']}: "
+        f"- `{row_label(r)}` seed {r['seed']}: "
         + ", ".join(f"{100 * v:.2f}" for v in r["valid_f1_by_epoch"])
         + f" (chosen: epoch {int(r['result']['best_epoch'])})"
         for r in runs
@@ -168,11 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         for variant in args.variants:  # fail on a bad variant before the first run
             variant_updates(variant, sorted(ex.named_configs))
         done = {
-            (r["variant"], r["seed"]) for r in load_runs(runs_path) if r["dataset"] == args.dataset
+            (row_label(r), r["seed"]) for r in load_runs(runs_path) if r["dataset"] == args.dataset
         }
         for variant in args.variants:
+            label = row_label({"variant": variant, "updates": args.updates})
             for seed in args.seeds:
-                if (variant, seed) in done:
+                if (label, seed) in done:
                     continue
                 print(f"=== {args.dataset} {variant} seed {seed} ===", flush=True)
                 append_run(runs_path, run_one(args, variant, seed))

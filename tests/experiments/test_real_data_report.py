@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import benchmarks.real_data as real_data
 from benchmarks.real_data import load_runs, main, markdown, variant_updates
 
 
@@ -24,6 +25,11 @@ def test_variants_are_model_updates_or_named_configs() -> None:
     assert variant_updates("fusion=none+use_image=False+no_existence_loss", named) == (
         ["no_existence_loss"],
         {"model": {"fusion": "none", "use_image": False}},
+    )
+    # a key naming a section updates that section; other dotted keys stay model keys
+    assert variant_updates("optim.epochs=7+fusion_kwargs.heads=2", named) == (
+        [],
+        {"optim": {"epochs": 7}, "model": {"fusion_kwargs": {"heads": 2}}},
     )
     with pytest.raises(SystemExit, match="nonsense"):
         variant_updates("nonsense", named)
@@ -48,3 +54,30 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     assert main(["--dataset", "twitter2017", "--runs", str(path), "--out", str(out),
                  "--report-only"]) == 0  # fmt: skip
     assert out.read_text(encoding="utf-8") == table
+
+
+def test_runs_with_other_set_updates_are_other_rows_and_not_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--set optim.epochs=7`` next to 5-epoch runs in the same file: new runs, own row."""
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(_run("default", 1, 0.80)) + "\n", encoding="utf-8")
+    trained: list[tuple[str, int, list[str]]] = []
+
+    def fake_run(args: object, variant: str, seed: int) -> dict[str, object]:
+        trained.append((variant, seed, list(args.updates)))  # type: ignore[attr-defined]
+        return _run(variant, seed, 0.9) | {"updates": list(args.updates)}  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(real_data, "run_one", fake_run)
+    argv = ["--dataset", "twitter2017", "--seeds", "1", "2", "--runs", str(path)]
+    assert main(argv) == 0
+    assert trained == [("default", 2, [])]  # seed 1 of the plain default was already there
+    assert main([*argv, "--set", "optim.epochs=7"]) == 0
+    assert trained[1:] == [("default", 1, ["optim.epochs=7"]), ("default", 2, ["optim.epochs=7"])]
+    assert main([*argv, "--set", "optim.epochs=7"]) == 0  # all there now: nothing runs
+    assert len(trained) == 3
+    table = markdown("twitter2017", load_runs(path))
+    rows = [line for line in table.splitlines() if line.startswith("| `default")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| `default` | 1, 2 |") and "85.00 ± 7.07" in rows[0]
+    assert rows[1].startswith("| `default [optim.epochs=7]` | 1, 2 |") and "90.00 ± 0.00" in rows[1]
