@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             for seed in args.seeds:
                 if (label, seed) in done:
                     continue
-                print(f"=== {args.dataset} {variant} seed {seed} ===", flush=True)
+                print(f"=== {args.dataset} {label} seed {seed} ===", flush=True)
                 append_run(runs_path, run_one(args, variant, seed))
     runs = [r for r in load_runs(runs_path) if r["dataset"] == args.dataset]
     runs = [r for r in runs if not any(math.isnan(v) for v in r["result"].values())]
