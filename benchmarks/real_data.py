@@ -14,9 +14,10 @@ updates (of the ``model`` section unless the key names a section: ``casing_dim=0
 (``no_existence_loss``).
 
 Each finished run is appended at once to ``--runs`` (JSON lines), so a long job stopped halfway
-keeps what it finished, and a rerun skips the (variant, ``--set``, seed) runs already there. The
-table (``--out``, also printed) is built from that file: per variant and ``--set`` updates (runs
-with different ``--set`` are different rows), test micro P/R/F1 and F1 per type
+keeps what it finished, and a rerun skips the (variant, ``--set``, epochs, seed) runs already there
+(the epochs as Sacred resolves them, since a named config's schedule may change between commits).
+The table (``--out``, also printed) is built from that file: per variant, ``--set`` updates and
+epochs (each a row of its own), test micro P/R/F1 and F1 per type
 (conlleval counting), validation F1 of the chosen epoch, mean ± sample std over seeds, the
 training time per run, and the published text-only BERT-base CRF for reference.
 """
@@ -98,8 +99,10 @@ def variant_updates(variant: str, named: list[str]) -> tuple[list[str], dict[str
     return configs, updates
 
 
-def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
-    """One Sacred run; its flat result plus what identifies it."""
+def _run_updates(
+    args: argparse.Namespace, variant: str, seed: int
+) -> tuple[list[str], dict[str, Any]]:
+    """Named configs and config updates of one (variant, seed) run."""
     from experiments.train import ex
 
     configs, updates = variant_updates(variant, sorted(ex.named_configs))
@@ -108,14 +111,36 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
         updates = merge(updates, {"data": {"root": str(args.data_root)}})
     for text in args.updates:
         updates = merge(updates, parse_update(text))
+    return [args.dataset, *configs], updates
+
+
+def planned_epochs(args: argparse.Namespace, variant: str) -> int:
+    """The epochs a run of ``variant`` would train, resolved by Sacred without running it.
+
+    A named config's schedule can change between commits (the real-data configs went from 5 to
+    7 epochs), so the epochs are part of what identifies a run, not only the variant's name.
+    """
+    from experiments.train import ex
+
+    named, updates = _run_updates(args, variant, 0)
+    run = ex._create_run(named_configs=named, config_updates=updates)
+    return int(run.config["optim"]["epochs"])
+
+
+def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]:
+    """One Sacred run; its flat result plus what identifies it."""
+    from experiments.train import ex
+
+    named, updates = _run_updates(args, variant, seed)
     t0 = time.perf_counter()
-    run = ex.run(named_configs=[args.dataset, *configs], config_updates=updates)
+    run = ex.run(named_configs=named, config_updates=updates)
     history = run.info.get("history", [])
     return {
         "dataset": args.dataset,
         "variant": variant,
         "seed": seed,
         "updates": args.updates,
+        "epochs": int(run.config["optim"]["epochs"]),
         "result": dict(run.result or {}),
         # validation F1 per epoch (before the decoding thresholds are chosen on it)
         "valid_f1_by_epoch": [h["valid/f1"] for h in history if "valid/f1" in h],
@@ -124,10 +149,22 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
     }
 
 
+def run_epochs(run: dict[str, Any]) -> int | None:
+    """A record's training epochs: stored since the field exists, else the length of its curve."""
+    if "epochs" in run:
+        return int(run["epochs"])
+    return len(run["valid_f1_by_epoch"]) if run.get("valid_f1_by_epoch") else None
+
+
 def row_label(run: dict[str, Any]) -> str:
-    """The table row of a run: its variant, plus its ``--set`` updates when it had any."""
+    """The table row of a run: its variant, its ``--set`` updates and its epochs."""
     updates = run.get("updates") or []
-    return run["variant"] + (f" [{' '.join(updates)}]" if updates else "")
+    epochs = run_epochs(run)
+    return (
+        run["variant"]
+        + (f" [{' '.join(updates)}]" if updates else "")
+        + (f" ({epochs} ep)" if epochs is not None else "")
+    )
 
 
 def _stat(values: list[float]) -> str:
@@ -186,7 +223,13 @@ def main(argv: list[str] | None = None) -> int:
             (row_label(r), r["seed"]) for r in load_runs(runs_path) if r["dataset"] == args.dataset
         }
         for variant in args.variants:
-            label = row_label({"variant": variant, "updates": args.updates})
+            label = row_label(
+                {
+                    "variant": variant,
+                    "updates": args.updates,
+                    "epochs": planned_epochs(args, variant),
+                }
+            )
             for seed in args.seeds:
                 if (label, seed) in done:
                     continue

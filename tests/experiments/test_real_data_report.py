@@ -11,11 +11,17 @@ import benchmarks.real_data as real_data
 from benchmarks.real_data import load_runs, main, markdown, variant_updates
 
 
-def _run(variant: str, seed: int, f1: float) -> dict[str, object]:
+def _run(variant: str, seed: int, f1: float, epochs: int = 7) -> dict[str, object]:
     result = {f"test/{k}": f1 for k in ("precision", "recall", "f1")}
     result.update({f"test/f1_{t}": f1 for t in ("PER", "LOC", "ORG", "OTHER")})
     result.update({"valid/f1": f1 + 0.01, "train_seconds": 600.0})
-    return {"dataset": "twitter2017", "variant": variant, "seed": seed, "result": result}
+    return {
+        "dataset": "twitter2017",
+        "variant": variant,
+        "seed": seed,
+        "epochs": epochs,
+        "result": result,
+    }
 
 
 def test_variants_are_model_updates_or_named_configs() -> None:
@@ -38,7 +44,7 @@ def test_variants_are_model_updates_or_named_configs() -> None:
 def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     runs = [_run("default", 1, 0.82), _run("default", 2, 0.84), _run("casing_dim=0", 1, 0.80)]
     table = markdown("twitter2017", runs)
-    row = next(line for line in table.splitlines() if line.startswith("| `default`"))
+    row = next(line for line in table.splitlines() if line.startswith("| `default (7 ep)`"))
     assert "| 1, 2 |" in row and "83.00 ± 1.41" in row and "84.00 ± 1.41" in row
     assert "80.00 ± 0.00" in next(line for line in table.splitlines() if "casing_dim=0" in line)
     assert "83.44" in table  # the published BERT-base CRF reference row
@@ -46,7 +52,11 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     runs[0]["valid_f1_by_epoch"] = [0.7, 0.8]
     runs[0]["result"]["best_epoch"] = 2.0  # type: ignore[index]
     table = markdown("twitter2017", runs)
-    assert "- `default` seed 1: 70.00, 80.00 (chosen: epoch 2)" in table.splitlines()
+    assert "- `default (7 ep)` seed 1: 70.00, 80.00 (chosen: epoch 2)" in table.splitlines()
+    # a record from before the epochs were stored: its curve's length stands in
+    del runs[0]["epochs"]
+    table = markdown("twitter2017", runs)
+    assert "- `default (2 ep)` seed 1: 70.00, 80.00 (chosen: epoch 2)" in table.splitlines()
     path = tmp_path / "runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in runs), encoding="utf-8")
     assert load_runs(path) == runs
@@ -59,25 +69,47 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
 def test_runs_with_other_set_updates_are_other_rows_and_not_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--set optim.epochs=7`` next to 5-epoch runs in the same file: new runs, own row."""
+    """``--set optim.epochs=5`` next to runs of the named config (7 epochs): new runs, own row."""
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps(_run("default", 1, 0.80)) + "\n", encoding="utf-8")
     trained: list[tuple[str, int, list[str]]] = []
 
     def fake_run(args: object, variant: str, seed: int) -> dict[str, object]:
         trained.append((variant, seed, list(args.updates)))  # type: ignore[attr-defined]
-        return _run(variant, seed, 0.9) | {"updates": list(args.updates)}  # type: ignore[attr-defined]
+        epochs = real_data.planned_epochs(args, variant)  # type: ignore[arg-type]
+        return _run(variant, seed, 0.9, epochs) | {"updates": list(args.updates)}  # type: ignore[attr-defined]
 
     monkeypatch.setattr(real_data, "run_one", fake_run)
     argv = ["--dataset", "twitter2017", "--seeds", "1", "2", "--runs", str(path)]
     assert main(argv) == 0
     assert trained == [("default", 2, [])]  # seed 1 of the plain default was already there
-    assert main([*argv, "--set", "optim.epochs=7"]) == 0
-    assert trained[1:] == [("default", 1, ["optim.epochs=7"]), ("default", 2, ["optim.epochs=7"])]
-    assert main([*argv, "--set", "optim.epochs=7"]) == 0  # all there now: nothing runs
+    assert main([*argv, "--set", "optim.epochs=5"]) == 0
+    assert trained[1:] == [("default", 1, ["optim.epochs=5"]), ("default", 2, ["optim.epochs=5"])]
+    assert main([*argv, "--set", "optim.epochs=5"]) == 0  # all there now: nothing runs
     assert len(trained) == 3
     table = markdown("twitter2017", load_runs(path))
     rows = [line for line in table.splitlines() if line.startswith("| `default")]
     assert len(rows) == 2
-    assert rows[0].startswith("| `default` | 1, 2 |") and "85.00 ± 7.07" in rows[0]
-    assert rows[1].startswith("| `default [optim.epochs=7]` | 1, 2 |") and "90.00 ± 0.00" in rows[1]
+    assert rows[0].startswith("| `default (7 ep)` | 1, 2 |") and "85.00 ± 7.07" in rows[0]
+    assert rows[1].startswith("| `default [optim.epochs=5] (5 ep)` | 1, 2 |")
+    assert "90.00 ± 0.00" in rows[1]
+
+
+def test_a_changed_named_schedule_is_not_taken_for_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 5-epoch ``default`` record is not a run of today's 7-epoch default; rows stay apart."""
+    path = tmp_path / "runs.jsonl"
+    path.write_text(json.dumps(_run("default", 1, 0.80, epochs=5)) + "\n", encoding="utf-8")
+    trained: list[int] = []
+
+    def fake_run(args: object, variant: str, seed: int) -> dict[str, object]:
+        epochs = real_data.planned_epochs(args, variant)  # type: ignore[arg-type]
+        trained.append(epochs)
+        return _run(variant, seed, 0.9, epochs)
+
+    monkeypatch.setattr(real_data, "run_one", fake_run)
+    assert main(["--dataset", "twitter2017", "--seeds", "1", "--runs", str(path)]) == 0
+    assert trained == [7]
+    rows = [r for r in markdown("twitter2017", load_runs(path)).splitlines() if "`default" in r]
+    assert [r.split("|")[1].strip() for r in rows] == ["`default (5 ep)`", "`default (7 ep)`"]
