@@ -20,6 +20,9 @@ else:  # pragma: no cover - Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 CONDA_EXTRAS = ("vision", "minilm", "dev")  # the extras environment.yml installs
+#: Requirements environment.yml takes from conda-forge instead of pip: seqeval is an sdist on PyPI
+#: whose setup_requires fetches the newest setuptools_scm, which cannot build it any more.
+FROM_CONDA = ("seqeval",)
 
 
 def load_pyproject() -> dict:
@@ -70,7 +73,8 @@ def read_conda_env(path: Path) -> tuple[list[str], list[str]]:
 def expected_requirements(pyproject: dict) -> list[str]:
     project = pyproject["project"]
     extras = project["optional-dependencies"]
-    return list(project["dependencies"]) + [r for extra in CONDA_EXTRAS for r in extras[extra]]
+    reqs = list(project["dependencies"]) + [r for extra in CONDA_EXTRAS for r in extras[extra]]
+    return [r for r in reqs if canonicalize_name(Requirement(r).name) not in FROM_CONDA]
 
 
 def compare_requirements(expected: list[str], actual: list[str]) -> list[str]:
@@ -128,6 +132,22 @@ def test_conda_pip_section_matches_pyproject() -> None:
     _, pip = read_conda_env(ROOT / "environment.yml")
     assert compare_requirements(expected_requirements(load_pyproject()), pip) == []
     assert "-e ." in pip
+
+
+def test_conda_provides_what_pip_cannot_build() -> None:
+    conda, _ = read_conda_env(ROOT / "environment.yml")
+    extras = load_pyproject()["project"]["optional-dependencies"]
+    dev = {canonicalize_name(Requirement(r).name) for r in extras["dev"]}
+    for name in FROM_CONDA:
+        assert name in dev and name in conda, name
+
+
+def test_makefile_builds_seqeval_against_a_pinned_setuptools_scm() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert '"setuptools_scm<10"' in makefile
+    assert "--no-build-isolation seqeval" in makefile
+    editable = makefile.index('install -e ".[$(EXTRAS)]"')
+    assert makefile.index("--no-build-isolation seqeval") < editable
 
 
 @pytest.mark.parametrize(
