@@ -168,10 +168,26 @@ def row_label(run: dict[str, Any]) -> str:
 
 
 def _stat(values: list[float]) -> str:
+    """Mean ± sample std; one value alone has no spread to show, so it stands without one."""
     if not values:
         return "n/a"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} ± {std:.2f}"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _chosen(result: dict[str, Any]) -> str:
+    """What validation chose for a run (epoch, decoding thresholds) and its test F1."""
+    parts = [f"epoch {int(result['best_epoch'])}"]
+    if "span_threshold" in result:
+        parts.append(f"span threshold {result['span_threshold']:.2f}")
+    if "existence_threshold" in result:
+        ex = result["existence_threshold"]
+        parts.append(f"existence threshold {ex:.2f}" if ex > 0 else "existence threshold off")
+    chosen = "chosen: " + ", ".join(parts)
+    if "test/f1" in result:
+        chosen += f"; test F1 {100 * result['test/f1']:.2f}"
+    return chosen
 
 
 def markdown(dataset: str, runs: list[dict[str, Any]]) -> str:
@@ -198,7 +214,7 @@ def markdown(dataset: str, runs: list[dict[str, Any]]) -> str:
     curves = [
         f"- `{row_label(r)}` seed {r['seed']}: "
         + ", ".join(f"{100 * v:.2f}" for v in r["valid_f1_by_epoch"])
-        + f" (chosen: epoch {int(r['result']['best_epoch'])})"
+        + f" ({_chosen(r['result'])})"
         for r in runs
         if r["dataset"] == dataset and r.get("valid_f1_by_epoch") and "best_epoch" in r["result"]
     ]

@@ -46,17 +46,26 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     table = markdown("twitter2017", runs)
     row = next(line for line in table.splitlines() if line.startswith("| `default (7 ep)`"))
     assert "| 1, 2 |" in row and "83.00 ± 1.41" in row and "84.00 ± 1.41" in row
-    assert "80.00 ± 0.00" in next(line for line in table.splitlines() if "casing_dim=0" in line)
+    one_seed = next(line for line in table.splitlines() if "casing_dim=0" in line)
+    assert "| 80.00 |" in one_seed and "±" not in one_seed  # one seed: no spread to show
     assert "83.44" in table  # the published BERT-base CRF reference row
     assert "by epoch" not in table  # no curves recorded
     runs[0]["valid_f1_by_epoch"] = [0.7, 0.8]
     runs[0]["result"]["best_epoch"] = 2.0  # type: ignore[index]
     table = markdown("twitter2017", runs)
-    assert "- `default (7 ep)` seed 1: 70.00, 80.00 (chosen: epoch 2)" in table.splitlines()
+    assert "- `default (7 ep)` seed 1: 70.00, 80.00 (chosen: epoch 2; test F1 82.00)" in table
+    runs[0]["result"].update(span_threshold=0.35, existence_threshold=0.0)  # type: ignore[attr-defined]
+    table = markdown("twitter2017", runs)
+    assert (
+        "- `default (7 ep)` seed 1: 70.00, 80.00 (chosen: epoch 2, span threshold 0.35, "
+        "existence threshold off; test F1 82.00)"
+    ) in table.splitlines()
+    runs[0]["result"]["existence_threshold"] = 0.5  # type: ignore[index]
+    assert "existence threshold 0.50; test F1 82.00)" in markdown("twitter2017", runs)
     # a record from before the epochs were stored: its curve's length stands in
     del runs[0]["epochs"]
     table = markdown("twitter2017", runs)
-    assert "- `default (2 ep)` seed 1: 70.00, 80.00 (chosen: epoch 2)" in table.splitlines()
+    assert "- `default (2 ep)` seed 1: 70.00, 80.00 (chosen: epoch 2, " in table
     path = tmp_path / "runs.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in runs), encoding="utf-8")
     assert load_runs(path) == runs
@@ -92,7 +101,7 @@ def test_runs_with_other_set_updates_are_other_rows_and_not_skipped(
     assert len(rows) == 2
     assert rows[0].startswith("| `default (7 ep)` | 1, 2 |") and "85.00 ± 7.07" in rows[0]
     assert rows[1].startswith("| `default [optim.epochs=5] (5 ep)` | 1, 2 |")
-    assert "90.00 ± 0.00" in rows[1]
+    assert "90.00 ± 0.00" in rows[1]  # two seeds of equal score: a spread of 0, shown
 
 
 def test_a_changed_named_schedule_is_not_taken_for_done(
