@@ -28,12 +28,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: $(INSTALL_INPUTS) | $(PY)
-	$(PIP) install "setuptools<81" wheel
-	$(PIP) install $(TORCH_PIN) || $(PIP) install $(TORCH_FALLBACK)
 	# seqeval (dev extra) ships only an sdist whose setup_requires fetches the newest setuptools_scm,
 	# which since 10.x needs a package that fetch cannot resolve: build it against a pinned one here.
-	$(PIP) install "setuptools<81" "setuptools_scm<10"
+	$(PIP) install "setuptools<81" wheel "setuptools_scm<10"
 	$(PIP) install --no-build-isolation seqeval
+	$(PIP) install $(TORCH_PIN) || $(PIP) install $(TORCH_FALLBACK)
 	$(PIP) install -e ".[$(EXTRAS)]"
 	touch $@
 
