@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:
 
 from benchmarks.compare_fusion import merge, parse_update  # noqa: E402
 from benchmarks.runlog import append_run, load_runs  # noqa: E402
+from mnerqg_graph.environment import describe  # noqa: E402
 
 __all__ = ["load_runs", "main", "markdown", "row_label", "run_one", "variant_updates"]
 
@@ -144,6 +145,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
         "result": dict(run.result or {}),
         # validation F1 per epoch (before the decoding thresholds are chosen on it)
         "valid_f1_by_epoch": [h["valid/f1"] for h in history if "valid/f1" in h],
+        "environment": run.info.get("environment", {}),
         "wall_seconds": time.perf_counter() - t0,
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -220,6 +222,11 @@ def markdown(dataset: str, runs: list[dict[str, Any]]) -> str:
     ]
     if curves:
         lines += ["", "Validation F1 by epoch (default decoding thresholds):", "", *curves]
+    ran_on = dict.fromkeys(
+        describe(r["environment"]) for r in runs if r["dataset"] == dataset and r.get("environment")
+    )
+    if ran_on:  # two machines can disagree on the same seed: say which ones these were
+        lines += ["", "Ran on:", "", *(f"- {e}" for e in ran_on)]
     return "\n".join(lines) + "\n"
 
 

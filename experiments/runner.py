@@ -20,6 +20,7 @@ import torch
 
 from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.types import Sample
+from mnerqg_graph.environment import describe, environment
 from mnerqg_graph.errors import ConfigError, DataError
 from mnerqg_graph.io import replace_dir
 
@@ -201,6 +202,9 @@ def run_experiment(
         tcfg = TrainConfig(seed=seed, **optim)
         device = resolve_device(tcfg.device)
         pad_id = tokenizer.pad_token_id or 0
+        info["environment"] = environment(device)  # what differs when two machines disagree
+        if dist_env.is_main:
+            print(f"environment: {describe(info['environment'])}")
 
         def evaluate(m: Any) -> dict[str, float]:
             preds = predict(

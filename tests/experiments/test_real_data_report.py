@@ -122,3 +122,25 @@ def test_a_changed_named_schedule_is_not_taken_for_done(
     assert trained == [7]
     rows = [r for r in markdown("twitter2017", load_runs(path)).splitlines() if "`default" in r]
     assert [r.split("|")[1].strip() for r in rows] == ["`default (5 ep)`", "`default (7 ep)`"]
+
+
+def test_the_report_says_which_machines_and_libraries_the_runs_used() -> None:
+    """Records carry their environment; the report lists each distinct one once."""
+    env_a = {"python": "3.11.7", "torch": "2.14.1", "transformers": "5.24.0", "numpy": "2.4.6"}
+    env_a |= {"cpu": "AMD EPYC", "cpu_capability": "AVX512", "cpu_count": 2, "torch_threads": 2}
+    env_b = env_a | {"torch": "2.13.0", "cpu_capability": "AVX2"}
+    runs = [
+        _run("default", 1, 0.80) | {"environment": env_a},
+        _run("default", 2, 0.81) | {"environment": env_a},
+        _run("default", 3, 0.82) | {"environment": env_b},
+        _run("default", 4, 0.83),  # an old record without one: nothing invented for it
+    ]
+    table = markdown("twitter2017", runs)
+    ran_on = table.split("Ran on:", 1)[1].strip().splitlines()
+    assert ran_on == [
+        "- python 3.11.7, torch 2.14.1 (AVX512, 2 threads), transformers 5.24.0, numpy 2.4.6; "
+        "AMD EPYC x2",
+        "- python 3.11.7, torch 2.13.0 (AVX2, 2 threads), transformers 5.24.0, numpy 2.4.6; "
+        "AMD EPYC x2",
+    ]
+    assert "Ran on:" not in markdown("twitter2017", [_run("default", 1, 0.8)])

@@ -54,6 +54,9 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["model"]["fusion"] == "hetero_gat" and cfg["seed"] == 3
     history = run.info["history"]  # type: ignore[attr-defined]
+    env = run.info["environment"]  # type: ignore[attr-defined]
+    assert env["torch"] and env["torch_threads"] >= 1
+    assert env["device"].split(":")[0] in ("cpu", "cuda", "mps")
     assert len(history) == cfg["optim"]["epochs"] and all("valid/f1" in h for h in history)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"train/loss_total", "train/loss_grounding", "valid/f1", "valid/grounding_acc"} <= set(
