@@ -57,6 +57,7 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
     env = run.info["environment"]  # type: ignore[attr-defined]
     assert env["torch"] and env["torch_threads"] >= 1
     assert env["device"].split(":")[0] in ("cpu", "cuda", "mps")
+    assert json.loads((run_dir / "info.json").read_text())["environment"] == env  # observed too
     assert len(history) == cfg["optim"]["epochs"] and all("valid/f1" in h for h in history)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"train/loss_total", "train/loss_grounding", "valid/f1", "valid/grounding_acc"} <= set(
