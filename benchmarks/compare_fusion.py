@@ -54,6 +54,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks.runlog import ran_on  # noqa: E402
+from mnerqg_graph.environment import environment  # noqa: E402
+
 ABLATIONS = [
     "no_grounding_loss",
     "no_existence_loss",
@@ -367,6 +370,7 @@ def markdown(
         "",
         f"Total wall time of the runs: {settings['wall_seconds']:.0f} s "
         f"({', '.join(map(str, settings['threads']))} torch thread(s) per process).",
+        *ran_on([r for r in rows if "error" not in r]),
         "",
     ]
     return "\n".join(lines)
@@ -433,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
                         )
                     row["run_seconds"] = time.perf_counter() - t_run
                     row["threads"] = torch.get_num_threads()
+                    row["environment"] = environment()
                     row["date"] = time.strftime("%Y-%m-%d")
                     row["settings"] = wanted
                     if "error" in row:

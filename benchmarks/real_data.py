@@ -37,8 +37,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.compare_fusion import merge, parse_update  # noqa: E402
-from benchmarks.runlog import append_run, load_runs  # noqa: E402
-from mnerqg_graph.environment import describe  # noqa: E402
+from benchmarks.runlog import append_run, load_runs, ran_on  # noqa: E402
 
 __all__ = ["load_runs", "main", "markdown", "row_label", "run_one", "variant_updates"]
 
@@ -222,11 +221,7 @@ def markdown(dataset: str, runs: list[dict[str, Any]]) -> str:
     ]
     if curves:
         lines += ["", "Validation F1 by epoch (default decoding thresholds):", "", *curves]
-    ran_on = dict.fromkeys(
-        describe(r["environment"]) for r in runs if r["dataset"] == dataset and r.get("environment")
-    )
-    if ran_on:  # two machines can disagree on the same seed: say which ones these were
-        lines += ["", "Ran on:", "", *(f"- {e}" for e in ran_on)]
+    lines += ran_on([r for r in runs if r["dataset"] == dataset])
     return "\n".join(lines) + "\n"
 
 

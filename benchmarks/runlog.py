@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mnerqg_graph.environment import describe
+
 
 def load_runs(path: Path) -> list[dict[str, Any]]:
     """The finished runs recorded in ``path`` (none when it does not exist).
@@ -38,3 +40,13 @@ def append_run(path: Path, row: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(row, sort_keys=True) + "\n")
+
+
+def ran_on(rows: list[dict[str, Any]]) -> list[str]:
+    """The report lines naming each distinct environment the rows recorded (none: nothing to say).
+
+    Two machines can disagree on the same seed; a table built from records of several says which.
+    Rows from before records carried an ``environment`` add nothing.
+    """
+    envs = dict.fromkeys(describe(r["environment"]) for r in rows if r.get("environment"))
+    return ["", "Ran on:", "", *(f"- {e}" for e in envs)] if envs else []

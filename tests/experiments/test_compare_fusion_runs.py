@@ -15,6 +15,7 @@ import pytest
 
 import benchmarks.compare_fusion as cf
 from benchmarks.runlog import load_runs
+from mnerqg_graph.environment import describe, environment
 
 
 def _stub(calls: list[tuple[str, int]], fail: set[tuple[str, int]]) -> Any:
@@ -54,6 +55,8 @@ def test_runs_are_logged_skipped_and_failures_retried(
     table = out.read_text(encoding="utf-8")
     row = next(line for line in table.splitlines() if line.startswith("| `hgt`"))
     assert "| 0, 1 |" in row and "55.00 ± 7.07" in row  # mean ± sample std of 50 and 60
+    assert all(r["environment"]["torch"] for r in load_runs(runs))  # each record says its setup
+    assert table.split("Ran on:", 1)[1].strip().splitlines() == [f"- {describe(environment())}"]
 
     calls.clear()  # other settings share nothing with the logged runs
     assert cf.main([*base[:-4], "--train", "20", "--runs", str(runs), "--seeds", "0"]) == 0
