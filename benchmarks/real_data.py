@@ -4,7 +4,7 @@ Usage::
 
     python -m benchmarks.real_data --dataset twitter2017 [--seeds 1 2 3]
         [--variants default casing_dim=0 fusion=none ...] [--set KEY=VALUE ...]
-        [--data-root DIR] [--runs FILE.jsonl] [--out FILE.md] [--report-only]
+        [--data-root DIR] [--runs FILE.jsonl] [--checkpoints DIR] [--out FILE.md] [--report-only]
 
 Every run is the Sacred experiment itself (``experiments.train.ex.run`` with the ``twitter2015`` or
 ``twitter2017`` named config: MiniLM encoder, images absent, model chosen on the validation split,
@@ -20,12 +20,17 @@ The table (``--out``, also printed) is built from that file: per variant, ``--se
 epochs (each a row of its own), test micro P/R/F1 and F1 per type
 (conlleval counting), validation F1 of the chosen epoch, mean ± sample std over seeds, the
 training time per run, and the published text-only BERT-base CRF for reference.
+
+``--checkpoints DIR`` keeps each run's chosen model (safetensors + JSON, with the decoding
+thresholds chosen on validation) under ``DIR/DATASET/VARIANT-seedN/checkpoint`` and names it in
+the run's record, for ``mnerqg evaluate`` / ``predict`` or decoding studies without retraining.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import re
 import statistics
 import sys
 import time
@@ -70,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="JSON lines of finished runs (default: runs/real_data_DATASET.jsonl)",
     )
+    p.add_argument(
+        "--checkpoints",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep each run's chosen model (and its working files) under "
+        "DIR/DATASET/VARIANT-seedN/ (default: none kept)",
+    )
     p.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
     p.add_argument("--report-only", action="store_true", help="only build the table from --runs")
     return p.parse_args(argv)
@@ -111,7 +124,20 @@ def _run_updates(
         updates = merge(updates, {"data": {"root": str(args.data_root)}})
     for text in args.updates:
         updates = merge(updates, parse_update(text))
+    if args.checkpoints is not None:
+        updates = merge(updates, {"output_dir": str(run_dir(args, variant, seed))})
     return [args.dataset, *configs], updates
+
+
+def run_dir(args: argparse.Namespace, variant: str, seed: int) -> Path:
+    """Where ``--checkpoints DIR`` keeps a run: ``DIR/DATASET/VARIANT[+SET...]-seedN``.
+
+    The folder name is the variant and the ``--set`` updates with every character outside
+    ``[A-Za-z0-9._=+-]`` replaced by ``_``, so each (variant, updates, seed) gets its own folder.
+    """
+    name = "+".join([variant, *args.updates])
+    safe = re.sub(r"[^A-Za-z0-9._=+-]", "_", name)
+    return Path(args.checkpoints) / args.dataset / f"{safe}-seed{seed}"
 
 
 def planned_epochs(args: argparse.Namespace, variant: str) -> int:
@@ -135,7 +161,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
     t0 = time.perf_counter()
     run = ex.run(named_configs=named, config_updates=updates)
     history = run.info.get("history", [])
-    return {
+    record = {
         "dataset": args.dataset,
         "variant": variant,
         "seed": seed,
@@ -148,6 +174,9 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
         "wall_seconds": time.perf_counter() - t0,
         "date": time.strftime("%Y-%m-%d"),
     }
+    if args.checkpoints is not None:  # the chosen model, loadable by evaluate / predict
+        record["checkpoint"] = str(run_dir(args, variant, seed) / "checkpoint")
+    return record
 
 
 def run_epochs(run: dict[str, Any]) -> int | None:

@@ -144,3 +144,24 @@ def test_the_report_says_which_machines_and_libraries_the_runs_used() -> None:
         "AMD EPYC x2",
     ]
     assert "Ran on:" not in markdown("twitter2017", [_run("default", 1, 0.8)])
+
+
+def test_checkpoints_option_gives_each_run_its_own_output_dir(tmp_path: Path) -> None:
+    """``--checkpoints DIR``: the Sacred run gets ``output_dir``, one folder per run."""
+    base = ["--dataset", "twitter2017", "--checkpoints", str(tmp_path)]
+    args = real_data.parse_args([*base, "--set", "optim.epochs=5"])
+    named, updates = real_data._run_updates(args, "casing_dim=0+no_existence_loss", 2)
+    assert named == ["twitter2017", "no_existence_loss"]
+    out = Path(updates["output_dir"])
+    assert out == tmp_path / "twitter2017" / "casing_dim=0+no_existence_loss+optim.epochs=5-seed2"
+    others = {
+        real_data.run_dir(args, "casing_dim=0+no_existence_loss", 3),
+        real_data.run_dir(args, "default", 2),
+        real_data.run_dir(real_data.parse_args(base), "casing_dim=0+no_existence_loss", 2),
+    }
+    assert out not in others and len(others) == 3
+    # a variant with characters a folder name should not carry stays one folder below DIR
+    odd = real_data.run_dir(args, "fusion_kwargs.heads=2+data.queries=/x y", 1)
+    assert odd.parent == tmp_path / "twitter2017" and " " not in odd.name and "/" not in odd.name
+    plain = real_data.parse_args(["--dataset", "twitter2017"])
+    assert "output_dir" not in real_data._run_updates(plain, "default", 1)[1]
