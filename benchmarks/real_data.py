@@ -23,7 +23,7 @@ training time per run, and the published text-only BERT-base CRF for reference.
 
 ``--checkpoints DIR`` keeps each run's chosen model (safetensors + JSON, with the decoding
 thresholds chosen on validation) under ``DIR/DATASET/VARIANT-seedN/checkpoint`` and names it in
-the run's record, for ``mnerqg evaluate`` / ``predict`` or decoding studies without retraining.
+the run's record, for ``mnerqg predict`` (then ``evaluate``) or decoding studies without retraining.
 """
 
 from __future__ import annotations
