@@ -174,7 +174,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
         "wall_seconds": time.perf_counter() - t0,
         "date": time.strftime("%Y-%m-%d"),
     }
-    if args.checkpoints is not None:  # the chosen model, loadable by evaluate / predict
+    if args.checkpoints is not None:  # the chosen model, for `mnerqg predict`
         record["checkpoint"] = str(run_dir(args, variant, seed) / "checkpoint")
     return record
 

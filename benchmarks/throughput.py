@@ -42,7 +42,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -377,6 +376,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     from mnerqg_graph.data.queries import load_queries
+    from mnerqg_graph.environment import environment
     from mnerqg_graph.training.loop import resolve_device
 
     hf_logging.set_verbosity_error()
@@ -482,8 +482,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train_stage_shares": train_shares,
         "source": source,
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
+        # library versions, CPU model and kernels, threads: what two machines' figures differ by
+        "environment": environment(device),
         "load_avg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "seconds": time.perf_counter() - started,
     }

@@ -22,6 +22,7 @@ def test_json_has_the_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                 "graph_build_share"):
         assert isinstance(r[key], float) and r[key] > 0, key
     assert r["encoder"] == "tiny" and r["images"] is False and r["device"] == "cpu"
+    assert r["environment"]["device"] == "cpu" and r["environment"]["torch_threads"] >= 1
     assert r["tweets"] == 5 and r["types_per_tweet"] == 4
     assert r["train_examples_per_s"] == pytest.approx(4 * r["train_tweets_per_s"])
     lo, hi = r["inference_tweets_per_s_range"]
