@@ -22,8 +22,10 @@ epochs (each a row of its own), test micro P/R/F1 and F1 per type
 training time per run, and the published text-only BERT-base CRF for reference.
 
 ``--checkpoints DIR`` keeps each run's chosen model (safetensors + JSON, with the decoding
-thresholds chosen on validation) under ``DIR/DATASET/VARIANT-seedN/checkpoint`` and names it in
-the run's record, for ``mnerqg predict`` (then ``evaluate``) or decoding studies without retraining.
+thresholds chosen on validation) under ``DIR/DATASET/VARIANT-seedN/checkpoint`` and its test
+predictions under ``.../predictions``, and names them in the run's record, for ``mnerqg predict``
+(then ``evaluate``) or decoding studies without retraining. The resume state (optimizer, last
+model) is removed once the run has finished.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shutil
 import statistics
 import sys
 import time
@@ -44,7 +47,15 @@ if str(REPO) not in sys.path:
 from benchmarks.compare_fusion import merge, parse_update  # noqa: E402
 from benchmarks.runlog import append_run, load_runs, ran_on  # noqa: E402
 
-__all__ = ["load_runs", "main", "markdown", "row_label", "run_one", "variant_updates"]
+__all__ = [
+    "load_runs",
+    "main",
+    "markdown",
+    "prune_run_dir",
+    "row_label",
+    "run_one",
+    "variant_updates",
+]
 
 #: Published test micro F1 of the text-only BERT-base CRF (``../shared/data/README.md``).
 PUBLISHED_BERT_CRF = {"twitter2015": 71.81, "twitter2017": 83.44}
@@ -175,8 +186,43 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.checkpoints is not None:  # the chosen model, for `mnerqg predict`
-        record["checkpoint"] = str(run_dir(args, variant, seed) / "checkpoint")
+        kept = prune_run_dir(run_dir(args, variant, seed))
+        record["checkpoint"] = str(kept["checkpoint"])
+        if "predictions" in kept:
+            record["predictions"] = str(kept["predictions"])
     return record
+
+
+def prune_run_dir(out: Path) -> dict[str, Path]:
+    """Keep what a finished ``--checkpoints`` run is for; drop its resume state.
+
+    The experiment's ``OUTPUT_DIR/work`` holds the optimizer state, the last and the best model
+    (for ``resume``), about four times the size of the chosen model (650 MB against 150 MB on
+    Twitter-2017). Once the run has finished, ``OUTPUT_DIR/checkpoint`` (the chosen model) is what
+    is kept; the test predictions move to ``OUTPUT_DIR/predictions`` and the rest of ``work`` goes.
+
+    Args:
+        out: the run's ``output_dir``.
+
+    Returns:
+        ``{"checkpoint": path}`` plus ``"predictions"`` when the run wrote them.
+
+    Raises:
+        FileNotFoundError: the run left no ``checkpoint`` (nothing is removed then).
+    """
+    checkpoint = out / "checkpoint"
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}: the run left no checkpoint; {out / 'work'} is kept")
+    kept = {"checkpoint": checkpoint}
+    work = out / "work"
+    preds = work / "predictions"
+    if preds.is_dir():
+        target = out / "predictions"
+        shutil.rmtree(target, ignore_errors=True)
+        preds.rename(target)
+        kept["predictions"] = target
+    shutil.rmtree(work, ignore_errors=True)
+    return kept
 
 
 def run_epochs(run: dict[str, Any]) -> int | None:

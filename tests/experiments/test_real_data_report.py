@@ -9,9 +9,13 @@ import pytest
 
 import benchmarks.real_data as real_data
 from benchmarks.real_data import load_runs, main, markdown, variant_updates
+from experiments.train import EPOCHS
+
+#: The ``twitter2017`` named config's schedule, as the runs below resolve it.
+T17_EPOCHS = EPOCHS["twitter2017"]
 
 
-def _run(variant: str, seed: int, f1: float, epochs: int = 7) -> dict[str, object]:
+def _run(variant: str, seed: int, f1: float, epochs: int = T17_EPOCHS) -> dict[str, object]:
     result = {f"test/{k}": f1 for k in ("precision", "recall", "f1")}
     result.update({f"test/f1_{t}": f1 for t in ("PER", "LOC", "ORG", "OTHER")})
     result.update({"valid/f1": f1 + 0.01, "train_seconds": 600.0})
@@ -42,7 +46,11 @@ def test_variants_are_model_updates_or_named_configs() -> None:
 
 
 def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
-    runs = [_run("default", 1, 0.82), _run("default", 2, 0.84), _run("casing_dim=0", 1, 0.80)]
+    runs = [
+        _run("default", 1, 0.82, 7),
+        _run("default", 2, 0.84, 7),
+        _run("casing_dim=0", 1, 0.8, 7),
+    ]
     table = markdown("twitter2017", runs)
     row = next(line for line in table.splitlines() if line.startswith("| `default (7 ep)`"))
     assert "| 1, 2 |" in row and "83.00 ± 1.41" in row and "84.00 ± 1.41" in row
@@ -78,7 +86,7 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
 def test_runs_with_other_set_updates_are_other_rows_and_not_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``--set optim.epochs=5`` next to runs of the named config (7 epochs): new runs, own row."""
+    """``--set optim.epochs=5`` next to runs of the named config (its epochs): new runs, own row."""
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps(_run("default", 1, 0.80)) + "\n", encoding="utf-8")
     trained: list[tuple[str, int, list[str]]] = []
@@ -99,7 +107,9 @@ def test_runs_with_other_set_updates_are_other_rows_and_not_skipped(
     table = markdown("twitter2017", load_runs(path))
     rows = [line for line in table.splitlines() if line.startswith("| `default")]
     assert len(rows) == 2
-    assert rows[0].startswith("| `default (7 ep)` | 1, 2 |") and "85.00 ± 7.07" in rows[0]
+    assert (
+        rows[0].startswith(f"| `default ({T17_EPOCHS} ep)` | 1, 2 |") and "85.00 ± 7.07" in rows[0]
+    )
     assert rows[1].startswith("| `default [optim.epochs=5] (5 ep)` | 1, 2 |")
     assert "90.00 ± 0.00" in rows[1]  # two seeds of equal score: a spread of 0, shown
 
@@ -107,7 +117,7 @@ def test_runs_with_other_set_updates_are_other_rows_and_not_skipped(
 def test_a_changed_named_schedule_is_not_taken_for_done(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A 5-epoch ``default`` record is not a run of today's 7-epoch default; rows stay apart."""
+    """A 5-epoch ``default`` record is not a run of today's longer default; rows stay apart."""
     path = tmp_path / "runs.jsonl"
     path.write_text(json.dumps(_run("default", 1, 0.80, epochs=5)) + "\n", encoding="utf-8")
     trained: list[int] = []
@@ -119,9 +129,12 @@ def test_a_changed_named_schedule_is_not_taken_for_done(
 
     monkeypatch.setattr(real_data, "run_one", fake_run)
     assert main(["--dataset", "twitter2017", "--seeds", "1", "--runs", str(path)]) == 0
-    assert trained == [7]
+    assert trained == [T17_EPOCHS] and T17_EPOCHS != 5
     rows = [r for r in markdown("twitter2017", load_runs(path)).splitlines() if "`default" in r]
-    assert [r.split("|")[1].strip() for r in rows] == ["`default (5 ep)`", "`default (7 ep)`"]
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "`default (5 ep)`",
+        f"`default ({T17_EPOCHS} ep)`",
+    ]
 
 
 def test_the_report_says_which_machines_and_libraries_the_runs_used() -> None:
@@ -165,3 +178,35 @@ def test_checkpoints_option_gives_each_run_its_own_output_dir(tmp_path: Path) ->
     assert odd.parent == tmp_path / "twitter2017" and " " not in odd.name and "/" not in odd.name
     plain = real_data.parse_args(["--dataset", "twitter2017"])
     assert "output_dir" not in real_data._run_updates(plain, "default", 1)[1]
+
+
+def test_prune_run_dir_keeps_the_chosen_model_and_predictions_only(tmp_path: Path) -> None:
+    """A finished ``--checkpoints`` run keeps ``checkpoint/`` and the predictions, not ``work/``."""
+    out = tmp_path / "default-seed1"
+    for rel in (
+        "checkpoint/config.json",
+        "checkpoint/model.safetensors",
+        "work/state/optimizer.safetensors",
+        "work/last/model.safetensors",
+        "work/best/model.safetensors",
+        "work/predictions/predictions.conll",
+    ):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(rel)
+    kept = real_data.prune_run_dir(out)
+    assert kept == {"checkpoint": out / "checkpoint", "predictions": out / "predictions"}
+    assert not (out / "work").exists()
+    assert (out / "checkpoint" / "model.safetensors").read_text() == "checkpoint/model.safetensors"
+    assert (out / "predictions" / "predictions.conll").read_text() == (
+        "work/predictions/predictions.conll"
+    )
+
+
+def test_prune_run_dir_removes_nothing_without_a_checkpoint(tmp_path: Path) -> None:
+    """No chosen model: the resume state is what is left, so it stays, and the error names it."""
+    state = tmp_path / "run" / "work" / "state" / "trainer.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{}")
+    with pytest.raises(FileNotFoundError, match="left no checkpoint"):
+        real_data.prune_run_dir(tmp_path / "run")
+    assert state.read_text() == "{}"
