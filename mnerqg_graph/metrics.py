@@ -145,6 +145,84 @@ def entity_prf(gold: list[list[str]], pred: list[list[str]]) -> EntityScores:
     return EntityScores.from_counts(correct, n_pred, n_gold)
 
 
+@dataclass
+class ErrorBreakdown:
+    """Where entity errors come from, counted like :func:`entity_prf` (exact span and type).
+
+    Every gold entity is exactly one of: correct, ``wrong_type`` (the same span was predicted
+    with another type), ``boundary`` (a predicted entity overlaps it, none with its span),
+    ``unseen`` (no predicted entity overlaps it). Every predicted entity that is not correct is
+    ``overlapping`` (it overlaps a gold entity) or ``spurious``.
+
+    Attributes:
+        correct: gold entities predicted with their span and type.
+        wrong_type: gold entities whose exact span was predicted with another type.
+        boundary: gold entities overlapped only by predictions of another span.
+        unseen: gold entities with no overlapping prediction.
+        overlapping: wrong predictions that overlap a gold entity.
+        spurious: wrong predictions that overlap none.
+        confusions: ``(gold type, predicted type)`` -> count, for ``wrong_type``.
+        unseen_by_type: gold type -> count, for ``unseen``.
+    """
+
+    correct: int = 0
+    wrong_type: int = 0
+    boundary: int = 0
+    unseen: int = 0
+    overlapping: int = 0
+    spurious: int = 0
+    confusions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    unseen_by_type: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def gold(self) -> int:
+        """All gold entities (each counted once above)."""
+        return self.correct + self.wrong_type + self.boundary + self.unseen
+
+    @property
+    def predicted(self) -> int:
+        """All predicted entities."""
+        return self.correct + self.overlapping + self.spurious
+
+
+def error_breakdown(gold: list[list[str]], pred: list[list[str]]) -> ErrorBreakdown:
+    """Classify every gold and predicted entity (see :class:`ErrorBreakdown`).
+
+    Args:
+        gold: one gold BIO sequence per tweet.
+        pred: one predicted BIO sequence per tweet, each as long as its gold sequence.
+
+    Raises:
+        ValueError: as :func:`entity_prf`.
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sequences but {len(pred)} predicted")
+    out = ErrorBreakdown()
+    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
+        if len(g) != len(p):
+            raise ValueError(f"sequence {i}: {len(g)} gold tags but {len(p)} predicted")
+        gs, ps = set(spans_from_tags(g)), set(spans_from_tags(p))
+        for e in gs:
+            over = [q for q in ps if q.start < e.end and e.start < q.end]
+            same = [q for q in over if (q.start, q.end) == (e.start, e.end)]
+            if e in ps:
+                out.correct += 1
+            elif same:
+                out.wrong_type += 1
+                out.confusions[(e.type, same[0].type)] += 1
+            elif over:
+                out.boundary += 1
+            else:
+                out.unseen += 1
+                out.unseen_by_type[e.type] += 1
+        for q in ps - gs:
+            if any(q.start < e.end and e.start < q.end for e in gs):
+                out.overlapping += 1
+            else:
+                out.spurious += 1
+    return out
+
+
 def evaluate_files(gold_path: str | Path, pred_path: str | Path) -> EntityScores:
     """Entity scores of a predicted CoNLL file against a gold one.
 

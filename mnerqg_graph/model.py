@@ -43,7 +43,6 @@ from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
 from mnerqg_graph.graph.builder import GraphSpec, build_graph
 from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types, region_types
 from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead
-from mnerqg_graph.heads.span import span_scores
 
 #: Size of the entity-type embedding appended to every token node (the query's type).
 TYPE_DIM = 16
@@ -273,6 +272,26 @@ class MnerqgModel(nn.Module):
         return weighted
 
     @torch.no_grad()
+    def span_probabilities(self, out: ModelOutput) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Start, end and match probabilities of every bounded span (span ``i .. i + k``).
+
+        Args:
+            out: the forward pass's output.
+
+        Returns:
+            ``(p_start, p_end, p_match, is_span)``; ``is_span`` says both ends are real tokens.
+
+        Shapes:
+            -> ``[N, W, 1]``, ``[N, W, S]``, ``[N, W, S]``, ``[N, W, S]`` bool
+            (``S = max_span_len``; ``p_end[n, i, k]`` is the end probability of token ``i + k``).
+        """
+        start_l, end_l, match_l = out.span_logits
+        s = self.config.max_span_len
+        pe = torch.nn.functional.pad(torch.sigmoid(end_l), (0, s - 1)).unfold(1, s, 1)
+        cand = self.span_head.candidate_mask(out.token_mask)
+        return torch.sigmoid(start_l).unsqueeze(-1), pe, torch.sigmoid(match_l), cand
+
+    @torch.no_grad()
     def decode(
         self,
         out: ModelOutput,
@@ -293,19 +312,15 @@ class MnerqgModel(nn.Module):
             per example: ``(box xyxy normalised, confidence)``, or None without an image.
         """
         t = self.config.span_threshold if span_threshold is None else span_threshold
-        start_l, end_l, match_l = out.span_logits
-        s = self.config.max_span_len
-        ps, pe_raw, pm = torch.sigmoid(start_l), torch.sigmoid(end_l), torch.sigmoid(match_l)
-        pe = torch.nn.functional.pad(pe_raw, (0, s - 1)).unfold(1, s, 1)
-        ok = (ps.unsqueeze(-1) > t) & (pe > t) & (pm > t)
-        ok &= self.span_head.candidate_mask(out.token_mask)  # both ends are real tokens
+        ps, pe, pm, cand = self.span_probabilities(out)
+        ok = (ps > t) & (pe > t) & (pm > t) & cand
         et = self.config.existence_threshold if existence_threshold is None else existence_threshold
         if et > 0:  # the existence head says the type is not in the tweet: no spans
             ok &= (torch.sigmoid(out.existence_logits) >= et)[:, None, None]
-        score = span_scores(out.span_logits, out.token_mask, s).clamp(min=1e-12) ** (1 / 3)
+        score = (ps * pe * pm * cand).clamp(min=1e-12) ** (1 / 3)  # geometric mean
         ex, i, k = ok.nonzero(as_tuple=True)
         sc = score[ex, i, k]
-        n = start_l.size(0)
+        n = ps.size(0)
         spans: list[list[tuple[int, int, float]]] = [[] for _ in range(n)]
         for e, a, b, v in zip(ex.tolist(), i.tolist(), k.tolist(), sc.tolist(), strict=True):
             spans[e].append((a, a + b + 1, v))

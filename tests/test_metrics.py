@@ -270,3 +270,26 @@ def test_grounded_f1() -> None:
     assert math.isclose(scores.micro.f1, 2 * (2 / 4) * (2 / 3) / (2 / 4 + 2 / 3))
     with pytest.raises(ValueError):
         grounded_f1(gold, pred_spans, pred_boxes[:1])
+
+
+def test_error_breakdown_puts_every_entity_in_one_class() -> None:
+    """Every entity lands in exactly one error class; totals agree with entity_prf's counts."""
+    from mnerqg_graph.metrics import error_breakdown
+
+    gold = [
+        ["B-PER", "I-PER", "O", "B-LOC", "O", "B-ORG", "O", "O"],
+        ["B-MISC", "O", "O"],
+    ]
+    pred = [
+        # PER right; LOC as ORG (same span); ORG cut at another boundary; spurious at 7
+        ["B-PER", "I-PER", "O", "B-ORG", "O", "B-ORG", "I-ORG", "B-LOC"],
+        ["O", "O", "O"],  # the MISC (OTHER) entity unseen
+    ]
+    e = error_breakdown(gold, pred)
+    assert (e.correct, e.wrong_type, e.boundary, e.unseen) == (1, 1, 1, 1)
+    assert (e.overlapping, e.spurious) == (2, 1)
+    assert e.confusions == {("LOC", "ORG"): 1} and e.unseen_by_type == {"OTHER": 1}
+    scores = entity_prf(gold, pred).micro
+    assert (e.gold, e.predicted, e.correct) == (scores.gold, scores.predicted, scores.correct)
+    with pytest.raises(ValueError, match="sequence 1"):
+        error_breakdown(gold, [pred[0], ["O"]])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -90,17 +89,3 @@ class SpanHead(nn.Module):
             "end": loss_end / denom,
             "match": loss_match / f.sum().clamp(min=1.0),
         }
-
-
-def span_scores(logits: tuple[Tensor, Tensor, Tensor], mask: Tensor, max_span_len: int) -> Tensor:
-    """Probability that each bounded span is an entity: start * end * match, 0 for non-spans.
-
-    Shapes:
-        mask: ``[N, W]`` -> ``[N, W, S]``.
-    """
-    start_l, end_l, match_l = logits
-    s = max_span_len
-    p_end = F.pad(torch.sigmoid(end_l), (0, s - 1)).unfold(1, s, 1)
-    p = torch.sigmoid(start_l).unsqueeze(-1) * p_end * torch.sigmoid(match_l)
-    cand = mask.unsqueeze(-1) & F.pad(mask, (0, s - 1), value=False).unfold(1, s, 1)
-    return p * cand
