@@ -72,6 +72,8 @@ def collect(
 
     cfg = model.config
     out: dict[int, list[SpanProbs]] = {}
+    # similar lengths together, as the pipeline batches them: less padding
+    items = sorted(items, key=lambda it: max(len(ex.input_ids) for ex in it.examples))
     with torch.no_grad():
         for k in range(0, len(items), batch_size):
             chunk = items[k : k + batch_size]
@@ -129,7 +131,6 @@ def decode_rule(
         for i, k in (total > pool_threshold).nonzero().tolist():
             if (i, i + k + 1) not in have:  # ranked under every passing candidate
                 cands.append((i, i + k + 1, types[int(best[i, k])], float(stacked[:, i, k].max())))
-    cands = [c for c in cands if c[1] <= n_tokens]
     return spans_to_bio(n_tokens, decode_spans(n_tokens, cands))
 
 

@@ -186,10 +186,12 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
         "date": time.strftime("%Y-%m-%d"),
     }
     if args.checkpoints is not None:  # the chosen model, for `mnerqg predict`
-        kept = prune_run_dir(run_dir(args, variant, seed))
-        record["checkpoint"] = str(kept["checkpoint"])
-        if "predictions" in kept:
-            record["predictions"] = str(kept["predictions"])
+        try:
+            kept = prune_run_dir(run_dir(args, variant, seed))
+        except FileNotFoundError as err:  # the scores are still worth their record
+            print(f"warning: {err}", file=sys.stderr)
+        else:
+            record.update({k: str(v) for k, v in kept.items()})
     return record
 
 

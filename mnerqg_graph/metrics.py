@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,6 +115,18 @@ class EntityScores:
         return cls(micro, per_type)
 
 
+def _paired_spans(
+    gold: list[list[str]], pred: list[list[str]]
+) -> Iterator[tuple[set[Span], set[Span]]]:
+    """Gold and predicted entity spans of each tweet, after checking the sequences pair up."""
+    if len(gold) != len(pred):
+        raise ValueError(f"{len(gold)} gold sequences but {len(pred)} predicted")
+    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
+        if len(g) != len(p):
+            raise ValueError(f"sequence {i}: {len(g)} gold tags but {len(p)} predicted")
+        yield set(spans_from_tags(g)), set(spans_from_tags(p))
+
+
 def entity_prf(gold: list[list[str]], pred: list[list[str]]) -> EntityScores:
     """Entity-level precision, recall and F1 of predicted BIO sequences, the conlleval way.
 
@@ -129,16 +141,10 @@ def entity_prf(gold: list[list[str]], pred: list[list[str]]) -> EntityScores:
         ValueError: the numbers of sequences or the lengths of two paired sequences differ, or a
             tag is not ``O``, ``B-X`` or ``I-X``.
     """
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold sequences but {len(pred)} predicted")
     correct: Counter[str] = Counter()
     n_pred: Counter[str] = Counter()
     n_gold: Counter[str] = Counter()
-    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
-        if len(g) != len(p):
-            raise ValueError(f"sequence {i}: {len(g)} gold tags but {len(p)} predicted")
-        gold_spans = set(spans_from_tags(g))
-        pred_spans = set(spans_from_tags(p))
+    for gold_spans, pred_spans in _paired_spans(gold, pred):
         n_gold.update(s.type for s in gold_spans)
         n_pred.update(s.type for s in pred_spans)
         correct.update(s.type for s in gold_spans & pred_spans)
@@ -195,13 +201,8 @@ def error_breakdown(gold: list[list[str]], pred: list[list[str]]) -> ErrorBreakd
     Raises:
         ValueError: as :func:`entity_prf`.
     """
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold sequences but {len(pred)} predicted")
     out = ErrorBreakdown()
-    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
-        if len(g) != len(p):
-            raise ValueError(f"sequence {i}: {len(g)} gold tags but {len(p)} predicted")
-        gs, ps = set(spans_from_tags(g)), set(spans_from_tags(p))
+    for gs, ps in _paired_spans(gold, pred):
         for e in gs:
             over = [q for q in ps if q.start < e.end and e.start < q.end]
             same = [q for q in over if (q.start, q.end) == (e.start, e.end)]

@@ -210,3 +210,30 @@ def test_prune_run_dir_removes_nothing_without_a_checkpoint(tmp_path: Path) -> N
     with pytest.raises(FileNotFoundError, match="left no checkpoint"):
         real_data.prune_run_dir(tmp_path / "run")
     assert state.read_text() == "{}"
+
+
+def test_run_one_keeps_its_record_whether_or_not_a_checkpoint_was_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A finished run's scores are recorded; its checkpoint is named only when it exists."""
+    from types import SimpleNamespace
+
+    from experiments.train import ex
+
+    def fake_run(named_configs: list[str], config_updates: dict[str, object]) -> object:
+        out = Path(str(config_updates["output_dir"]))
+        if config_updates["seed"] == 1:  # seed 1 writes its model, seed 2 nothing
+            for rel in ("checkpoint/config.json", "work/predictions/p.conll", "work/state/s"):
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
+                (out / rel).write_text("x")
+        return SimpleNamespace(config={"optim": {"epochs": 3}}, info={}, result={"test/f1": 0.8})
+
+    monkeypatch.setattr(ex, "run", fake_run)
+    args = real_data.parse_args(["--dataset", "twitter2017", "--checkpoints", str(tmp_path)])
+    rec = real_data.run_one(args, "default", 1)
+    out = real_data.run_dir(args, "default", 1)
+    assert rec["checkpoint"] == str(out / "checkpoint")
+    assert rec["predictions"] == str(out / "predictions") and not (out / "work").exists()
+    rec = real_data.run_one(args, "default", 2)
+    assert "checkpoint" not in rec and rec["result"] == {"test/f1": 0.8}
+    assert "left no checkpoint" in capsys.readouterr().err
