@@ -44,6 +44,7 @@ test: venv
 
 ruff: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 mypy: venv
 	$(VENV)/bin/mypy mnerqg_graph $(if $(wildcard detectors/*.py),detectors) experiments benchmarks

@@ -57,14 +57,18 @@ VARIANTS: dict[str, str] = {
 }
 
 
-def _grounding_updates(variant: str, manual_fraction: float, weak_dir: Path,
-                       weak_threshold: float) -> tuple[dict[str, Any], dict[str, Any]]:
+def _grounding_updates(
+    variant: str, manual_fraction: float, weak_dir: Path, weak_threshold: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """The ``grounding`` and ``model`` config updates of one variant."""
     if variant == "oracle":
         return {"manual_fraction": 1.0, "weak_dir": None}, {}
     if variant == "weak":
-        return {"manual_fraction": manual_fraction, "weak_dir": str(weak_dir),
-                "weak_threshold": weak_threshold}, {}
+        return {
+            "manual_fraction": manual_fraction,
+            "weak_dir": str(weak_dir),
+            "weak_threshold": weak_threshold,
+        }, {}
     if variant == "manual":
         return {"manual_fraction": manual_fraction, "weak_dir": None}, {}
     if variant == "none":
@@ -72,8 +76,9 @@ def _grounding_updates(variant: str, manual_fraction: float, weak_dir: Path,
     raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
 
 
-def run_variant(variant: str, args: argparse.Namespace, target: Path, weak_dir: Path
-                ) -> dict[str, Any]:
+def run_variant(
+    variant: str, args: argparse.Namespace, target: Path, weak_dir: Path
+) -> dict[str, Any]:
     """Train and test the main model with one grounding supervision through the Sacred experiment.
 
     Returns:
@@ -85,8 +90,9 @@ def run_variant(variant: str, args: argparse.Namespace, target: Path, weak_dir: 
     from experiments.train import ex
 
     SETTINGS.CAPTURE_MODE = "sys"
-    grounding, model = _grounding_updates(variant, args.manual_fraction, weak_dir,
-                                          args.weak_threshold)
+    grounding, model = _grounding_updates(
+        variant, args.manual_fraction, weak_dir, args.weak_threshold
+    )
     updates: dict[str, Any] = {
         "seed": args.seed,
         "save_artifacts": False,
@@ -111,8 +117,9 @@ def _fmt(value: Any) -> str:
     return f"{100 * value:.2f}" if isinstance(value, float) else "n/a"
 
 
-def markdown(results: dict[str, dict[str, Any]], grounder: dict[str, Any],
-             meta: dict[str, Any]) -> str:
+def markdown(
+    results: dict[str, dict[str, Any]], grounder: dict[str, Any], meta: dict[str, Any]
+) -> str:
     """The report: one row per variant, the weak/oracle ratio and the grounder's own scores."""
     pct = f"{meta['manual_fraction']:.0%}"
     lines = [
@@ -155,12 +162,16 @@ def markdown(results: dict[str, dict[str, Any]], grounder: dict[str, Any],
 def stage_settings(args: argparse.Namespace) -> dict[str, Any]:
     """What shapes the grounder and every variant: a logged stage is reused only if equal."""
     skip = {"out", "variants", "fresh"}
-    return {k: (str(v) if isinstance(v, Path) else v)
-            for k, v in sorted(vars(args).items()) if k not in skip}
+    return {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in sorted(vars(args).items())
+        if k not in skip
+    }
 
 
-def _grounder_stage(args: argparse.Namespace, target: Path, source: Path, weak_dir: Path,
-                    timings: dict[str, float]) -> tuple[dict[str, Any], str]:
+def _grounder_stage(
+    args: argparse.Namespace, target: Path, source: Path, weak_dir: Path, timings: dict[str, float]
+) -> tuple[dict[str, Any], str]:
     """Write the data sets, pretrain and fine-tune the grounder, test it and pseudo-label.
 
     Returns:
@@ -174,21 +185,45 @@ def _grounder_stage(args: argparse.Namespace, target: Path, source: Path, weak_d
     out: Path = args.out
     t0 = time.perf_counter()
     if args.data is None:
-        generate(target, seed=args.seed, n_train=args.train, n_valid=args.valid,
-                 n_test=args.test, image_size=args.image_size)
+        generate(
+            target,
+            seed=args.seed,
+            n_train=args.train,
+            n_valid=args.valid,
+            n_test=args.test,
+            image_size=args.image_size,
+        )
     if args.source is None:
-        generate(source, seed=args.source_seed, n_train=args.source_train, n_valid=0,
-                 n_test=0, image_size=args.image_size)
+        generate(
+            source,
+            seed=args.source_seed,
+            n_train=args.source_train,
+            n_valid=0,
+            n_test=0,
+            image_size=args.image_size,
+        )
     timings["data"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    pretrain(source, out / "grounder" / "pretrained", epochs=args.grounder_epochs,
-             seed=args.seed, device=args.device)
+    pretrain(
+        source,
+        out / "grounder" / "pretrained",
+        epochs=args.grounder_epochs,
+        seed=args.seed,
+        device=args.device,
+    )
     timings["grounder_pretrain"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    finetune(out / "grounder" / "pretrained", target, out / "grounder" / "finetuned",
-             manual_fraction=args.manual_fraction, epochs=args.finetune_epochs,
-             limit=args.limit, seed=args.seed, device=args.device)
+    finetune(
+        out / "grounder" / "pretrained",
+        target,
+        out / "grounder" / "finetuned",
+        manual_fraction=args.manual_fraction,
+        epochs=args.finetune_epochs,
+        limit=args.limit,
+        seed=args.seed,
+        device=args.device,
+    )
     timings["grounder_finetune"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     grounder, _ = load_grounder(out / "grounder" / "finetuned", args.device)
@@ -210,12 +245,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit status (0; 2 on a user error).
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="work folder: data sets, grounder checkpoints, weak labels, report")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="existing target data set (default: generate OUT/target)")
-    parser.add_argument("--source", type=Path, default=None,
-                        help="existing source data set (default: generate OUT/source)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="work folder: data sets, grounder checkpoints, weak labels, report",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="existing target data set (default: generate OUT/target)",
+    )
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="existing source data set (default: generate OUT/source)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="target seed and experiment seed")
     parser.add_argument("--source-seed", type=int, default=100)
     parser.add_argument("--train", type=int, default=2000)
@@ -228,15 +276,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8, help="main-model epochs")
     parser.add_argument("--grounder-epochs", type=int, default=15, help="pretrain epochs")
     parser.add_argument("--finetune-epochs", type=int, default=15)
-    parser.add_argument("--limit", type=int, default=None,
-                        help="data.limit of the experiment (also used by finetune)")
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help="comma-separated subset of %(default)s")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="data.limit of the experiment (also used by finetune)",
+    )
+    parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="comma-separated subset of %(default)s"
+    )
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny end-to-end check: the experiment's 'fast' named config")
-    parser.add_argument("--fresh", action="store_true",
-                        help="ignore OUT/runs.jsonl (finished stages of an earlier run)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny end-to-end check: the experiment's 'fast' named config",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore OUT/runs.jsonl (finished stages of an earlier run)",
+    )
     args = parser.parse_args(argv)
 
     from benchmarks.runlog import append_run, load_runs
@@ -267,8 +326,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"grounder and weak labels: reused from {log}")
         else:
             g_dict, weak_summary = _grounder_stage(args, target, source, weak_dir, timings)
-            append_run(log, {"stage": "grounder", "settings": settings, "scores": g_dict,
-                             "weak_labels": weak_summary, "seconds": dict(timings)})
+            append_run(
+                log,
+                {
+                    "stage": "grounder",
+                    "settings": settings,
+                    "scores": g_dict,
+                    "weak_labels": weak_summary,
+                    "seconds": dict(timings),
+                },
+            )
 
         results: dict[str, dict[str, Any]] = {}
         for variant in variants:
@@ -278,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"reused from {log}")
             else:
                 results[variant] = run_variant(variant, args, target, weak_dir)
-                append_run(log, {"stage": variant, "settings": settings,
-                                 "result": results[variant]})
+                append_run(
+                    log, {"stage": variant, "settings": settings, "result": results[variant]}
+                )
             timings[f"train_{variant}"] = results[variant]["seconds"]
     except MnerqgError as exc:
         print(f"grounding_supervision: error: {exc}", file=sys.stderr)
@@ -296,8 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed": args.seed,
         "source_seed": args.source_seed,
         "tweets": {"train": args.train, "valid": args.valid, "test": args.test}
-        if args.data is None else {s: len(load_split(target, s).samples)
-                                   for s in ("train", "valid", "test")},
+        if args.data is None
+        else {s: len(load_split(target, s).samples) for s in ("train", "valid", "test")},
         "source_train": args.source_train,
         "manual_fraction": args.manual_fraction,
         "weak_threshold": args.weak_threshold,
@@ -308,8 +376,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "weak_labels": weak_summary,
         "weak_over_oracle_grounding_acc": ratio,
         "seconds": {k: round(v, 1) for k, v in timings.items()},
-        "command": " ".join(["python", "benchmarks/grounding_supervision.py",
-                             *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(
+            [
+                "python",
+                "benchmarks/grounding_supervision.py",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
     }
     report = markdown(results, g_dict, meta)
     (out / "grounding_supervision.md").write_text(report, encoding="utf-8")

@@ -67,21 +67,52 @@ def train_checkpoint(work: Path) -> Path:
     ckpt = out / "checkpoint"
     if not (ckpt / "model.safetensors").is_file():
         _log(f"training a checkpoint with the fast config into {out}")
-        cmd = [sys.executable, "-m", "experiments.train", "-u", "with", "fast",
-               f"output_dir={out}", f"data.root={work / 'fast_data'}", "optim.device=cpu"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "experiments.train",
+            "-u",
+            "with",
+            "fast",
+            f"output_dir={out}",
+            f"data.root={work / 'fast_data'}",
+            "optim.device=cpu",
+        ]
         subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
     return ckpt
 
 
-def run_child(ckpt: Path, inp: Path, out: Path, chunk: int, batch: int, threads: int,
-              device: str) -> dict[str, float]:
+def run_child(
+    ckpt: Path, inp: Path, out: Path, chunk: int, batch: int, threads: int, device: str
+) -> dict[str, float]:
     """Run ``mnerqg predict`` in a child process; its peak RSS (MiB) and wall time (s)."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "benchmarks.predict_memory", "--child", str(threads), "--",
-           "--checkpoint", str(ckpt), "--input", str(inp), "--output", str(out),
-           "--chunk-size", str(chunk), "--batch-size", str(batch), "--device", device,
-           "--no-progress"]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.predict_memory",
+        "--child",
+        str(threads),
+        "--",
+        "--checkpoint",
+        str(ckpt),
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--chunk-size",
+        str(chunk),
+        "--batch-size",
+        str(batch),
+        "--device",
+        device,
+        "--no-progress",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -95,8 +126,10 @@ def check_output(out: Path, ids: list[str]) -> None:
     """One record per input tweet, in input order."""
     got = [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()]
     if got != ids:
-        raise SystemExit(f"predict_memory: output order or count differs from the input "
-                         f"({len(got)} records for {len(ids)} tweets)")
+        raise SystemExit(
+            f"predict_memory: output order or count differs from the input "
+            f"({len(got)} records for {len(ids)} tweets)"
+        )
 
 
 def child(threads: int, argv: list[str]) -> int:
@@ -119,8 +152,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     big, small = work / f"in{args.tweets}.jsonl", work / f"in{SMALL}.jsonl"
     ids = make_input(big, args.tweets, work, args.images)
     small_ids = make_input(small, SMALL, work, args.images)
-    base = run_child(ckpt, small, work / "out_small.jsonl", args.chunk_size[0], args.batch_size,
-                     args.threads, args.device)
+    base = run_child(
+        ckpt,
+        small,
+        work / "out_small.jsonl",
+        args.chunk_size[0],
+        args.batch_size,
+        args.threads,
+        args.device,
+    )
     check_output(work / "out_small.jsonl", small_ids)
     runs = []
     for chunk in args.chunk_size:
@@ -128,15 +168,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out = work / f"out_{chunk}.jsonl"
         r = run_child(ckpt, big, out, chunk, args.batch_size, args.threads, args.device)
         check_output(out, ids)
-        r.update(chunk_size=chunk, tweets_per_s=args.tweets / r["seconds"],
-                 tweets_per_s_after_startup=(args.tweets - SMALL)
-                 / max(r["seconds"] - base["seconds"], 1e-9),
-                 rss_over_startup_mib=r["peak_rss_mib"] - base["peak_rss_mib"])
+        r.update(
+            chunk_size=chunk,
+            tweets_per_s=args.tweets / r["seconds"],
+            tweets_per_s_after_startup=(args.tweets - SMALL)
+            / max(r["seconds"] - base["seconds"], 1e-9),
+            rss_over_startup_mib=r["peak_rss_mib"] - base["peak_rss_mib"],
+        )
         runs.append(r)
-    return {"tweets": args.tweets, "checkpoint": str(ckpt), "batch_size": args.batch_size,
-            "threads": args.threads, "device": args.device, "images": args.images,
-            "startup": {"tweets": SMALL, **base}, "runs": runs, "order_checked": True,
-            "load_avg_1min": os.getloadavg()[0]}
+    return {
+        "tweets": args.tweets,
+        "checkpoint": str(ckpt),
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "device": args.device,
+        "images": args.images,
+        "startup": {"tweets": SMALL, **base},
+        "runs": runs,
+        "order_checked": True,
+        "load_avg_1min": os.getloadavg()[0],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,12 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["--child"]:
         return child(int(argv[1]), argv[3:])
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.predict_memory",
-                                 description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m benchmarks.predict_memory", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--checkpoint", help="checkpoint directory (default: train one, fast config)")
     ap.add_argument("--tweets", type=int, default=10_000)
-    ap.add_argument("--chunk-size", type=int, action="append",
-                    help="mnerqg predict --chunk-size (repeatable; default: 2048)")
+    ap.add_argument(
+        "--chunk-size",
+        type=int,
+        action="append",
+        help="mnerqg predict --chunk-size (repeatable; default: 2048)",
+    )
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -163,14 +219,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
     else:
         s = result["startup"]
-        print(f"mnerqg predict, {result['tweets']} tweets ({result['threads']} threads, batch "
-              f"{result['batch_size']}, images {'on' if result['images'] else 'off'}); start-up "
-              f"({SMALL} tweets): {s['peak_rss_mib']:.0f} MiB peak, {s['seconds']:.1f} s")
+        print(
+            f"mnerqg predict, {result['tweets']} tweets ({result['threads']} threads, batch "
+            f"{result['batch_size']}, images {'on' if result['images'] else 'off'}); start-up "
+            f"({SMALL} tweets): {s['peak_rss_mib']:.0f} MiB peak, {s['seconds']:.1f} s"
+        )
         for r in result["runs"]:
-            print(f"  chunk {r['chunk_size']:>6}: peak RSS {r['peak_rss_mib']:.0f} MiB "
-                  f"(+{r['rss_over_startup_mib']:.0f} over start-up), {r['seconds']:.1f} s, "
-                  f"{r['tweets_per_s']:.0f} tweets/s end to end, "
-                  f"{r['tweets_per_s_after_startup']:.0f} after start-up; order checked")
+            print(
+                f"  chunk {r['chunk_size']:>6}: peak RSS {r['peak_rss_mib']:.0f} MiB "
+                f"(+{r['rss_over_startup_mib']:.0f} over start-up), {r['seconds']:.1f} s, "
+                f"{r['tweets_per_s']:.0f} tweets/s end to end, "
+                f"{r['tweets_per_s_after_startup']:.0f} after start-up; order checked"
+            )
     return 0
 
 

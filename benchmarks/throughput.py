@@ -58,16 +58,32 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 #: Stage labels of the model (``MnerqgModel.forward``) and of this benchmark, in table order.
 INFER_STAGES: tuple[str, ...] = (
-    "tokenise", "collate", "text_encoder", "graph_build", "image_encoder", "fusion", "heads",
+    "tokenise",
+    "collate",
+    "text_encoder",
+    "graph_build",
+    "image_encoder",
+    "fusion",
+    "heads",
     "decode",
 )
 TRAIN_STAGES: tuple[str, ...] = (
-    "collate", "text_encoder", "graph_build", "image_encoder", "fusion", "heads", "losses",
-    "backward", "optimizer",
+    "collate",
+    "text_encoder",
+    "graph_build",
+    "image_encoder",
+    "fusion",
+    "heads",
+    "losses",
+    "backward",
+    "optimizer",
 )
 #: The targets of the project (2-core CPU, MiniLM, images absent).
-TARGETS = {"inference_tweets_per_s": 40.0, "graph_build_share": 0.05,
-           "full_vs_text_only_step_ratio": 1.3}
+TARGETS = {
+    "inference_tweets_per_s": 40.0,
+    "graph_build_share": 0.05,
+    "full_vs_text_only_step_ratio": 1.3,
+}
 #: Start/end logit bias of the benchmarked span heads: sigmoid(-4) = 0.018, so that, as with a
 #: trained model, few tokens are start/end candidates. Freshly initialised heads give p ~ 0.5 at
 #: every position, and decoding would time a Python loop over a candidate at every other span.
@@ -75,8 +91,11 @@ SPAN_BIAS = -4.0
 #: Experiment defaults (experiments/ingredients/model.py) used for both models.
 TINY_ENCODER = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
 MODEL_DEFAULTS: dict[str, Any] = {
-    "fusion_layers": 2, "fusion_kwargs": {"heads": 4}, "backbone": "small_cnn",
-    "backbone_kwargs": {"width": 16, "out_channels": 64, "min_stride": 16}, "image_size": 64,
+    "fusion_layers": 2,
+    "fusion_kwargs": {"heads": 4},
+    "backbone": "small_cnn",
+    "backbone_kwargs": {"width": 16, "out_channels": 64, "min_stride": 16},
+    "image_size": 64,
     "dropout": 0.1,
 }
 
@@ -141,8 +160,9 @@ def cache_root() -> Path:
     return Path(env) if env else Path(tempfile.gettempdir()) / "mnerqg-bench"
 
 
-def load_samples(data: Path | None, split: str, n_tweets: int, images: bool,
-                 seed: int = 0) -> tuple[list[Any], str]:
+def load_samples(
+    data: Path | None, split: str, n_tweets: int, images: bool, seed: int = 0
+) -> tuple[list[Any], str]:
     """The benchmark's tweets: ``n_tweets`` from ``data`` (or a cached SynthTweets set).
 
     Returns:
@@ -179,9 +199,15 @@ def resolve_encoder(name: str, samples: Sequence[Any], queries: dict[str, str]) 
         out = cache_root() / f"tiny-encoder-{digest}"
         if not (out / "config.json").is_file():
             t = TINY_ENCODER
-            build_tiny_encoder(out, corpus, hidden_size=t["hidden_size"],
-                               num_layers=t["num_layers"], num_heads=t["num_heads"],
-                               intermediate_size=t["intermediate_size"], seed=0)
+            build_tiny_encoder(
+                out,
+                corpus,
+                hidden_size=t["hidden_size"],
+                num_layers=t["num_layers"],
+                num_heads=t["num_heads"],
+                intermediate_size=t["intermediate_size"],
+                seed=0,
+            )
         return str(out)
     if not Path(name).is_dir():
         raise SystemExit(f"bench: --encoder must be tiny, minilm or a model folder: {name}")
@@ -196,8 +222,14 @@ def set_span_bias(model: Any, bias: float) -> None:
             last.bias.fill_(bias)
 
 
-def build_models(encoder: str, hidden_dim: int | None, fusion: str, samples: Sequence[Any],
-                 queries: dict[str, str], device: torch.device) -> list[ModelUnderTest]:
+def build_models(
+    encoder: str,
+    hidden_dim: int | None,
+    fusion: str,
+    samples: Sequence[Any],
+    queries: dict[str, str],
+    device: torch.device,
+) -> list[ModelUnderTest]:
     """The full model and the text-only (``none``) model, with their prepared training items."""
     from transformers import AutoConfig, AutoTokenizer
 
@@ -209,17 +241,32 @@ def build_models(encoder: str, hidden_dim: int | None, fusion: str, samples: Seq
     if hidden_dim is None:  # the encoder's width: 64 for tiny, 384 for MiniLM (as the configs)
         hidden_dim = int(AutoConfig.from_pretrained(encoder).hidden_size)
     out = []
-    for name, over in (("full", {"fusion": fusion, "use_image": True}),
-                       ("text_only", {"fusion": "none", "use_image": False})):
+    for name, over in (
+        ("full", {"fusion": fusion, "use_image": True}),
+        ("text_only", {"fusion": "none", "use_image": False}),
+    ):
         torch.manual_seed(0)
-        net = build_model(ModelConfig(types=list(queries), text_encoder=encoder,
-                                      hidden_dim=hidden_dim, **{**MODEL_DEFAULTS, **over}))
+        net = build_model(
+            ModelConfig(
+                types=list(queries),
+                text_encoder=encoder,
+                hidden_dim=hidden_dim,
+                **{**MODEL_DEFAULTS, **over},
+            )
+        )
         set_span_bias(net, SPAN_BIAS)  # few span candidates, as after training (docstring)
         net.to(device)
         cfg = net.config
         image_size = cfg.image_size if net.backbone is not None else None
-        items, _ = prepare_items(samples, tok, queries, cfg.max_length, cfg.max_span_len,
-                                 image_size, url_word=cfg.url_word)
+        items, _ = prepare_items(
+            samples,
+            tok,
+            queries,
+            cfg.max_length,
+            cfg.max_span_len,
+            image_size,
+            url_word=cfg.url_word,
+        )
         out.append(ModelUnderTest(name, net, items, image_size))
     return out
 
@@ -257,9 +304,15 @@ def _labelled_collate() -> Iterator[None]:
         yield
 
 
-def run_inference(mut: ModelUnderTest, samples: Sequence[Any], tokenizer: Any,
-                  queries: dict[str, str], batch_size: int, device: torch.device,
-                  labelled: bool = False) -> float:
+def run_inference(
+    mut: ModelUnderTest,
+    samples: Sequence[Any],
+    tokenizer: Any,
+    queries: dict[str, str],
+    batch_size: int,
+    device: torch.device,
+    labelled: bool = False,
+) -> float:
     """One end-to-end inference pass over ``samples`` (as ``mnerqg predict``); seconds."""
     from mnerqg_graph.pipeline import predict, prepare_items
 
@@ -270,15 +323,28 @@ def run_inference(mut: ModelUnderTest, samples: Sequence[Any], tokenizer: Any,
     _sync(device)
     t0 = time.perf_counter()
     with record_function("mnerqg::tokenise"):
-        items, _ = prepare_items(ordered, tokenizer, queries, cfg.max_length, cfg.max_span_len,
-                                 mut.image_size, url_word=cfg.url_word)
+        items, _ = prepare_items(
+            ordered,
+            tokenizer,
+            queries,
+            cfg.max_length,
+            cfg.max_span_len,
+            mut.image_size,
+            url_word=cfg.url_word,
+        )
     predict(model, items, ordered, batch_size, device, tokenizer.pad_token_id or 0)
     _sync(device)
     return time.perf_counter() - t0
 
 
-def make_trainer(mut: ModelUnderTest, tokenizer: Any, queries: dict[str, str], batch_size: int,
-                 device: torch.device, out_dir: Path) -> Any:
+def make_trainer(
+    mut: ModelUnderTest,
+    tokenizer: Any,
+    queries: dict[str, str],
+    batch_size: int,
+    device: torch.device,
+    out_dir: Path,
+) -> Any:
     """A :class:`~mnerqg_graph.training.loop.Trainer` whose ``_step`` is the training step."""
     from mnerqg_graph.training.loop import TrainConfig, Trainer
 
@@ -289,12 +355,18 @@ def make_trainer(mut: ModelUnderTest, tokenizer: Any, queries: dict[str, str], b
 def train_batches(mut: ModelUnderTest, batch_size: int, n: int) -> list[list[Any]]:
     """``n`` fixed batches of tweets (cycling over the items), the same for every model."""
     items = mut.train_items
-    return [[items[(k * batch_size + j) % len(items)] for j in range(batch_size)]
-            for k in range(n)]
+    return [[items[(k * batch_size + j) % len(items)] for j in range(batch_size)] for k in range(n)]
 
 
-def run_train_steps(trainer: Any, mut: ModelUnderTest, batches: list[list[Any]], pad_id: int,
-                    device: torch.device, step0: int = 0, labelled: bool = False) -> list[float]:
+def run_train_steps(
+    trainer: Any,
+    mut: ModelUnderTest,
+    batches: list[list[Any]],
+    pad_id: int,
+    device: torch.device,
+    step0: int = 0,
+    labelled: bool = False,
+) -> list[float]:
     """Time each training step (collate + transfer + ``Trainer._step``); seconds per step."""
     from mnerqg_graph.data.collate import collate
 
@@ -333,14 +405,17 @@ def _labelled_training(model: Any, trainer: Any) -> Iterator[None]:
         with record_function("mnerqg::backward"):
             return orig_backward(self, *a, **k)
 
-    with mock.patch.object(model, "losses", labelled_losses), \
-            mock.patch.object(trainer.optimizer, "step", labelled_step), \
-            mock.patch.object(torch.Tensor, "backward", labelled_backward):
+    with (
+        mock.patch.object(model, "losses", labelled_losses),
+        mock.patch.object(trainer.optimizer, "step", labelled_step),
+        mock.patch.object(torch.Tensor, "backward", labelled_backward),
+    ):
         yield
 
 
-def stage_shares(prof: Any, stages: Sequence[str], total_s: float, device: torch.device
-                 ) -> dict[str, float]:
+def stage_shares(
+    prof: Any, stages: Sequence[str], total_s: float, device: torch.device
+) -> dict[str, float]:
     """Share of ``total_s`` spent under each ``mnerqg::<stage>`` label (``other``: the rest).
 
     On CPU a label's time is its wall time on the host; on CUDA, the device time of the kernels
@@ -400,15 +475,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     step = {m.name: Timing() for m in models}
     work = Path(tempfile.mkdtemp(prefix="mnerqg-bench-"))
     try:
-        trainers = {m.name: make_trainer(m, tokenizer, queries, args.train_batch_size, device,
-                                         work / m.name) for m in models}
-        batches = {m.name: train_batches(m, args.train_batch_size, args.train_steps)
-                   for m in models}
+        trainers = {
+            m.name: make_trainer(
+                m, tokenizer, queries, args.train_batch_size, device, work / m.name
+            )
+            for m in models
+        }
+        batches = {
+            m.name: train_batches(m, args.train_batch_size, args.train_steps) for m in models
+        }
         # warm-up: one training step and one inference batch per model
         for m in models:
             run_train_steps(trainers[m.name], m, batches[m.name][:1], pad_id, device)
-            run_inference(m, samples[: args.batch_size], tokenizer, queries, args.batch_size,
-                          device)
+            run_inference(
+                m, samples[: args.batch_size], tokenizer, queries, args.batch_size, device
+            )
         n_steps = 1
         reps_done = 0
         for rep in range(args.repeat):  # interleaved: full, text-only, full, text-only, ...
@@ -416,13 +497,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for m in models:
                 t = run_inference(m, samples, tokenizer, queries, args.batch_size, device)
                 infer[m.name].values.append(len(samples) / t)
-                times = run_train_steps(trainers[m.name], m, batches[m.name], pad_id, device,
-                                        step0=n_steps)
+                times = run_train_steps(
+                    trainers[m.name], m, batches[m.name], pad_id, device, step0=n_steps
+                )
                 step[m.name].values.append(statistics.median(times))
             n_steps += len(batches[models[0].name])
-            _log(f"rep {rep + 1}/{args.repeat}: " + ", ".join(
-                f"{m.name} {infer[m.name].values[-1]:.1f} tweets/s, "
-                f"step {1e3 * step[m.name].values[-1]:.0f} ms" for m in models))
+            _log(
+                f"rep {rep + 1}/{args.repeat}: "
+                + ", ".join(
+                    f"{m.name} {infer[m.name].values[-1]:.1f} tweets/s, "
+                    f"step {1e3 * step[m.name].values[-1]:.0f} ms"
+                    for m in models
+                )
+            )
             reps_done += 1
             # the profiled passes still to come cost about one repetition of the full model
             rep_s = time.perf_counter() - t_rep
@@ -432,14 +519,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         full = models[0]
         with profile(activities=_profile_activities(device)) as prof, _labelled_collate():
-            t_inf = run_inference(full, samples, tokenizer, queries, args.batch_size, device,
-                                  labelled=True)
+            t_inf = run_inference(
+                full, samples, tokenizer, queries, args.batch_size, device, labelled=True
+            )
         infer_shares = stage_shares(prof, INFER_STAGES, t_inf, device)
         if args.trace:
             prof.export_chrome_trace(str(args.trace))
         with profile(activities=_profile_activities(device)) as prof:
-            t_tr = sum(run_train_steps(trainers[full.name], full, batches[full.name], pad_id,
-                                       device, step0=n_steps, labelled=True))
+            t_tr = sum(
+                run_train_steps(
+                    trainers[full.name],
+                    full,
+                    batches[full.name],
+                    pad_id,
+                    device,
+                    step0=n_steps,
+                    labelled=True,
+                )
+            )
         train_shares = stage_shares(prof, TRAIN_STAGES, t_tr, device)
     finally:
         import shutil
@@ -448,8 +545,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     step_full, step_text = step["full"], step["text_only"]
     ratios = [a / b for a, b in zip(step_full.values, step_text.values, strict=True)]
-    infer_ratios = [b / a for a, b in zip(infer["full"].values, infer["text_only"].values,
-                                          strict=True)]
+    infer_ratios = [
+        b / a for a, b in zip(infer["full"].values, infer["text_only"].values, strict=True)
+    ]
     result: dict[str, Any] = {
         "encoder": args.encoder,
         "encoder_path": encoder,
@@ -497,10 +595,14 @@ def check_targets(result: dict[str, Any]) -> dict[str, Any]:
     for key, limit in TARGETS.items():
         value = float(result[key])
         ok = value >= limit if key == "inference_tweets_per_s" else value < limit
-        out[key] = {"target": (">= " if key == "inference_tweets_per_s" else "< ") + str(limit),
-                    "value": value, "met": ok}
-    out["applies"] = (result["encoder"] == "minilm" and not result["images"]
-                      and result["device"] == "cpu")
+        out[key] = {
+            "target": (">= " if key == "inference_tweets_per_s" else "< ") + str(limit),
+            "value": value,
+            "met": ok,
+        }
+    out["applies"] = (
+        result["encoder"] == "minilm" and not result["images"] and result["device"] == "cpu"
+    )
     return out
 
 
@@ -516,8 +618,10 @@ def format_table(r: dict[str, Any]) -> str:
         f"(median [min-max]), load avg {r['load_avg_1min']}",
         "",
         f"{'quantity':<40}{'full':>22}{'text-only':>14}",
-        f"{'inference tweets/s':<40}{r['inference_tweets_per_s']:>10.1f} "
-        f"[{lo:.1f}-{hi:.1f}]".ljust(62) + f"{r['text_only_inference_tweets_per_s']:>14.1f}",
+        f"{'inference tweets/s':<40}{r['inference_tweets_per_s']:>10.1f} [{lo:.1f}-{hi:.1f}]".ljust(
+            62
+        )
+        + f"{r['text_only_inference_tweets_per_s']:>14.1f}",
         f"{'train step (ms, ' + str(r['train_batch_size']) + ' tweets)':<40}"
         f"{1e3 * r['train_step_s']:>10.0f} [{1e3 * slo:.0f}-{1e3 * shi:.0f}]".ljust(62)
         + f"{1e3 * r['text_only_train_step_s']:>14.0f}",
@@ -537,11 +641,16 @@ def format_table(r: dict[str, Any]) -> str:
         fb = f"{100 * b:>11.1f}%" if b is not None else f"{'-':>12}"
         lines.append(f"{s:<24}{fa}{fb}")
     t = r["targets"]
-    lines += ["", "targets (2-core CPU, MiniLM, images absent)"
-              + ("" if t["applies"] else ": not this configuration, shown for reference")]
+    lines += [
+        "",
+        "targets (2-core CPU, MiniLM, images absent)"
+        + ("" if t["applies"] else ": not this configuration, shown for reference"),
+    ]
     for key in TARGETS:
-        lines.append(f"  {key:<38}{t[key]['value']:>10.3f}  {t[key]['target']:<8}"
-                     f"{'met' if t[key]['met'] else 'MISSED'}")
+        lines.append(
+            f"  {key:<38}{t[key]['value']:>10.3f}  {t[key]['target']:<8}"
+            f"{'met' if t[key]['met'] else 'MISSED'}"
+        )
     lines.append(f"({r['seconds']:.0f} s)")
     return "\n".join(lines)
 
@@ -550,30 +659,62 @@ def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     ap = argparse.ArgumentParser(prog="mnerqg bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--encoder", default="tiny", help="tiny | minilm | PATH (default: tiny)")
-    ap.add_argument("--images", action=argparse.BooleanOptionalAction, default=False,
-                    help="keep the tweets' images (default: off, as the targets are stated)")
+    ap.add_argument(
+        "--images",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="keep the tweets' images (default: off, as the targets are stated)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto (default: cpu)")
-    ap.add_argument("--data", type=Path, default=None,
-                    help="data-set folder (default: SynthTweets, generated into the cache)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="data-set folder (default: SynthTweets, generated into the cache)",
+    )
     ap.add_argument("--split", default="test", help="split of --data to read (default: test)")
     ap.add_argument("--queries", default=None, help="query JSON file (default: packaged)")
     ap.add_argument("--tweets", type=int, default=32, help="tweets measured (default: 32)")
-    ap.add_argument("--batch-size", type=int, default=32,
-                    help="tweets per inference pass (default: 32, as mnerqg predict)")
-    ap.add_argument("--train-batch-size", type=int, default=8,
-                    help="tweets per training step (default: 8, as the MiniLM configs)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="tweets per inference pass (default: 32, as mnerqg predict)",
+    )
+    ap.add_argument(
+        "--train-batch-size",
+        type=int,
+        default=8,
+        help="tweets per training step (default: 8, as the MiniLM configs)",
+    )
     ap.add_argument("--train-steps", type=int, default=2, help="training steps per repetition")
     ap.add_argument("--repeat", type=int, default=3, help="repetitions after warm-up")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch threads (default: the CPUs not kept busy by other processes)")
-    ap.add_argument("--budget", type=float, default=270.0,
-                    help="stop repeating (after at least 2 repetitions) when the run would "
-                         "take longer than this many seconds (default: 270)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (default: the CPUs not kept busy by other processes)",
+    )
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=270.0,
+        help="stop repeating (after at least 2 repetitions) when the run would "
+        "take longer than this many seconds (default: 270)",
+    )
     ap.add_argument("--fusion", default="hetero_gat", help="fusion module of the full model")
-    ap.add_argument("--hidden-dim", type=int, default=None,
-                    help="fusion width (default: the encoder's width; 64 for tiny)")
-    ap.add_argument("--trace", type=Path, default=None,
-                    help="write the profiled inference pass as a Chrome trace")
+    ap.add_argument(
+        "--hidden-dim",
+        type=int,
+        default=None,
+        help="fusion width (default: the encoder's width; 64 for tiny)",
+    )
+    ap.add_argument(
+        "--trace",
+        type=Path,
+        default=None,
+        help="write the profiled inference pass as a Chrome trace",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
 
@@ -581,8 +722,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mnerqg bench`` and ``python -m benchmarks.throughput``."""
     args = build_parser().parse_args(argv)
-    if min(args.tweets, args.batch_size, args.train_batch_size, args.train_steps,
-           args.repeat) < 1:
+    if min(args.tweets, args.batch_size, args.train_batch_size, args.train_steps, args.repeat) < 1:
         raise SystemExit("bench: sizes and counts must be >= 1")
     result = run(args)
     print(json.dumps(result, indent=2) if args.json else format_table(result))

@@ -121,8 +121,9 @@ class DetectorBackend(nn.Module):
             raise ConfigError(f"detector types must be non-empty and distinct, got {list(types)}")
         self.types = list(types)
 
-    def fit_step(self, images: Tensor | Sequence[Tensor], targets: Sequence[Target]
-                 ) -> dict[str, Tensor]:
+    def fit_step(
+        self, images: Tensor | Sequence[Tensor], targets: Sequence[Target]
+    ) -> dict[str, Tensor]:
         """Named scalar losses of one batch, in training mode (the caller sums and steps)."""
         raise NotImplementedError
 
@@ -467,8 +468,9 @@ class TorchvisionFasterRCNN(DetectorBackend):
         """Constructor arguments (weights files are not recorded: the checkpoint holds them)."""
         return {"types": list(self.types), "arch": self.arch, **self.options}
 
-    def fit_step(self, images: Tensor | Sequence[Tensor], targets: Sequence[Target]
-                 ) -> dict[str, Tensor]:
+    def fit_step(
+        self, images: Tensor | Sequence[Tensor], targets: Sequence[Target]
+    ) -> dict[str, Tensor]:
         """The four torchvision losses (classifier, box_reg, objectness, rpn_box_reg) of a batch.
 
         Args:
@@ -843,19 +845,24 @@ def detect_split(
             w, h = sample.image_size
             scale = torch.tensor([w, h, w, h], dtype=torch.float32)
             boxes = (det.boxes.cpu() * scale).tolist()
-            records.append({
-                "id": sample.tweet.id,
-                "image": sample.image_path.name,
-                "width": w,
-                "height": h,
-                "detections": [
-                    {"type": detector.types[int(lab)], "score": round(float(s), 5),
-                     "box": [round(float(v), 2) for v in box]}
-                    for box, s, lab in zip(
-                        boxes, det.scores.tolist(), det.labels.tolist(), strict=True
-                    )
-                ],
-            })
+            records.append(
+                {
+                    "id": sample.tweet.id,
+                    "image": sample.image_path.name,
+                    "width": w,
+                    "height": h,
+                    "detections": [
+                        {
+                            "type": detector.types[int(lab)],
+                            "score": round(float(s), 5),
+                            "box": [round(float(v), 2) for v in box],
+                        }
+                        for box, s, lab in zip(
+                            boxes, det.scores.tolist(), det.labels.tolist(), strict=True
+                        )
+                    ],
+                }
+            )
     return records
 
 
@@ -882,8 +889,10 @@ def read_detections(path: str | Path, types: Sequence[str]) -> dict[str, Detecti
                 rec = json.loads(line)
                 w, h = float(rec["width"]), float(rec["height"])
                 dets = rec["detections"]
-                boxes = [[d["box"][0] / w, d["box"][1] / h, d["box"][2] / w, d["box"][3] / h]
-                         for d in dets]
+                boxes = [
+                    [d["box"][0] / w, d["box"][1] / h, d["box"][2] / w, d["box"][3] / h]
+                    for d in dets
+                ]
                 labels = [index[d["type"]] for d in dets]
                 scores = [float(d["score"]) for d in dets]
                 out[str(rec["id"])] = Detections(
@@ -892,8 +901,9 @@ def read_detections(path: str | Path, types: Sequence[str]) -> dict[str, Detecti
                     torch.tensor(labels, dtype=torch.int64),
                 )
             except (json.JSONDecodeError, KeyError, TypeError, IndexError, ZeroDivisionError) as e:
-                raise DataError(str(path), f"malformed detection record ({e!r})", line=lineno
-                                ) from None
+                raise DataError(
+                    str(path), f"malformed detection record ({e!r})", line=lineno
+                ) from None
     return out
 
 
@@ -915,36 +925,60 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a detector (class = entity type)")
     train.add_argument("--data", required=True, type=Path, metavar="DIR", help="data-set folder")
     train.add_argument("--out", required=True, type=Path, metavar="DIR", help="checkpoint folder")
-    train.add_argument("--backend", default="torchvision_frcnn",
-                       help="detector backend (default %(default)s)")
-    train.add_argument("--arch", default=None,
-                       help="torchvision_frcnn: mobilenet_v3_large_fpn (default) or resnet50_fpn")
-    train.add_argument("--weights", default=None, metavar="FILE",
-                       help="local file: whole-detector initial weights")
-    train.add_argument("--weights-backbone", default=None, metavar="FILE",
-                       help="local file: classification-trunk initial weights")
-    train.add_argument("--min-size", type=int, default=None, metavar="PX",
-                       help="shorter side the backend resizes images to")
-    train.add_argument("--max-size", type=int, default=None, metavar="PX",
-                       help="longest side after resizing")
-    train.add_argument("--types", default=None,
-                       help="comma-separated entity types (default: the packaged queries' types)")
+    train.add_argument(
+        "--backend", default="torchvision_frcnn", help="detector backend (default %(default)s)"
+    )
+    train.add_argument(
+        "--arch",
+        default=None,
+        help="torchvision_frcnn: mobilenet_v3_large_fpn (default) or resnet50_fpn",
+    )
+    train.add_argument(
+        "--weights", default=None, metavar="FILE", help="local file: whole-detector initial weights"
+    )
+    train.add_argument(
+        "--weights-backbone",
+        default=None,
+        metavar="FILE",
+        help="local file: classification-trunk initial weights",
+    )
+    train.add_argument(
+        "--min-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="shorter side the backend resizes images to",
+    )
+    train.add_argument(
+        "--max-size", type=int, default=None, metavar="PX", help="longest side after resizing"
+    )
+    train.add_argument(
+        "--types",
+        default=None,
+        help="comma-separated entity types (default: the packaged queries' types)",
+    )
     train.add_argument("--split", default="train")
     train.add_argument("--epochs", type=int, default=10)
     train.add_argument("--batch-size", type=int, default=8)
     train.add_argument("--lr", type=float, default=1e-4)
     train.add_argument("--image-size", type=int, default=128, metavar="PX")
     train.add_argument("--max-steps", type=int, default=None)
-    train.add_argument("--limit", type=int, default=None, metavar="N",
-                       help="first N tweets of the split only")
+    train.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="first N tweets of the split only"
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto")
     detect = sub.add_parser("detect", help="detect boxes in a split, write JSON lines")
     detect.add_argument("--detector", required=True, type=Path, metavar="CKPT")
     detect.add_argument("--data", required=True, type=Path, metavar="DIR")
     detect.add_argument("--split", default="test")
-    detect.add_argument("--out", required=True, type=Path, metavar="FILE",
-                        help="output .jsonl (one record per tweet with an image)")
+    detect.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="FILE",
+        help="output .jsonl (one record per tweet with an image)",
+    )
     detect.add_argument("--image-size", type=int, default=128, metavar="PX")
     detect.add_argument("--limit", type=int, default=None, metavar="N")
     detect.add_argument("--device", default="auto")
@@ -968,13 +1002,25 @@ def main(argv: list[str] | None = None) -> int:
                 kwargs[key] = getattr(args, key)
         types = [t.strip() for t in args.types.split(",")] if args.types else None
         _, result = train_detector(
-            args.data, args.out, backend=args.backend, backend_kwargs=kwargs, types=types,
-            split=args.split, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            image_size=args.image_size, max_steps=args.max_steps, limit=args.limit,
-            seed=args.seed, device=args.device,
+            args.data,
+            args.out,
+            backend=args.backend,
+            backend_kwargs=kwargs,
+            types=types,
+            split=args.split,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            image_size=args.image_size,
+            max_steps=args.max_steps,
+            limit=args.limit,
+            seed=args.seed,
+            device=args.device,
         )
-        print(f"trained {result.steps} steps in {result.seconds:.1f} s; final loss "
-              f"{result.history[-1] if result.history else math.nan:.4f}")
+        print(
+            f"trained {result.steps} steps in {result.seconds:.1f} s; final loss "
+            f"{result.history[-1] if result.history else math.nan:.4f}"
+        )
         return 0
     detector = load_detector(args.detector, resolve_device(args.device))
     records = detect_split(detector, args.data, args.split, args.image_size, limit=args.limit)
@@ -985,8 +1031,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_main(main_fn: Callable[[list[str] | None], int], prog: str,
-             argv: list[str] | None = None) -> int:
+def run_main(
+    main_fn: Callable[[list[str] | None], int], prog: str, argv: list[str] | None = None
+) -> int:
     """Run a command's ``main`` as a script: a user error prints one line and exits with 2.
 
     Args:

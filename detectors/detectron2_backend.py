@@ -151,8 +151,9 @@ class Detectron2Backend(DetectorBackend):
             x = x.flip(0)
         return x, scale
 
-    def fit_step(self, images: Tensor | Sequence[Tensor], targets: Sequence[Target]
-                 ) -> dict[str, Tensor]:
+    def fit_step(
+        self, images: Tensor | Sequence[Tensor], targets: Sequence[Target]
+    ) -> dict[str, Tensor]:
         """detectron2's losses (RPN and box head) of a batch.
 
         Shapes:

@@ -150,8 +150,13 @@ def _pixel_box(box: Sequence[float], size: tuple[int, int], conf: float) -> Box:
     """Round a normalised box to 1/100 pixel inside a ``(width, height)`` image."""
     w, h = size
     x0, y0, x1, y1 = (round(v, 2) for v in (box[0] * w, box[1] * h, box[2] * w, box[3] * h))
-    return Box(min(max(x0, 0.0), w), min(max(y0, 0.0), h), min(max(x1, 0.0), w),
-               min(max(y1, 0.0), h), round(conf, 6))
+    return Box(
+        min(max(x0, 0.0), w),
+        min(max(y0, 0.0), h),
+        min(max(x1, 0.0), w),
+        min(max(y1, 0.0), h),
+        round(conf, 6),
+    )
 
 
 def pseudo_label(
@@ -268,8 +273,10 @@ def pseudo_label(
                     conf_sum += c
             if objects:
                 w, h = sample.image_size
-                write_voc(tmp / f"{sample.tweet.id}.xml",
-                          VocAnnotation(sample.image_path.name, w, h, objects))
+                write_voc(
+                    tmp / f"{sample.tweet.id}.xml",
+                    VocAnnotation(sample.image_path.name, w, h, objects),
+                )
                 report.tweets += 1
                 report.boxes += len(objects)
         report.mean_confidence = conf_sum / report.boxes if report.boxes else 0.0
@@ -502,18 +509,33 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         allow_abbrev=False,
     )
-    parser.add_argument("--grounder", required=True, type=Path, metavar="CKPT",
-                        help="visual-grounding checkpoint (python -m detectors.grounder ...)")
-    parser.add_argument("--data", required=True, type=Path, metavar="DIR",
-                        help="data-set folder")
-    parser.add_argument("--out", required=True, type=Path, metavar="DIR",
-                        help="weak-label folder (created; an earlier one is replaced)")
+    parser.add_argument(
+        "--grounder",
+        required=True,
+        type=Path,
+        metavar="CKPT",
+        help="visual-grounding checkpoint (python -m detectors.grounder ...)",
+    )
+    parser.add_argument("--data", required=True, type=Path, metavar="DIR", help="data-set folder")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="weak-label folder (created; an earlier one is replaced)",
+    )
     parser.add_argument("--split", default="train", help="split to label (default %(default)s)")
-    parser.add_argument("--threshold", type=float, default=0.0, metavar="T",
-                        help="do not write boxes under this confidence (default %(default)s: "
-                             "write all; the experiment filters with grounding.weak_threshold)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="first N tweets of the split only")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        metavar="T",
+        help="do not write boxes under this confidence (default %(default)s: "
+        "write all; the experiment filters with grounding.weak_threshold)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="first N tweets of the split only"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default %(default)s)")
     parser.add_argument("--images-dir", type=Path, default=None, help="image folder override")
@@ -532,9 +554,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     pseudo_label(
-        args.grounder, args.data, args.out, split=args.split, threshold=args.threshold,
-        limit=args.limit, batch_size=args.batch_size, device=args.device,
-        images_dir=args.images_dir, boxes_dir=args.boxes_dir,
+        args.grounder,
+        args.data,
+        args.out,
+        split=args.split,
+        threshold=args.threshold,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        device=args.device,
+        images_dir=args.images_dir,
+        boxes_dir=args.boxes_dir,
     )
     return 0
 

@@ -31,8 +31,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = tiny_config(enc)
     model = build_model(cfg).eval()
     set_span_bias(model, -3.0)
-    return save_model(model, cfg, load_queries(), AutoTokenizer.from_pretrained(str(enc)),
-                      root / "ckpt")
+    return save_model(
+        model, cfg, load_queries(), AutoTokenizer.from_pretrained(str(enc)), root / "ckpt"
+    )
 
 
 def _input(path: Path) -> list[str]:
@@ -49,9 +50,23 @@ def _input(path: Path) -> list[str]:
 def _run(ckpt: Path, inp: Path, out: Path, chunk: int) -> int:
     from mnerqg_graph.predict import main
 
-    return main(["--checkpoint", str(ckpt), "--input", str(inp), "--output", str(out),
-                 "--chunk-size", str(chunk), "--batch-size", "2", "--device", "cpu",
-                 "--no-progress"])
+    return main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--input",
+            str(inp),
+            "--output",
+            str(out),
+            "--chunk-size",
+            str(chunk),
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -68,7 +83,8 @@ def test_order_is_kept_across_chunks(checkpoint: Path, tmp_path: Path) -> None:
     assert [r["id"] for r in whole] == ids
     for a, b in zip(small, whole, strict=True):  # chunking changes batching, not predictions
         assert [(e["start"], e["end"], e["type"]) for e in a["entities"]] == [
-            (e["start"], e["end"], e["type"]) for e in b["entities"]]
+            (e["start"], e["end"], e["type"]) for e in b["entities"]
+        ]
 
 
 def test_conll_output_keeps_order(checkpoint: Path, tmp_path: Path) -> None:
@@ -78,8 +94,9 @@ def test_conll_output_keeps_order(checkpoint: Path, tmp_path: Path) -> None:
     assert [ln.split(":", 1)[1] for ln in lines if ln.startswith("IMGID:")] == ids
 
 
-def test_interrupted_run_leaves_no_partial_output(checkpoint: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_leaves_no_partial_output(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mnerqg_graph import predict as predict_mod
 
     _input(tmp_path / "in.jsonl")

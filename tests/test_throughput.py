@@ -9,17 +9,34 @@ import pytest
 
 from benchmarks import throughput
 
-SMALL = ["--tweets", "5", "--batch-size", "3", "--train-batch-size", "2", "--train-steps", "1",
-         "--repeat", "2", "--threads", "1"]
+SMALL = [
+    "--tweets",
+    "5",
+    "--batch-size",
+    "3",
+    "--train-batch-size",
+    "2",
+    "--train-steps",
+    "1",
+    "--repeat",
+    "2",
+    "--threads",
+    "1",
+]
 
 
-def test_json_has_the_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_has_the_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MNERQG_BENCH_CACHE", str(tmp_path / "cache"))
     assert throughput.main([*SMALL, "--json"]) == 0
     r = json.loads(capsys.readouterr().out)  # stdout holds the JSON object only
-    for key in ("inference_tweets_per_s", "train_examples_per_s", "full_vs_text_only_step_ratio",
-                "graph_build_share"):
+    for key in (
+        "inference_tweets_per_s",
+        "train_examples_per_s",
+        "full_vs_text_only_step_ratio",
+        "graph_build_share",
+    ):
         assert isinstance(r[key], float) and r[key] > 0, key
     assert r["encoder"] == "tiny" and r["images"] is False and r["device"] == "cpu"
     assert r["environment"]["device"] == "cpu" and r["environment"]["torch_threads"] >= 1
@@ -36,8 +53,7 @@ def test_json_has_the_figures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     table = throughput.format_table(r)
     assert "inference tweets/s" in table and "graph_build" in table
     # the cached inputs are reused by the next run
-    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["synth",
-                                                                                     "tiny"]
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir()) == ["synth", "tiny"]
 
 
 def test_bench_command_and_bad_arguments() -> None:

@@ -91,8 +91,9 @@ def is_active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def setup(device: str = "auto", env: DistEnv | None = None,
-          timeout: timedelta = timedelta(minutes=30)) -> tuple[DistEnv, str]:
+def setup(
+    device: str = "auto", env: DistEnv | None = None, timeout: timedelta = timedelta(minutes=30)
+) -> tuple[DistEnv, str]:
     """Start the process group when the environment asks for several processes.
 
     Args:
@@ -112,15 +113,21 @@ def setup(device: str = "auto", env: DistEnv | None = None,
     cuda = torch.device(device).type == "cuda"
     if cuda:
         if env.local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {env.local_rank} but only "
-                              f"{torch.cuda.device_count()} CUDA devices")
+            raise ConfigError(
+                f"LOCAL_RANK {env.local_rank} but only {torch.cuda.device_count()} CUDA devices"
+            )
         device = f"cuda:{env.local_rank}"
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         kwargs: dict[str, Any] = {"device_id": torch.device(device)} if cuda else {}
-        dist.init_process_group("nccl" if cuda else "gloo", init_method="env://",
-                                rank=env.rank, world_size=env.world_size, timeout=timeout,
-                                **kwargs)
+        dist.init_process_group(
+            "nccl" if cuda else "gloo",
+            init_method="env://",
+            rank=env.rank,
+            world_size=env.world_size,
+            timeout=timeout,
+            **kwargs,
+        )
     return env, device
 
 
@@ -174,8 +181,11 @@ def build_on_main(build: Callable[[Path], str | Path], env: DistEnv, work: Path)
         path = Path(build(work))
         files = None
         if path.is_dir() and path.resolve().is_relative_to(work.resolve()):
-            files = {str(f.relative_to(path)): f.read_bytes()
-                     for f in sorted(path.rglob("*")) if f.is_file()}
+            files = {
+                str(f.relative_to(path)): f.read_bytes()
+                for f in sorted(path.rglob("*"))
+                if f.is_file()
+            }
         message = (str(path), files)
     path_s, files = broadcast_object(message)
     if env.is_main or files is None:
@@ -191,8 +201,9 @@ def build_on_main(build: Callable[[Path], str | Path], env: DistEnv, work: Path)
     return str(dest)
 
 
-def make_sampler_fn(dataset: Sized, env: DistEnv, seed: int, shuffle: bool = True
-                    ) -> Callable[[int], DistributedSampler]:
+def make_sampler_fn(
+    dataset: Sized, env: DistEnv, seed: int, shuffle: bool = True
+) -> Callable[[int], DistributedSampler]:
     """``sampler_fn(epoch)`` for the Trainer: this rank's share of ``dataset`` in that epoch.
 
     All ranks draw the same permutation (``seed + epoch``) and take every ``world_size``-th index
@@ -202,7 +213,10 @@ def make_sampler_fn(dataset: Sized, env: DistEnv, seed: int, shuffle: bool = Tru
     def sampler_fn(epoch: int) -> DistributedSampler:
         sampler: DistributedSampler = DistributedSampler(
             dataset,  # type: ignore[arg-type]
-            num_replicas=env.world_size, rank=env.rank, shuffle=shuffle, seed=seed,
+            num_replicas=env.world_size,
+            rank=env.rank,
+            shuffle=shuffle,
+            seed=seed,
             drop_last=False,
         )
         sampler.set_epoch(epoch)
@@ -216,9 +230,12 @@ def has_lazy_parameters(model: nn.Module) -> bool:
     return any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters())
 
 
-def make_wrap(env: DistEnv, device: str | torch.device,
-              example: Callable[[nn.Module], Any] | None = None,
-              find_unused_parameters: bool = True) -> Callable[[nn.Module], nn.Module] | None:
+def make_wrap(
+    env: DistEnv,
+    device: str | torch.device,
+    example: Callable[[nn.Module], Any] | None = None,
+    find_unused_parameters: bool = True,
+) -> Callable[[nn.Module], nn.Module] | None:
     """The Trainer's ``wrap``: DistributedDataParallel around the model (None: single process).
 
     Args:
@@ -235,13 +252,16 @@ def make_wrap(env: DistEnv, device: str | torch.device,
     def wrap(model: nn.Module) -> nn.Module:
         if has_lazy_parameters(model):
             if example is None:
-                raise TrainingError("the model has lazy layers: DDP needs an example batch to "
-                                    "initialise them before wrapping")
+                raise TrainingError(
+                    "the model has lazy layers: DDP needs an example batch to "
+                    "initialise them before wrapping"
+                )
             batch = example(model)
             with torch.no_grad():
                 model(batch.to(dev) if hasattr(batch, "to") else batch)
         return nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None,
+            model,
+            device_ids=[dev.index] if dev.type == "cuda" else None,
             find_unused_parameters=find_unused_parameters,
         )
 
@@ -320,8 +340,9 @@ def first_bad_step(first_bad: Tensor) -> int:
     return -1 if value == none else value
 
 
-def trainer_kwargs(env: DistEnv, device: str | torch.device, train_items: Sequence[Any],
-                   seed: int, pad_id: int = 0) -> dict[str, Any]:
+def trainer_kwargs(
+    env: DistEnv, device: str | torch.device, train_items: Sequence[Any], seed: int, pad_id: int = 0
+) -> dict[str, Any]:
     """The distributed keyword arguments of :class:`~mnerqg_graph.training.loop.Trainer`.
 
     ``wrap`` (DDP; a model with lazy layers first runs on the first two training tweets),

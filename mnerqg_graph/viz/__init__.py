@@ -37,11 +37,24 @@ if TYPE_CHECKING:
     )
 
 _WHERE: dict[str, str] = {
-    **dict.fromkeys(("Alignment", "RegionNode", "TokenNode", "TweetExplanation", "explain",
-                     "graph_layout", "to_networkx", "write_graph"), "alignment"),
+    **dict.fromkeys(
+        (
+            "Alignment",
+            "RegionNode",
+            "TokenNode",
+            "TweetExplanation",
+            "explain",
+            "graph_layout",
+            "to_networkx",
+            "write_graph",
+        ),
+        "alignment",
+    ),
     **dict.fromkeys(("visualize_samples", "visualize_tweet"), "artifacts"),
-    **dict.fromkeys(("draw_boxes", "draw_graph", "draw_heatmap", "load_picture", "save_png",
-                     "select_edges"), "draw"),
+    **dict.fromkeys(
+        ("draw_boxes", "draw_graph", "draw_heatmap", "load_picture", "save_png", "select_edges"),
+        "draw",
+    ),
 }
 
 __all__ = [

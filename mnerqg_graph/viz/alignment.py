@@ -114,8 +114,16 @@ def grid_regions(grids: Sequence[tuple[int, int]]) -> list[RegionNode]:
     ):
         for cell in range(rows * cols):
             r, c = divmod(cell, cols)
-            out.append(RegionNode(rtype, level + 1, cell, r, c,
-                                  (c / cols, r / rows, (c + 1) / cols, (r + 1) / rows)))
+            out.append(
+                RegionNode(
+                    rtype,
+                    level + 1,
+                    cell,
+                    r,
+                    c,
+                    (c / cols, r / rows, (c + 1) / cols, (r + 1) / rows),
+                )
+            )
     return out
 
 
@@ -221,8 +229,9 @@ class Alignment:
             return list(range(a, b)), f"'{words}' (predicted {self.type}, {score:.2f})"
         if not self.num_edges:
             return [], ""
-        cells = np.array([self.grids[r.scale - 1][0] * self.grids[r.scale - 1][1]
-                          for r in self.regions])
+        cells = np.array(
+            [self.grids[r.scale - 1][0] * self.grids[r.scale - 1][1] for r in self.regions]
+        )
         rel = self.edge_weight * cells[self.edge_region]
         pos = int(self.edge_token[int(np.argmax(rel))])
         return [pos], f"'{text.get(pos, '')}' (strongest token; no {self.type} predicted)"
@@ -297,8 +306,13 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 @torch.no_grad()
-def explain(model: Any, tokenizer: Any, queries: dict[str, str], samples: Sequence[Sample],
-            batch_size: int = 8) -> list[TweetExplanation]:
+def explain(
+    model: Any,
+    tokenizer: Any,
+    queries: dict[str, str],
+    samples: Sequence[Sample],
+    batch_size: int = 8,
+) -> list[TweetExplanation]:
     """Run ``model`` over ``samples`` and return one explanation per tweet, in input order.
 
     Args:
@@ -318,8 +332,15 @@ def explain(model: Any, tokenizer: Any, queries: dict[str, str], samples: Sequen
     device = next(model.parameters()).device
     image_size = cfg.image_size if model.backbone is not None else None
     samples = list(samples)
-    items, _ = prepare_items(samples, tokenizer, queries, cfg.max_length, cfg.max_span_len,
-                             image_size, url_word=cfg.url_word)
+    items, _ = prepare_items(
+        samples,
+        tokenizer,
+        queries,
+        cfg.max_length,
+        cfg.max_span_len,
+        image_size,
+        url_word=cfg.url_word,
+    )
     special = set(tokenizer.all_special_ids)
     pad_id = tokenizer.pad_token_id or 0
     grids: tuple[tuple[int, int], ...] = tuple(model.spec.grids) if model.spec.use_image else ()
@@ -348,20 +369,27 @@ def explain(model: Any, tokenizer: Any, queries: dict[str, str], samples: Sequen
                 # spans must start and end on token nodes (decode can reach into the padding of
                 # a shorter tweet, or onto a token without word pieces)
                 nodes = set(tok_pos[tok_batch == row].tolist())
-                cands = [(a, b, ex.type, sc) for k, ex in enumerate(it.examples)
-                         for a, b, sc in ex_spans[row + k]
-                         if b <= n_tok and a in nodes and b - 1 in nodes]
+                cands = [
+                    (a, b, ex.type, sc)
+                    for k, ex in enumerate(it.examples)
+                    for a, b, sc in ex_spans[row + k]
+                    if b <= n_tok and a in nodes and b - 1 in nodes
+                ]
                 score = {(a, b, t): s for a, b, t, s in cands}
                 accepted = decode_spans(n_tok, cands)
-                entities = [(sp.start, sp.end, sp.type, score[(sp.start, sp.end, sp.type)])
-                            for sp in accepted]
+                entities = [
+                    (sp.start, sp.end, sp.type, score[(sp.start, sp.end, sp.type)])
+                    for sp in accepted
+                ]
                 has_image = bool(it.image is not None and grids)
                 alignments: dict[str, Alignment] = {}
                 for ex in it.examples:
                     pieces = _pieces(ex, tokenizer, special)
                     positions = tok_pos[tok_batch == row]
-                    tokens = [TokenNode(int(p), sample.tweet.tokens[p], pieces[p])
-                              for p in sorted(positions.tolist())]
+                    tokens = [
+                        TokenNode(int(p), sample.tweet.tokens[p], pieces[p])
+                        for p in sorted(positions.tolist())
+                    ]
                     e_tok, e_reg, e_w = [], [], []
                     for rtype, (r_ids, t_ids, w) in attn.items():
                         sel = tok_batch[t_ids] == row
@@ -372,22 +400,32 @@ def explain(model: Any, tokenizer: Any, queries: dict[str, str], samples: Sequen
                         e_w.append(w[sel])
                     pred = ex_boxes[row]
                     alignments[ex.type] = Alignment(
-                        tweet_id=sample.tweet.id, type=ex.type, query=queries.get(ex.type, ""),
-                        fusion=cfg.fusion, tokens=tokens, n_tokens=n_tok,
-                        regions=regions_all if has_image else [], grids=grids,
-                        image_branch=bool(grids), has_image=has_image,
+                        tweet_id=sample.tweet.id,
+                        type=ex.type,
+                        query=queries.get(ex.type, ""),
+                        fusion=cfg.fusion,
+                        tokens=tokens,
+                        n_tokens=n_tok,
+                        regions=regions_all if has_image else [],
+                        grids=grids,
+                        image_branch=bool(grids),
+                        has_image=has_image,
                         attention=has_attention,
                         edge_token=np.concatenate(e_tok) if e_tok else np.zeros(0, np.int64),
                         edge_region=np.concatenate(e_reg) if e_reg else np.zeros(0, np.int64),
                         edge_weight=np.concatenate(e_w) if e_w else np.zeros(0, np.float32),
                         entities=entities,
-                        box=None if pred is None else (
-                            (pred[0][0], pred[0][1], pred[0][2], pred[0][3]), float(pred[1])),
+                        box=None
+                        if pred is None
+                        else ((pred[0][0], pred[0][1], pred[0][2], pred[0][3]), float(pred[1])),
                         grounding_threshold=float(cfg.grounding_threshold),
                     )
                     row += 1
-                result.append(TweetExplanation(
-                    sample, alignments, [(Span(a, b, t), s) for a, b, t, s in entities]))
+                result.append(
+                    TweetExplanation(
+                        sample, alignments, [(Span(a, b, t), s) for a, b, t, s in entities]
+                    )
+                )
     finally:
         model.train(was_training)
     return result
@@ -413,8 +451,10 @@ def graph_layout(al: Alignment) -> dict[str, tuple[float, float]]:
     pos["image"] = (x0 + side / 2, -1.5)
     for r in al.regions:
         rows, cols = al.grids[r.scale - 1]
-        pos[r.node_id] = (x0 + (r.col + 0.5) / cols * side, tops[r.scale - 1] + (r.row + 0.5)
-                          / rows * side)
+        pos[r.node_id] = (
+            x0 + (r.col + 0.5) / cols * side,
+            tops[r.scale - 1] + (r.row + 0.5) / rows * side,
+        )
     return pos
 
 
@@ -435,23 +475,47 @@ def to_networkx(al: Alignment) -> nx.DiGraph:
     (not only the strongest), so the data is complete.
     """
     pos = graph_layout(al)
-    g = nx.DiGraph(tweet_id=al.tweet_id, type=al.type, query=al.query, fusion=al.fusion,
-                   has_image=al.has_image, attention=al.attention)
+    g = nx.DiGraph(
+        tweet_id=al.tweet_id,
+        type=al.type,
+        query=al.query,
+        fusion=al.fusion,
+        has_image=al.has_image,
+        attention=al.attention,
+    )
     entity = al.entity_of()
     g.add_node(QUERY, kind="query", text=al.query, x=pos[QUERY][0], y=pos[QUERY][1])
     for t in al.tokens:
         x, y = pos[t.node_id]
-        g.add_node(t.node_id, kind="token", text=t.text, pieces=" ".join(t.pieces),
-                   position=t.position, entity=entity.get(t.position, ""), x=x, y=y)
+        g.add_node(
+            t.node_id,
+            kind="token",
+            text=t.text,
+            pieces=" ".join(t.pieces),
+            position=t.position,
+            entity=entity.get(t.position, ""),
+            x=x,
+            y=y,
+        )
     if al.image_branch:
         x, y = pos["image"]
         g.add_node("image", kind="image", has_image=al.has_image, x=x, y=y)
     for r in al.regions:
         x, y = pos[r.node_id]
-        g.add_node(r.node_id, kind="region", scale=r.scale, cell=r.cell, row=r.row, col=r.col,
-                   box=[float(v) for v in r.box], x=x, y=y)
-    for p, ri, w in zip(al.edge_token.tolist(), al.edge_region.tolist(),
-                        al.edge_weight.tolist(), strict=True):
+        g.add_node(
+            r.node_id,
+            kind="region",
+            scale=r.scale,
+            cell=r.cell,
+            row=r.row,
+            col=r.col,
+            box=[float(v) for v in r.box],
+            x=x,
+            y=y,
+        )
+    for p, ri, w in zip(
+        al.edge_token.tolist(), al.edge_region.tolist(), al.edge_weight.tolist(), strict=True
+    ):
         r = al.regions[ri]
         g.add_edge(r.node_id, f"{TOKEN}:{p}", weight=float(w), scale=r.scale)
     return g

@@ -27,10 +27,16 @@ from mnerqg_graph.viz.draw import DPI, draw_boxes, draw_graph, draw_heatmap, loa
 DEFAULT_TOP_K = 20
 
 
-def visualize_tweet(expl: TweetExplanation, folder: str | Path, top_k: int | None = DEFAULT_TOP_K,
-                    threshold: float | None = None, gold: bool | None = None,
-                    types: Sequence[str] | None = None, dpi: int = DPI,
-                    compact: bool = False) -> list[Path]:
+def visualize_tweet(
+    expl: TweetExplanation,
+    folder: str | Path,
+    top_k: int | None = DEFAULT_TOP_K,
+    threshold: float | None = None,
+    gold: bool | None = None,
+    types: Sequence[str] | None = None,
+    dpi: int = DPI,
+    compact: bool = False,
+) -> list[Path]:
     """Write one tweet's pictures and graph files into ``folder``.
 
     Args:
@@ -54,20 +60,36 @@ def visualize_tweet(expl: TweetExplanation, folder: str | Path, top_k: int | Non
         if types is not None and t not in types:
             continue
         name = safe_name(t)
-        paths.append(draw_graph(al, folder / f"graph_{name}.png",
-                                None if picture is None else picture[0], top_k, threshold,
-                                dpi, compact))
+        paths.append(
+            draw_graph(
+                al,
+                folder / f"graph_{name}.png",
+                None if picture is None else picture[0],
+                top_k,
+                threshold,
+                dpi,
+                compact,
+            )
+        )
         paths.extend(write_graph(al, folder, f"alignment_{name}"))
         paths.append(draw_heatmap(al, folder / f"heatmap_{name}.png", picture, dpi, compact))
     return paths
 
 
-def visualize_samples(model: Any, tokenizer: Any, queries: dict[str, str],
-                      samples: Sequence[Sample], out_dir: str | Path,
-                      top_k: int | None = DEFAULT_TOP_K, threshold: float | None = None,
-                      gold: bool | None = None, types: Sequence[str] | None = None,
-                      batch_size: int = 8, dpi: int = DPI, compact: bool = False
-                      ) -> list[Path]:
+def visualize_samples(
+    model: Any,
+    tokenizer: Any,
+    queries: dict[str, str],
+    samples: Sequence[Sample],
+    out_dir: str | Path,
+    top_k: int | None = DEFAULT_TOP_K,
+    threshold: float | None = None,
+    gold: bool | None = None,
+    types: Sequence[str] | None = None,
+    batch_size: int = 8,
+    dpi: int = DPI,
+    compact: bool = False,
+) -> list[Path]:
     """Run ``model`` on ``samples`` and write each tweet's pictures into ``out_dir/<tweet id>/``.
 
     Args:
@@ -94,8 +116,9 @@ def visualize_samples(model: Any, tokenizer: Any, queries: dict[str, str],
     if types is not None:
         unknown = [t for t in types if t not in queries]
         if unknown:
-            raise ConfigError(f"no query for type(s) {', '.join(unknown)}; "
-                              f"the model knows {', '.join(queries)}")
+            raise ConfigError(
+                f"no query for type(s) {', '.join(unknown)}; the model knows {', '.join(queries)}"
+            )
     if top_k is not None and top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")
     out = Path(out_dir)
@@ -108,6 +131,5 @@ def visualize_samples(model: Any, tokenizer: Any, queries: dict[str, str],
         while name in used:
             name, k = f"{base}-{k}", k + 1
         used.add(name)
-        paths.extend(visualize_tweet(expl, out / name, top_k, threshold, gold, types, dpi,
-                                     compact))
+        paths.extend(visualize_tweet(expl, out / name, top_k, threshold, gold, types, dpi, compact))
     return paths

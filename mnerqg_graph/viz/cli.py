@@ -53,8 +53,7 @@ def _pick(samples: list[Sample], ids: list[str] | None, limit: int, source: str)
     return [by_id[i] for i in ids]
 
 
-def _file_samples(path: str, images: str | None, ids: list[str] | None, limit: int
-                  ) -> list[Sample]:
+def _file_samples(path: str, images: str | None, ids: list[str] | None, limit: int) -> list[Sample]:
     """Stream a CoNLL/JSON-lines file, keeping only what is drawn."""
     from mnerqg_graph.predict import read_inputs
 
@@ -75,7 +74,8 @@ def _file_samples(path: str, images: str | None, ids: list[str] | None, limit: i
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
     ap = argparse.ArgumentParser(
-        prog="mnerqg visualize", description=(__doc__ or "").split("\n\n")[0].replace("``", ""),
+        prog="mnerqg visualize",
+        description=(__doc__ or "").split("\n\n")[0].replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]).replace("``", ""),
     )
@@ -88,18 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--boxes", help="VOC box folder for a data-set --input (default ROOT/boxes)")
     ap.add_argument("--split", default="test", help="split of a data-set --input (default test)")
     ap.add_argument("--ids", help="comma-separated tweet ids to draw")
-    ap.add_argument("--limit", type=int, default=5,
-                    help="without --ids, draw the first N tweets (default 5)")
+    ap.add_argument(
+        "--limit", type=int, default=5, help="without --ids, draw the first N tweets (default 5)"
+    )
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--top-k", type=int, default=None,
-                    help="strongest token-region edges drawn per scale (default 20, or no limit "
-                         "when --threshold is given)")
-    ap.add_argument("--threshold", type=float, default=None,
-                    help="draw only token-region edges with at least this attention weight")
+    ap.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="strongest token-region edges drawn per scale (default 20, or no limit "
+        "when --threshold is given)",
+    )
+    ap.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="draw only token-region edges with at least this attention weight",
+    )
     ap.add_argument("--types", help="comma-separated entity types to draw (default: all)")
     ap.add_argument("--dpi", type=int, default=100, help="resolution of the PNGs (default 100)")
-    ap.add_argument("--compact", action="store_true",
-                    help="256-colour PNGs, about a third of the size (e.g. for docs)")
+    ap.add_argument(
+        "--compact",
+        action="store_true",
+        help="256-colour PNGs, about a third of the size (e.g. for docs)",
+    )
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     return ap
@@ -128,8 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     elif Path(args.input).is_dir():
         from mnerqg_graph.data.dataset import load_split
 
-        split = load_split(args.input, args.split, images_dir=args.images, boxes_dir=args.boxes,
-                           strict=False)
+        split = load_split(
+            args.input, args.split, images_dir=args.images, boxes_dir=args.boxes, strict=False
+        )
         samples = _pick(split.samples, ids, args.limit, split.report.path)
         gold = True if split.report.boxes_dir else None
     else:
@@ -141,11 +154,25 @@ def main(argv: list[str] | None = None) -> int:
     predictor = Predictor(args.checkpoint, args.device, args.batch_size)
     model = predictor.model
     if model.backbone is None:
-        print(f"note: fusion '{model.config.fusion}' has no image branch and returns no "
-              "attention: the pictures show the text side only", file=sys.stderr)
-    paths = visualize_samples(model, predictor.tokenizer, predictor.queries, samples, args.out,
-                              top_k=top_k, threshold=args.threshold, gold=gold, types=types,
-                              batch_size=args.batch_size, dpi=args.dpi, compact=args.compact)
+        print(
+            f"note: fusion '{model.config.fusion}' has no image branch and returns no "
+            "attention: the pictures show the text side only",
+            file=sys.stderr,
+        )
+    paths = visualize_samples(
+        model,
+        predictor.tokenizer,
+        predictor.queries,
+        samples,
+        args.out,
+        top_k=top_k,
+        threshold=args.threshold,
+        gold=gold,
+        types=types,
+        batch_size=args.batch_size,
+        dpi=args.dpi,
+        compact=args.compact,
+    )
     folders = sorted({p.parent for p in paths})
     print(f"wrote {len(paths)} files for {len(folders)} tweet(s) under {args.out}")
     for f in folders:

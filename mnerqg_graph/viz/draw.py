@@ -38,7 +38,11 @@ from mnerqg_graph.viz.alignment import Alignment, TweetExplanation, graph_layout
 
 #: Colour of each entity type (others get a colour of the tab10 cycle).
 TYPE_COLOURS: dict[str, str] = {
-    "PER": "#1f77b4", "LOC": "#2ca02c", "ORG": "#d62728", "OTHER": "#9467bd", "MISC": "#9467bd",
+    "PER": "#1f77b4",
+    "LOC": "#2ca02c",
+    "ORG": "#d62728",
+    "OTHER": "#9467bd",
+    "MISC": "#9467bd",
 }
 _EXTRA = ["#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"]
 EDGE_CMAP = "plasma_r"
@@ -53,8 +57,7 @@ def type_colour(entity_type: str) -> str:
     return _EXTRA[sum(map(ord, entity_type)) % len(_EXTRA)]
 
 
-def load_picture(sample: Sample, max_side: int = 480
-                 ) -> tuple[np.ndarray, tuple[int, int]] | None:
+def load_picture(sample: Sample, max_side: int = 480) -> tuple[np.ndarray, tuple[int, int]] | None:
     """The sample's image for drawing (RGB, at most ``max_side`` pixels) and its original size.
 
     Returns:
@@ -77,8 +80,9 @@ def load_picture(sample: Sample, max_side: int = 480
     return np.asarray(rgb, dtype=np.uint8), (int(size[0]), int(size[1]))
 
 
-def select_edges(al: Alignment, top_k: int | None = 20, threshold: float | None = None
-                 ) -> np.ndarray:
+def select_edges(
+    al: Alignment, top_k: int | None = 20, threshold: float | None = None
+) -> np.ndarray:
     """Indices of the edges to draw, strongest first.
 
     Args:
@@ -124,8 +128,9 @@ def save_png(fig: Figure, path: str | Path, dpi: int = DPI, compact: bool = Fals
     buf = io.BytesIO()
     with warnings.catch_warnings():  # tweets are full of emoji that DejaVu Sans does not have
         warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig.savefig(buf, dpi=dpi, format="png", facecolor="white", bbox_inches="tight",
-                    pad_inches=0.15)
+        fig.savefig(
+            buf, dpi=dpi, format="png", facecolor="white", bbox_inches="tight", pad_inches=0.15
+        )
     if not compact:
         path.write_bytes(buf.getvalue())
         return path
@@ -142,16 +147,22 @@ def _wrap(text: str, width: int = 90) -> str:
     return "\n".join(textwrap.wrap(text, width)) if text else ""
 
 
-def _show_image(ax: Axes, picture: np.ndarray, extent: tuple[float, float, float, float],
-                alpha: float = 1.0) -> None:
+def _show_image(
+    ax: Axes, picture: np.ndarray, extent: tuple[float, float, float, float], alpha: float = 1.0
+) -> None:
     """Draw pixels into ``extent = (left, right, bottom, top)`` of an axis whose y grows down."""
-    ax.imshow(picture, extent=extent, alpha=alpha, interpolation="nearest", zorder=0,
-              aspect="auto")
+    ax.imshow(picture, extent=extent, alpha=alpha, interpolation="nearest", zorder=0, aspect="auto")
 
 
-def draw_graph(al: Alignment, path: str | Path, picture: np.ndarray | None = None,
-               top_k: int | None = 20, threshold: float | None = None, dpi: int = DPI,
-               compact: bool = False) -> Path:
+def draw_graph(
+    al: Alignment,
+    path: str | Path,
+    picture: np.ndarray | None = None,
+    top_k: int | None = 20,
+    threshold: float | None = None,
+    dpi: int = DPI,
+    compact: bool = False,
+) -> Path:
     """Draw the (tweet, type) graph with its strongest attention edges into a PNG.
 
     Args:
@@ -169,8 +180,12 @@ def draw_graph(al: Alignment, path: str | Path, picture: np.ndarray | None = Non
     return save_png(graph_figure(al, picture, top_k, threshold), path, dpi, compact)
 
 
-def graph_figure(al: Alignment, picture: np.ndarray | None = None, top_k: int | None = 20,
-                 threshold: float | None = None) -> Figure:
+def graph_figure(
+    al: Alignment,
+    picture: np.ndarray | None = None,
+    top_k: int | None = 20,
+    threshold: float | None = None,
+) -> Figure:
     """The figure of :func:`draw_graph` (same arguments but ``path``)."""
     pos = graph_layout(al)
     chosen = select_edges(al, top_k, threshold)
@@ -203,34 +218,69 @@ def graph_figure(al: Alignment, picture: np.ndarray | None = None, top_k: int | 
             if picture is not None:
                 _show_image(ax, picture, (x0, x0 + side, top + side, top), alpha=0.55)
             ax.add_patch(Rectangle((x0, top), side, side, fill=False, lw=0.8, ec="#555555"))
-            ax.annotate(f"s{level + 1}\n{rows}x{cols}", (x0 + side, top + side / 2),
-                        xytext=(5, 0), textcoords="offset points", fontsize=8, va="center",
-                        ha="left", color="#333333")
-        sizes = {lvl: max(8.0, 700.0 / (c ** 1.6)) for lvl, (_, c) in enumerate(al.grids)}
+            ax.annotate(
+                f"s{level + 1}\n{rows}x{cols}",
+                (x0 + side, top + side / 2),
+                xytext=(5, 0),
+                textcoords="offset points",
+                fontsize=8,
+                va="center",
+                ha="left",
+                color="#333333",
+            )
+        sizes = {lvl: max(8.0, 700.0 / (c**1.6)) for lvl, (_, c) in enumerate(al.grids)}
         nx.draw_networkx_nodes(
-            g, pos, ax=ax, nodelist=[r.node_id for r in al.regions],
-            node_size=[sizes[r.scale - 1] for r in al.regions], node_color="white",
-            edgecolors="#444444", linewidths=0.5, alpha=0.6, node_shape="s",
+            g,
+            pos,
+            ax=ax,
+            nodelist=[r.node_id for r in al.regions],
+            node_size=[sizes[r.scale - 1] for r in al.regions],
+            node_color="white",
+            edgecolors="#444444",
+            linewidths=0.5,
+            alpha=0.6,
+            node_shape="s",
         )
     elif al.image_branch:
-        ax.text(x0 + side / 2, span / 2, "no image", fontsize=16, ha="center", va="center",
-                color="#777777", bbox={"boxstyle": "round", "fc": "#eeeeee", "ec": "#999999"})
+        ax.text(
+            x0 + side / 2,
+            span / 2,
+            "no image",
+            fontsize=16,
+            ha="center",
+            va="center",
+            color="#777777",
+            bbox={"boxstyle": "round", "fc": "#eeeeee", "ec": "#999999"},
+        )
 
     # edges, weakest first so the strongest are on top
     if len(chosen):
         cmap = colormaps[EDGE_CMAP]
         lo, hi = float(weights.min()), float(weights.max())
-        norm: Normalize = (LogNorm(vmin=lo, vmax=hi) if lo > 0 and hi / lo > 10
-                           else Normalize(vmin=min(lo, hi - 1e-9), vmax=hi))
+        norm: Normalize = (
+            LogNorm(vmin=lo, vmax=hi)
+            if lo > 0 and hi / lo > 10
+            else Normalize(vmin=min(lo, hi - 1e-9), vmax=hi)
+        )
         order = np.argsort(weights, kind="stable")
-        ordered = [(al.regions[int(al.edge_region[chosen[k]])].node_id,
-                    f"token:{int(al.edge_token[chosen[k]])}") for k in order.tolist()]
+        ordered = [
+            (
+                al.regions[int(al.edge_region[chosen[k]])].node_id,
+                f"token:{int(al.edge_token[chosen[k]])}",
+            )
+            for k in order.tolist()
+        ]
         g.add_edges_from(ordered)
         w_ord = weights[order]
         rel = np.clip(np.asarray(norm(w_ord), dtype=np.float64), 0.0, 1.0)
         nx.draw_networkx_edges(
-            g, pos, ax=ax, edgelist=ordered, arrows=False,
-            width=(0.4 + 3.2 * rel).tolist(), edge_color=[cmap(v) for v in rel.tolist()],
+            g,
+            pos,
+            ax=ax,
+            edgelist=ordered,
+            arrows=False,
+            width=(0.4 + 3.2 * rel).tolist(),
+            edge_color=[cmap(v) for v in rel.tolist()],
             alpha=0.8,
         )
         sm = ScalarMappable(norm=norm, cmap=cmap)
@@ -246,48 +296,95 @@ def graph_figure(al: Alignment, picture: np.ndarray | None = None, top_k: int | 
     entity = al.entity_of()
     tok_nodes = [t.node_id for t in al.tokens]
     nx.draw_networkx_nodes(
-        g, pos, ax=ax, nodelist=tok_nodes, node_size=110,
-        node_color=[type_colour(entity[t.position]) if t.position in entity else "#dddddd"
-                    for t in al.tokens],
-        edgecolors="#333333", linewidths=0.6,
+        g,
+        pos,
+        ax=ax,
+        nodelist=tok_nodes,
+        node_size=110,
+        node_color=[
+            type_colour(entity[t.position]) if t.position in entity else "#dddddd"
+            for t in al.tokens
+        ],
+        edgecolors="#333333",
+        linewidths=0.6,
     )
     for t in al.tokens:
         x, y = pos[t.node_id]
         ent = entity.get(t.position)
-        ax.annotate(t.text, (x, y), xytext=(-9, 0), textcoords="offset points", ha="right",
-                    va="center", fontsize=9, color=type_colour(ent) if ent else "#222222",
-                    fontweight="bold" if ent == al.type else "normal")
+        ax.annotate(
+            t.text,
+            (x, y),
+            xytext=(-9, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize=9,
+            color=type_colour(ent) if ent else "#222222",
+            fontweight="bold" if ent == al.type else "normal",
+        )
 
     # query and image nodes
     others = [n for n in ("query", "image") if n in pos]
-    nx.draw_networkx_nodes(g, pos, ax=ax, nodelist=others, node_size=260,
-                           node_color=[type_colour(al.type), "#bbbbbb"][: len(others)],
-                           node_shape="D", edgecolors="#222222", linewidths=0.8)
-    ax.annotate(f"query: {al.type}", pos["query"], xytext=(14, 0), textcoords="offset points",
-                fontsize=9, va="center", ha="left", fontweight="bold")
+    nx.draw_networkx_nodes(
+        g,
+        pos,
+        ax=ax,
+        nodelist=others,
+        node_size=260,
+        node_color=[type_colour(al.type), "#bbbbbb"][: len(others)],
+        node_shape="D",
+        edgecolors="#222222",
+        linewidths=0.8,
+    )
+    ax.annotate(
+        f"query: {al.type}",
+        pos["query"],
+        xytext=(14, 0),
+        textcoords="offset points",
+        fontsize=9,
+        va="center",
+        ha="left",
+        fontweight="bold",
+    )
     if "image" in pos:
-        ax.annotate("image" if al.has_image else "image (learned 'no image' node)", pos["image"],
-                    xytext=(14, 0), textcoords="offset points", fontsize=8, va="center",
-                    ha="left")
+        ax.annotate(
+            "image" if al.has_image else "image (learned 'no image' node)",
+            pos["image"],
+            xytext=(14, 0),
+            textcoords="offset points",
+            fontsize=8,
+            va="center",
+            ha="left",
+        )
 
     grounding = ""
     if al.box is not None:
         grounding = f"box conf {al.box[1]:.2f}"
         if not al.grounded:
             grounding += f" < {al.grounding_threshold:g}: not in image"
-    drawn = (f"edges: {len(chosen)} of {al.num_edges} drawn"
-             + (f" (top {top_k} per scale)" if top_k is not None else "")
-             + (f" (weight >= {threshold:g})" if threshold is not None else ""))
-    lines = [f"tweet {al.tweet_id} - {al.type} query graph - fusion '{al.fusion}'",
-             _wrap(f'"{al.query}"', 100), al.note() or drawn]
+    drawn = (
+        f"edges: {len(chosen)} of {al.num_edges} drawn"
+        + (f" (top {top_k} per scale)" if top_k is not None else "")
+        + (f" (weight >= {threshold:g})" if threshold is not None else "")
+    )
+    lines = [
+        f"tweet {al.tweet_id} - {al.type} query graph - fusion '{al.fusion}'",
+        _wrap(f'"{al.query}"', 100),
+        al.note() or drawn,
+    ]
     if grounding:
         lines[-1] += f"; {grounding}"
     fig.suptitle("\n".join(x for x in lines if x), fontsize=9)
     present = sorted(set(entity.values()))
     if present:
-        ax.legend(handles=[Patch(color=type_colour(t), label=t) for t in present],
-                  loc="lower left", fontsize=7, title="predicted", title_fontsize=7,
-                  frameon=False)
+        ax.legend(
+            handles=[Patch(color=type_colour(t), label=t) for t in present],
+            loc="lower left",
+            fontsize=7,
+            title="predicted",
+            title_fontsize=7,
+            frameon=False,
+        )
     return fig
 
 
@@ -295,28 +392,59 @@ def _placeholder(ax: Axes, text: str) -> None:
     ax.set_facecolor("#f0f0f0")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=18, color="#666666",
-            transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        ha="center",
+        va="center",
+        fontsize=18,
+        color="#666666",
+        transform=ax.transAxes,
+    )
 
 
-def _draw_box(ax: Axes, box: Sequence[float], colour: str, label: str, dashed: bool,
-              placed: list[tuple[float, float]], size: tuple[int, int]) -> None:
+def _draw_box(
+    ax: Axes,
+    box: Sequence[float],
+    colour: str,
+    label: str,
+    dashed: bool,
+    placed: list[tuple[float, float]],
+    size: tuple[int, int],
+) -> None:
     """A box and its label inside its top-left corner, moved down past labels already placed."""
     x0, y0, x1, y1 = box
-    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=2.2,
-                           ls="--" if dashed else "-"))
+    ax.add_patch(
+        Rectangle(
+            (x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=2.2, ls="--" if dashed else "-"
+        )
+    )
     step_x, step_y = 0.3 * size[0], 0.06 * size[1]
     ly = y0
     while any(abs(ly - py) < step_y and abs(x0 - px) < step_x for px, py in placed):
         ly += step_y
     placed.append((x0, ly))
-    ax.text(x0 + 1, ly + 1, label, fontsize=8, color="white", va="top", ha="left",
-            bbox={"fc": colour, "ec": "none", "alpha": 0.85, "pad": 1.5})
+    ax.text(
+        x0 + 1,
+        ly + 1,
+        label,
+        fontsize=8,
+        color="white",
+        va="top",
+        ha="left",
+        bbox={"fc": colour, "ec": "none", "alpha": 0.85, "pad": 1.5},
+    )
 
 
-def draw_boxes(expl: TweetExplanation, path: str | Path,
-               picture: tuple[np.ndarray, tuple[int, int]] | None = None,
-               gold: bool | None = None, dpi: int = DPI, compact: bool = False) -> Path:
+def draw_boxes(
+    expl: TweetExplanation,
+    path: str | Path,
+    picture: tuple[np.ndarray, tuple[int, int]] | None = None,
+    gold: bool | None = None,
+    dpi: int = DPI,
+    compact: bool = False,
+) -> Path:
     """Draw the predicted box of each type (and the gold boxes) on the image into a PNG.
 
     Args:
@@ -333,9 +461,11 @@ def draw_boxes(expl: TweetExplanation, path: str | Path,
     return save_png(boxes_figure(expl, picture, gold), path, dpi, compact)
 
 
-def boxes_figure(expl: TweetExplanation,
-                 picture: tuple[np.ndarray, tuple[int, int]] | None = None,
-                 gold: bool | None = None) -> Figure:
+def boxes_figure(
+    expl: TweetExplanation,
+    picture: tuple[np.ndarray, tuple[int, int]] | None = None,
+    gold: bool | None = None,
+) -> Figure:
     """The figure of :func:`draw_boxes` (same arguments but ``path``)."""
     sample = expl.sample
     show_gold = bool(sample.boxes) if gold is None else gold
@@ -363,39 +493,76 @@ def boxes_figure(expl: TweetExplanation,
             ax.set_yticks([])
         axes[0].set_title("prediction (solid)", fontsize=9)
         if not any(al.image_branch for al in expl.alignments.values()):
-            axes[0].text(0.5, 0.5, "text-only model:\nno boxes", transform=axes[0].transAxes,
-                         ha="center", va="center", fontsize=14,
-                         bbox={"fc": "white", "alpha": 0.85, "ec": "#999999"})
+            axes[0].text(
+                0.5,
+                0.5,
+                "text-only model:\nno boxes",
+                transform=axes[0].transAxes,
+                ha="center",
+                va="center",
+                fontsize=14,
+                bbox={"fc": "white", "alpha": 0.85, "ec": "#999999"},
+            )
         placed: list[tuple[float, float]] = []
         for t, al in expl.alignments.items():
             if al.box is not None and al.grounded:
                 bx = al.box[0]
-                _draw_box(axes[0], (bx[0] * w, bx[1] * h, bx[2] * w, bx[3] * h), type_colour(t),
-                          f"{t} {al.box[1]:.2f}", False, placed, (w, h))
+                _draw_box(
+                    axes[0],
+                    (bx[0] * w, bx[1] * h, bx[2] * w, bx[3] * h),
+                    type_colour(t),
+                    f"{t} {al.box[1]:.2f}",
+                    False,
+                    placed,
+                    (w, h),
+                )
         if show_gold:
             axes[1].set_title("gold (dashed)", fontsize=9)
             placed = []
             for span, boxes in sample.boxes.items():
                 for b in boxes:
-                    _draw_box(axes[1], (b.xmin, b.ymin, b.xmax, b.ymax), type_colour(span.type),
-                              f"{span.type} {span.text(sample.tweet.tokens)}", True, placed,
-                              (w, h))
+                    _draw_box(
+                        axes[1],
+                        (b.xmin, b.ymin, b.xmax, b.ymax),
+                        type_colour(span.type),
+                        f"{span.type} {span.text(sample.tweet.tokens)}",
+                        True,
+                        placed,
+                        (w, h),
+                    )
             n = len(placed)
             if not n:
-                axes[1].text(0.5, 0.04, "no gold box", transform=axes[1].transAxes,
-                             ha="center", fontsize=9, bbox={"fc": "white", "alpha": 0.8})
+                axes[1].text(
+                    0.5,
+                    0.04,
+                    "no gold box",
+                    transform=axes[1].transAxes,
+                    ha="center",
+                    fontsize=9,
+                    bbox={"fc": "white", "alpha": 0.8},
+                )
     tokens = sample.tweet.tokens
     ents = ", ".join(f"{sp.text(tokens)} [{sp.type} {sc:.2f}]" for sp, sc in expl.entities)
     fig.suptitle(_wrap(f"tweet {expl.tweet_id}: {' '.join(tokens)}", 80), fontsize=9)
-    fig.text(0.5, 0.02, _wrap(f"entities: {ents or 'none'}   |   box confidence: "
-                              + ", ".join(lines), 110), ha="center", va="bottom", fontsize=8)
+    fig.text(
+        0.5,
+        0.02,
+        _wrap(f"entities: {ents or 'none'}   |   box confidence: " + ", ".join(lines), 110),
+        ha="center",
+        va="bottom",
+        fontsize=8,
+    )
     fig.subplots_adjust(left=0.03, right=0.97, top=0.85, bottom=0.14, wspace=0.05)
     return fig
 
 
-def draw_heatmap(al: Alignment, path: str | Path,
-                 picture: tuple[np.ndarray, tuple[int, int]] | None = None, dpi: int = DPI,
-                 compact: bool = False) -> Path:
+def draw_heatmap(
+    al: Alignment,
+    path: str | Path,
+    picture: tuple[np.ndarray, tuple[int, int]] | None = None,
+    dpi: int = DPI,
+    compact: bool = False,
+) -> Path:
     """One entity's attention over the image regions at each scale, as heat maps over the image.
 
     The entity is the best predicted one of ``al.type``, else the token with the most peaked
@@ -414,8 +581,9 @@ def draw_heatmap(al: Alignment, path: str | Path,
     return save_png(heatmap_figure(al, picture), path, dpi, compact)
 
 
-def heatmap_figure(al: Alignment, picture: tuple[np.ndarray, tuple[int, int]] | None = None
-                   ) -> Figure:
+def heatmap_figure(
+    al: Alignment, picture: tuple[np.ndarray, tuple[int, int]] | None = None
+) -> Figure:
     """The figure of :func:`draw_heatmap` (same arguments but ``path``)."""
     positions, caption = al.focus()
     n = max(len(al.grids), 1)
@@ -425,11 +593,10 @@ def heatmap_figure(al: Alignment, picture: tuple[np.ndarray, tuple[int, int]] | 
     if note or not positions:
         for ax in axes:
             _placeholder(ax, "no image" if al.image_branch and not al.has_image else "-")
-        fig.suptitle(f"tweet {al.tweet_id} - {al.type}: {note or 'no token to show'}",
-                     fontsize=9)
+        fig.suptitle(f"tweet {al.tweet_id} - {al.type}: {note or 'no token to show'}", fontsize=9)
         return fig
     weights = al.region_weights(positions)
-    w, h = (picture[1] if picture is not None else (1, 1))
+    w, h = picture[1] if picture is not None else (1, 1)
     start = 0
     for level, ((rows, cols), ax) in enumerate(zip(al.grids, axes, strict=True)):
         heat = weights[start : start + rows * cols].reshape(rows, cols)
@@ -437,13 +604,27 @@ def heatmap_figure(al: Alignment, picture: tuple[np.ndarray, tuple[int, int]] | 
         if picture is not None:
             ax.imshow(picture[0], extent=(0, w, h, 0), interpolation="nearest")
         lo, hi = float(heat.min()), float(heat.max())  # contrast per scale; the bar gives values
-        im = ax.imshow(heat, extent=(0, w, h, 0), cmap=HEAT_CMAP, alpha=0.6,
-                       interpolation="nearest", vmin=lo if hi - lo > 1e-6 else 0.0,
-                       vmax=max(hi, 1e-9))
+        im = ax.imshow(
+            heat,
+            extent=(0, w, h, 0),
+            cmap=HEAT_CMAP,
+            alpha=0.6,
+            interpolation="nearest",
+            vmin=lo if hi - lo > 1e-6 else 0.0,
+            vmax=max(hi, 1e-9),
+        )
         if al.box is not None and al.grounded:
             b = al.box[0]
-            ax.add_patch(Rectangle((b[0] * w, b[1] * h), (b[2] - b[0]) * w, (b[3] - b[1]) * h,
-                                   fill=False, ec=type_colour(al.type), lw=1.8))
+            ax.add_patch(
+                Rectangle(
+                    (b[0] * w, b[1] * h),
+                    (b[2] - b[0]) * w,
+                    (b[3] - b[1]) * h,
+                    fill=False,
+                    ec=type_colour(al.type),
+                    lw=1.8,
+                )
+            )
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_xticks([])
@@ -454,6 +635,11 @@ def heatmap_figure(al: Alignment, picture: tuple[np.ndarray, tuple[int, int]] | 
         ax.set_title(title, fontsize=8)
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, format="%.3g")
         bar.ax.tick_params(labelsize=6)
-    fig.suptitle(_wrap(f"tweet {al.tweet_id} - {al.type} query: attention of {caption} over "
-                       "the image regions", 100), fontsize=9)
+    fig.suptitle(
+        _wrap(
+            f"tweet {al.tweet_id} - {al.type} query: attention of {caption} over the image regions",
+            100,
+        ),
+        fontsize=9,
+    )
     return fig

@@ -156,11 +156,13 @@ def test_detectron2_missing_says_how_to_install() -> None:
     not HAS_DETECTRON2,
     reason="detectron2 not installed (not on PyPI; build it from source, see the README)",
 )
-def test_detectron2_backend(batch: tuple[torch.Tensor, list[dict[str, torch.Tensor]]],
-                            tmp_path: Path) -> None:
+def test_detectron2_backend(
+    batch: tuple[torch.Tensor, list[dict[str, torch.Tensor]]], tmp_path: Path
+) -> None:
     images, targets = batch
-    det = build_detector("detectron2", types=TYPES, min_size=64, max_size=64,
-                         opts=["MODEL.RESNETS.DEPTH", 50])
+    det = build_detector(
+        "detectron2", types=TYPES, min_size=64, max_size=64, opts=["MODEL.RESNETS.DEPTH", 50]
+    )
     losses = det.fit_step(images[:2], targets[:2])
     assert all(torch.isfinite(v) for v in losses.values())
     dets = det.detect(images[:2])
@@ -173,8 +175,11 @@ def test_detection_regions() -> None:
     backbone = build_backbone("small_cnn", width=8, out_channels=16)
     feats = backbone(torch.rand(2, 3, 64, 64))
     dets = [
-        Detections(torch.tensor([[0.1, 0.1, 0.3, 0.3], [0.0, 0.0, 0.9, 0.9]]),
-                   torch.tensor([0.2, 0.9]), torch.tensor([0, 1])),
+        Detections(
+            torch.tensor([[0.1, 0.1, 0.3, 0.3], [0.0, 0.0, 0.9, 0.9]]),
+            torch.tensor([0.2, 0.9]),
+            torch.tensor([0, 1]),
+        ),
         Detections(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long)),
     ]
     sets = detection_regions(feats, dets, 64, max_regions=4)
@@ -186,15 +191,59 @@ def test_detection_regions() -> None:
 
 
 @needs_torchvision
-def test_train_and_detect_commands(synth: Path, tmp_path: Path,
-                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_and_detect_commands(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     ckpt, out = tmp_path / "det", tmp_path / "dets.jsonl"
-    assert main(["train", "--data", str(synth), "--out", str(ckpt), "--epochs", "1",
-                 "--max-steps", "1", "--batch-size", "2", "--limit", "4", "--image-size", "64",
-                 "--min-size", "64", "--max-size", "64", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(synth),
+                "--out",
+                str(ckpt),
+                "--epochs",
+                "1",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--limit",
+                "4",
+                "--image-size",
+                "64",
+                "--min-size",
+                "64",
+                "--max-size",
+                "64",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert (ckpt / "model.safetensors").is_file()
-    assert main(["detect", "--detector", str(ckpt), "--data", str(synth), "--split", "test",
-                 "--out", str(out), "--image-size", "64", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "detect",
+                "--detector",
+                str(ckpt),
+                "--data",
+                str(synth),
+                "--split",
+                "test",
+                "--out",
+                str(out),
+                "--image-size",
+                "64",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     samples = load_split(synth, "test").samples
     assert [r["id"] for r in records] == [s.tweet.id for s in samples if s.image_path]

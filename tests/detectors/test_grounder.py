@@ -78,11 +78,21 @@ def test_training_lowers_loss_and_round_trip(synth: Path, tmp_path: Path) -> Non
     assert b1.shape == (len(data), len(TYPES), 4)
 
 
-def test_evaluate_and_commands(synth: Path, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_and_commands(
+    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     pre, fine = tmp_path / "pre", tmp_path / "fine"
-    model, result = pretrain(synth, pre, image_size=64, epochs=1, max_steps=2, batch_size=4,
-                             device="cpu", log=None, **TINY)  # type: ignore[arg-type]
+    model, result = pretrain(
+        synth,
+        pre,
+        image_size=64,
+        epochs=1,
+        max_steps=2,
+        batch_size=4,
+        device="cpu",
+        log=None,
+        **TINY,
+    )  # type: ignore[arg-type]
     assert result.steps == 2 and (pre / "model.safetensors").is_file()
     scores = evaluate_grounder(model, load_split(synth, "test").samples)
     for key, value in scores.to_dict().items():
@@ -90,17 +100,51 @@ def test_evaluate_and_commands(synth: Path, tmp_path: Path,
             assert 0.0 <= value <= 1.0, key
     assert scores.images == sum(s.image_path is not None for s in load_split(synth, "test").samples)
 
-    assert main(["finetune", "--init", str(pre), "--data", str(synth), "--out", str(fine),
-                 "--manual-fraction", "0.5", "--seed", "3", "--epochs", "1", "--device",
-                 "cpu"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--init",
+                str(pre),
+                "--data",
+                str(synth),
+                "--out",
+                str(fine),
+                "--manual-fraction",
+                "0.5",
+                "--seed",
+                "3",
+                "--epochs",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     _, stages = load_grounder(fine)
     assert [s["stage"] for s in stages] == ["pretrain", "finetune"]
     manual = select_manual(load_split(synth, "train").samples, 0.5, 3)
     assert stages[1]["manual_tweets"] == len(manual)
 
     capsys.readouterr()
-    assert main(["evaluate", "--grounder", str(fine), "--data", str(synth), "--split", "test",
-                 "--json", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--grounder",
+                str(fine),
+                "--data",
+                str(synth),
+                "--split",
+                "test",
+                "--json",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert 0.0 <= out["grounding_acc"] <= 1.0 and 0.0 <= out["none_acc"] <= 1.0
 

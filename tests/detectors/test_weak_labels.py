@@ -48,8 +48,9 @@ def train(synth: Path) -> list[Sample]:
 def grounder(tmp_path_factory: pytest.TempPathFactory) -> tuple[VisualGrounder, Path]:
     """An untrained tiny grounder: its boxes and confidences are arbitrary but well formed."""
     torch.manual_seed(1)
-    model = VisualGrounder(TYPES, backbone_kwargs={"width": 8, "out_channels": 16},
-                           hidden_dim=32).eval()
+    model = VisualGrounder(
+        TYPES, backbone_kwargs={"width": 8, "out_channels": 16}, hidden_dim=32
+    ).eval()
     ckpt = tmp_path_factory.mktemp("weak") / "grounder"
     save_grounder(model, ckpt)
     return model, ckpt
@@ -111,7 +112,10 @@ def test_pseudo_labels_round_trip_through_voc(
 
 
 def test_threshold_and_counted_problems(
-    synth: Path, train: list[Sample], grounder: tuple[VisualGrounder, Path], tmp_path: Path,
+    synth: Path,
+    train: list[Sample],
+    grounder: tuple[VisualGrounder, Path],
+    tmp_path: Path,
 ) -> None:
     model, _ = grounder
     weak = tmp_path / "weak"
@@ -122,8 +126,12 @@ def test_threshold_and_counted_problems(
     loaded = load_weak_boxes(weak, train, threshold=cut, log=lines.append)
     rep = loaded.report
     assert rep.boxes_kept + rep.below_threshold == rep.boxes_read > rep.boxes_kept > 0
-    assert all(b.confidence is not None and b.confidence >= cut
-               for spans in loaded.values() for bs in spans.values() for b in bs)
+    assert all(
+        b.confidence is not None and b.confidence >= cut
+        for spans in loaded.values()
+        for bs in spans.values()
+        for b in bs
+    )
     assert f"{rep.boxes_kept}/{rep.boxes_read} boxes kept" in lines[0]
     assert "under confidence" in lines[0]
 
@@ -170,14 +178,33 @@ def test_bad_grounder_and_output_folder(
 
 
 def test_cli_and_runner_use_the_same_labels(
-    synth: Path, train: list[Sample], grounder: tuple[VisualGrounder, Path], tmp_path: Path,
+    synth: Path,
+    train: list[Sample],
+    grounder: tuple[VisualGrounder, Path],
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from mnerqg_graph.cli import main as mnerqg
 
     weak = tmp_path / "weak"
-    assert mnerqg(["pseudo-label", "--grounder", str(grounder[1]), "--data", str(synth),
-                   "--out", str(weak), "--threshold", "0.0", "--device", "cpu"]) == 0
+    assert (
+        mnerqg(
+            [
+                "pseudo-label",
+                "--grounder",
+                str(grounder[1]),
+                "--data",
+                str(synth),
+                "--out",
+                str(weak),
+                "--threshold",
+                "0.0",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "pseudo-label (train):" in capsys.readouterr().out
 
     from experiments.runner import apply_grounding_supervision

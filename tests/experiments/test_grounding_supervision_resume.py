@@ -20,8 +20,13 @@ from mnerqg_graph.errors import MnerqgError
 
 
 def _stubs(calls: list[str], fail: set[str]) -> tuple[Any, Any]:
-    def grounder_stage(args: argparse.Namespace, target: Path, source: Path, weak_dir: Path,
-                       timings: dict[str, float]) -> tuple[dict[str, Any], str]:
+    def grounder_stage(
+        args: argparse.Namespace,
+        target: Path,
+        source: Path,
+        weak_dir: Path,
+        timings: dict[str, float],
+    ) -> tuple[dict[str, Any], str]:
         calls.append("grounder")
         target.mkdir(parents=True, exist_ok=True)
         (args.out / "grounder" / "finetuned").mkdir(parents=True, exist_ok=True)
@@ -29,14 +34,22 @@ def _stubs(calls: list[str], fail: set[str]) -> tuple[Any, Any]:
         timings["grounder_pretrain"] = 1.0
         return {"grounding_acc": 0.9, "none_acc": 0.8, "text_types_grounding_acc": 0.85}, "weak"
 
-    def run_variant(variant: str, args: argparse.Namespace, target: Path, weak_dir: Path
-                    ) -> dict[str, Any]:
+    def run_variant(
+        variant: str, args: argparse.Namespace, target: Path, weak_dir: Path
+    ) -> dict[str, Any]:
         calls.append(variant)
         if variant in fail:
             raise MnerqgError(f"{variant} failed")
         acc = {"oracle": 0.8, "weak": 0.6, "manual": 0.5, "none": 0.1}[variant]
-        return {"test/f1": 0.7, "test/ambiguous_f1": 0.65, "test/grounding_acc": acc,
-                "test/none_acc": 0.5, "test/grounded_f1": 0.4, "supervision": {}, "seconds": 2.0}
+        return {
+            "test/f1": 0.7,
+            "test/ambiguous_f1": 0.65,
+            "test/grounding_acc": acc,
+            "test/none_acc": 0.5,
+            "test/grounded_f1": 0.4,
+            "supervision": {},
+            "seconds": 2.0,
+        }
 
     return grounder_stage, run_variant
 

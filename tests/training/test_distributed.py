@@ -54,8 +54,15 @@ def _encoder(root: Path) -> Path:
     from mnerqg_graph.encoders.tiny import build_tiny_encoder
 
     corpus = [t.tokens for t in TWEETS] + [q.split() for q in load_queries().values()]
-    enc = build_tiny_encoder(root / "enc", corpus, hidden_size=32, num_layers=1, num_heads=2,
-                             intermediate_size=64, seed=0)
+    enc = build_tiny_encoder(
+        root / "enc",
+        corpus,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=64,
+        seed=0,
+    )
     cfg = json.loads((enc / "config.json").read_text())
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (enc / "config.json").write_text(json.dumps(cfg))
@@ -73,16 +80,27 @@ def _trainer(encoder: Path, out: Path, batch_size: int, device: str, **kwargs: A
     from tests.helpers import tiny_config
 
     torch.manual_seed(0)
-    cfg = tiny_config(encoder, dropout=0.0, loss_weights={
-        "start": 1.0, "end": 1.0, "match": 0.0, "existence": 0.5, "grounding": 1.0})
+    cfg = tiny_config(
+        encoder,
+        dropout=0.0,
+        loss_weights={"start": 1.0, "end": 1.0, "match": 0.0, "existence": 0.5, "grounding": 1.0},
+    )
     model = build_model(cfg)
     tok = AutoTokenizer.from_pretrained(str(encoder))
     queries = load_queries()
-    items, _ = prepare_items([Sample(t) for t in TWEETS], tok, queries, cfg.max_length,
-                             cfg.max_span_len, cfg.image_size)
+    items, _ = prepare_items(
+        [Sample(t) for t in TWEETS], tok, queries, cfg.max_length, cfg.max_span_len, cfg.image_size
+    )
     evaluate = kwargs.pop("evaluate", _evaluate)
-    tcfg = TrainConfig(epochs=EPOCHS, batch_size=batch_size, lr=3e-3, encoder_lr=3e-3, seed=0,
-                       device=device, warmup_ratio=0.0)
+    tcfg = TrainConfig(
+        epochs=EPOCHS,
+        batch_size=batch_size,
+        lr=3e-3,
+        encoder_lr=3e-3,
+        seed=0,
+        device=device,
+        warmup_ratio=0.0,
+    )
     return Trainer(model, tok, queries, items, evaluate, tcfg, out, **kwargs)
 
 
@@ -93,22 +111,38 @@ def _evaluate(model: Any) -> dict[str, float]:
 
 def _worker(rank: int, world: int, port: int, tmp: str) -> None:
     """One rank of the DDP run: train, then save its parameters and history."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+    )
     torch.set_num_threads(1)
     env, device = ddp.setup("cpu")
     try:
         root = Path(tmp)
         probe = _trainer(root / "enc", root / "ddp", PER_RANK, device)  # items for the sampler
-        trainer = _trainer(root / "enc", root / "ddp", PER_RANK, device,
-                           evaluate=ddp.on_main(_evaluate, env),
-                           **ddp.trainer_kwargs(env, device, probe.train_items, seed=0))
+        trainer = _trainer(
+            root / "enc",
+            root / "ddp",
+            PER_RANK,
+            device,
+            evaluate=ddp.on_main(_evaluate, env),
+            **ddp.trainer_kwargs(env, device, probe.train_items, seed=0),
+        )
         result = trainer.fit()
         state = {k: v.detach().contiguous() for k, v in trainer.model.state_dict().items()}
         save_file(state, str(root / f"rank{rank}.safetensors"))
-        (root / f"rank{rank}.json").write_text(json.dumps(
-            {"history": result.history, "best_epoch": result.best_epoch,
-             "ddp": type(trainer.forward_model).__name__}))
+        (root / f"rank{rank}.json").write_text(
+            json.dumps(
+                {
+                    "history": result.history,
+                    "best_epoch": result.best_epoch,
+                    "ddp": type(trainer.forward_model).__name__,
+                }
+            )
+        )
     finally:
         ddp.cleanup()
 
@@ -120,11 +154,16 @@ class _GlobalOrder:
         shards = []
         for r in range(WORLD):
             s: torch.utils.data.DistributedSampler = torch.utils.data.DistributedSampler(
-                range(n), num_replicas=WORLD, rank=r, shuffle=True, seed=0)  # type: ignore[arg-type]
+                range(n), num_replicas=WORLD, rank=r, shuffle=True, seed=0
+            )  # type: ignore[arg-type]
             s.set_epoch(epoch)
             shards.append(list(s))
-        self.order = [i for k in range(0, len(shards[0]), PER_RANK)
-                      for shard in shards for i in shard[k : k + PER_RANK]]
+        self.order = [
+            i
+            for k in range(0, len(shards[0]), PER_RANK)
+            for shard in shards
+            for i in shard[k : k + PER_RANK]
+        ]
 
     def __iter__(self) -> Any:
         return iter(self.order)
@@ -140,12 +179,12 @@ def _free_port() -> int:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
-def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(
-        tmp_path: Path) -> None:
+def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     _encoder(tmp_path)
-    torch.multiprocessing.spawn(_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD,
-                                join=True)
+    torch.multiprocessing.spawn(
+        _worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD, join=True
+    )
     a, b = (load_file(str(tmp_path / f"rank{r}.safetensors")) for r in range(WORLD))
     info = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     assert info[0]["ddp"] == "DistributedDataParallel"
@@ -157,8 +196,13 @@ def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(
     assert (tmp_path / "ddp" / "best" / "model.safetensors").is_file()
 
     n = len(TWEETS)
-    ref = _trainer(tmp_path / "enc", tmp_path / "ref", WORLD * PER_RANK, "cpu",
-                   sampler_fn=lambda epoch: _GlobalOrder(n, epoch))
+    ref = _trainer(
+        tmp_path / "enc",
+        tmp_path / "ref",
+        WORLD * PER_RANK,
+        "cpu",
+        sampler_fn=lambda epoch: _GlobalOrder(n, epoch),
+    )
     assert ref.steps_per_epoch == n // (WORLD * PER_RANK)
     ref_result = ref.fit()
     ref_state = ref.model.state_dict()
@@ -178,8 +222,11 @@ def test_single_process_is_left_alone() -> None:
     env = ddp.DistEnv.from_env({})
     assert (env.rank, env.world_size, env.enabled, env.is_main) == (0, 1, False, True)
     assert ddp.setup("cpu", env) == (env, "cpu")
-    assert ddp.trainer_kwargs(env, "cpu", [], 0) == {"wrap": None, "sampler_fn": None,
-                                                     "is_main": True}
+    assert ddp.trainer_kwargs(env, "cpu", [], 0) == {
+        "wrap": None,
+        "sampler_fn": None,
+        "is_main": True,
+    }
 
     def f() -> int:
         return 3
@@ -226,8 +273,13 @@ def test_cuda_training_loop_does_not_sync_the_host(tmp_path: Path) -> None:
         torch.cuda.set_sync_debug_mode("default")
     assert all(torch.isfinite(torch.tensor(h["train/loss_total"])) for h in result.history)
     allowed = _allowed_lines()
-    in_loop = [w for w in caught if "synchroniz" in str(w.message)
-               and Path(w.filename).name == "loop.py" and w.lineno not in allowed]
+    in_loop = [
+        w
+        for w in caught
+        if "synchroniz" in str(w.message)
+        and Path(w.filename).name == "loop.py"
+        and w.lineno not in allowed
+    ]
     assert not in_loop, [f"{w.filename}:{w.lineno}" for w in in_loop]
 
 
@@ -250,16 +302,33 @@ def _allowed_lines() -> set[int]:
 
 @pytest.mark.slow
 def test_torchrun_runs_the_experiment_with_observers_and_checkpoints_on_rank_0(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     import subprocess
     import sys
 
     repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "MNERQG_RUNS_DIR": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           "-m", "experiments.train", "with", "fast", f"output_dir={tmp_path / 'out'}",
-           f"data.root={tmp_path / 'data'}", "optim.device=cpu"]
+    env = {
+        **os.environ,
+        "MNERQG_RUNS_DIR": str(tmp_path / "runs"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "experiments.train",
+        "with",
+        "fast",
+        f"output_dir={tmp_path / 'out'}",
+        f"data.root={tmp_path / 'data'}",
+        "optim.device=cpu",
+    ]
     proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = [p.name for p in (tmp_path / "runs").iterdir() if p.name != "_sources"]

@@ -125,8 +125,12 @@ def test_graphml_nodes_edges_and_weights_match_the_model(setup: Setup, tmp_path:
         key = (int(g.nodes[v]["position"]), int(g.nodes[u]["scale"]), int(g.nodes[u]["cell"]))
         from_file[key] = d["weight"]
     assert set(from_file) == set(direct)
-    np.testing.assert_allclose([from_file[k] for k in sorted(direct)],
-                               [direct[k] for k in sorted(direct)], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        [from_file[k] for k in sorted(direct)],
+        [direct[k] for k in sorted(direct)],
+        rtol=0,
+        atol=1e-6,
+    )
     # region attributes and the node-link JSON copy
     node = g.nodes["region_s2:5"]
     assert (node["row"], node["col"]) == (1, 1)
@@ -148,15 +152,17 @@ def test_token_order_is_kept_in_the_layout(setup: Setup, tmp_path: Path) -> None
     assert all(a < b for a, b in zip(ys, ys[1:], strict=False)) and len(xs) == 1
     # the written graph carries the same positions
     g = nx.read_graphml(write_graph(al, tmp_path)[0])
-    toks = sorted((d for _, d in g.nodes(data=True) if d["kind"] == "token"),
-                  key=lambda d: d["position"])
+    toks = sorted(
+        (d for _, d in g.nodes(data=True) if d["kind"] == "token"), key=lambda d: d["position"]
+    )
     assert [d["text"] for d in toks] == ["so", "much", "about", "Zed", "Corp", "!"]
     assert all(a["y"] < b["y"] for a, b in zip(toks, toks[1:], strict=False))
     # region cells are laid out by grid position: left to right, top to bottom, per scale
     al1 = setup.explained[0].alignments["ORG"]
     p1 = graph_layout(al1)
-    assert p1["region_s1:0"][0] < p1["region_s1:1"][0] and p1["region_s1:0"][1] < p1[
-        "region_s1:2"][1]
+    assert (
+        p1["region_s1:0"][0] < p1["region_s1:1"][0] and p1["region_s1:0"][1] < p1["region_s1:2"][1]
+    )
     assert p1["region_s1:3"][1] < p1["region_s2:0"][1] < p1["region_s3:0"][1]
 
 
@@ -176,11 +182,23 @@ def test_edge_selection_top_k_per_scale_and_threshold(setup: Setup) -> None:
 
 
 def test_pictures_decode_and_are_not_blank(setup: Setup, tmp_path: Path) -> None:
-    paths = visualize_samples(setup.model, setup.tokenizer, setup.queries, setup.samples[:1],
-                              tmp_path, top_k=5, types=["PER"])
+    paths = visualize_samples(
+        setup.model,
+        setup.tokenizer,
+        setup.queries,
+        setup.samples[:1],
+        tmp_path,
+        top_k=5,
+        types=["PER"],
+    )
     names = sorted(p.name for p in paths)
-    assert names == ["alignment_PER.graphml", "alignment_PER.json", "boxes.png",
-                     "graph_PER.png", "heatmap_PER.png"]
+    assert names == [
+        "alignment_PER.graphml",
+        "alignment_PER.json",
+        "boxes.png",
+        "graph_PER.png",
+        "heatmap_PER.png",
+    ]
     assert {p.parent for p in paths} == {tmp_path / "t1"}
     for p in paths:
         if p.suffix == ".png":
@@ -208,16 +226,18 @@ def test_no_image_draws_the_text_side_and_a_placeholder(setup: Setup, tmp_path: 
     assert "no image" in _texts(graph_figure(al))
     fig = boxes_figure(expl, load_picture(expl.sample))
     assert "no image" in _texts(fig)
-    paths = visualize_samples(setup.model, setup.tokenizer, setup.queries, [expl.sample],
-                              tmp_path / "out", types=["PER"])
+    paths = visualize_samples(
+        setup.model, setup.tokenizer, setup.queries, [expl.sample], tmp_path / "out", types=["PER"]
+    )
     _png_ok(next(p for p in paths if p.name == "boxes.png"))
 
 
 def _fusions_with_image() -> list[str]:
     from mnerqg_graph.fusion import FUSION_REGISTRY
 
-    return [n for n in FUSION_REGISTRY.names()
-            if getattr(FUSION_REGISTRY.get(n), "uses_image", True)]
+    return [
+        n for n in FUSION_REGISTRY.names() if getattr(FUSION_REGISTRY.get(n), "uses_image", True)
+    ]
 
 
 @pytest.mark.parametrize("fusion", _fusions_with_image())
@@ -262,27 +282,75 @@ def test_cli_end_to_end(setup: Setup, tmp_path: Path) -> None:
     from mnerqg_graph.training.checkpoint import save_model
     from mnerqg_graph.viz.cli import main
 
-    ckpt = save_model(setup.model, setup.model.config, setup.queries, setup.tokenizer,
-                      tmp_path / "ckpt")
+    ckpt = save_model(
+        setup.model, setup.model.config, setup.queries, setup.tokenizer, tmp_path / "ckpt"
+    )
     t1, t2 = setup.samples[0], setup.samples[1]
     # a JSON-lines file, as `mnerqg predict --input` reads it
     jsonl = tmp_path / "in.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in [
-        {"id": "t2", "tokens": t2.tweet.tokens},
-        {"id": "t1", "tokens": t1.tweet.tokens, "image": str(t1.image_path)},
-    ]) + "\n", encoding="utf-8")
+    jsonl.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"id": "t2", "tokens": t2.tweet.tokens},
+                {"id": "t1", "tokens": t1.tweet.tokens, "image": str(t1.image_path)},
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     out = tmp_path / "out"
-    assert main(["--checkpoint", str(ckpt), "--input", str(jsonl), "--ids", "t1",
-                 "--out", str(out), "--types", "PER", "--top-k", "4", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(jsonl),
+                "--ids",
+                "t1",
+                "--out",
+                str(out),
+                "--types",
+                "PER",
+                "--top-k",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (out / "t1").iterdir()) == [
-        "alignment_PER.graphml", "alignment_PER.json", "boxes.png", "graph_PER.png",
-        "heatmap_PER.png"]
+        "alignment_PER.graphml",
+        "alignment_PER.json",
+        "boxes.png",
+        "graph_PER.png",
+        "heatmap_PER.png",
+    ]
     assert not (out / "t2").exists()
     g = nx.read_graphml(out / "t1" / "alignment_PER.graphml")
     assert g.number_of_edges() == 4 * 84
     # --text without an image
-    assert main(["--checkpoint", str(ckpt), "--text", "Kelvo visits Marn", "--out", str(out),
-                 "--types", "LOC", "--threshold", "0.1", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--text",
+                "Kelvo visits Marn",
+                "--out",
+                str(out),
+                "--types",
+                "LOC",
+                "--threshold",
+                "0.1",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     _png_ok(out / "text" / "boxes.png")
     # a data-set folder: its gold boxes are drawn
     root = tmp_path / "ds"
@@ -291,14 +359,45 @@ def test_cli_end_to_end(setup: Setup, tmp_path: Path) -> None:
     write_conll(root / "test.txt", [t1.tweet, t2.tweet])
     assert t1.image_path is not None
     (root / "images" / "t1.jpg").write_bytes(t1.image_path.read_bytes())
-    write_voc(root / "boxes" / "t1.xml", VocAnnotation(
-        "t1.jpg", 80, 80, [VocObject("Kelvo", box) for box in t1.boxes_of_type("PER")]))
-    assert main(["--checkpoint", str(ckpt), "--input", str(root), "--ids", "t1,t2",
-                 "--out", str(tmp_path / "ds_out"), "--types", "PER", "--device", "cpu"]) == 0
+    write_voc(
+        root / "boxes" / "t1.xml",
+        VocAnnotation(
+            "t1.jpg", 80, 80, [VocObject("Kelvo", box) for box in t1.boxes_of_type("PER")]
+        ),
+    )
+    assert (
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(root),
+                "--ids",
+                "t1,t2",
+                "--out",
+                str(tmp_path / "ds_out"),
+                "--types",
+                "PER",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     _png_ok(tmp_path / "ds_out" / "t1" / "boxes.png")
     assert (tmp_path / "ds_out" / "t2" / "graph_PER.png").is_file()
     from mnerqg_graph.errors import DataError
 
     with pytest.raises(DataError, match="nope"):
-        main(["--checkpoint", str(ckpt), "--input", str(root), "--ids", "nope",
-              "--out", str(tmp_path / "x")])
+        main(
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(root),
+                "--ids",
+                "nope",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
