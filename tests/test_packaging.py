@@ -185,7 +185,8 @@ def test_extras() -> None:
     extras = load_pyproject()["project"]["optional-dependencies"]
     assert set(extras) == {"vision", "minilm", "dev", "detectron2"}
     assert extras["detectron2"] == []  # built from source, see README
-    assert {"pytest", "pytest-timeout", "ruff", "mypy"} <= set(extras["dev"])
+    dev = {canonicalize_name(Requirement(r).name) for r in extras["dev"]}
+    assert {"pytest", "pytest-timeout", "ruff", "mypy"} <= dev
 
 
 def test_console_script_points_at_cli_main() -> None:
