@@ -48,12 +48,14 @@ class ModelConfig:
         existence_gating: gate unimodal messages by the existence probability.
         casing_dim: size of the token casing/shape embedding (0: off).
         max_span_len: longest span scored, in tokens.
+        tag_head: add the auxiliary BIO tagger over all types on the token nodes, trained with the
+            loss weight ``tags`` (a training aid; decoding stays with the span heads).
         url_word: the text encoder reads this word in place of every URL token (``""``: URLs as
             they are). A ``t.co`` URL is 15-20 random word pieces; the token itself (label, shape
             feature, output) is kept.
         max_length: word pieces per ``[CLS] query [SEP] tweet [SEP]`` sequence.
         dropout: dropout in fusion and heads.
-        loss_weights: weight of each loss part: start, end, match, existence, grounding.
+        loss_weights: weight of each loss part: start, end, match, existence, grounding, tags.
         span_threshold: each of start, end and match probabilities must pass it to decode a span.
         existence_threshold: spans of an example whose existence probability ("does the type
             occur in this tweet?") is under it are not decoded (0: the existence head is not used
@@ -78,6 +80,7 @@ class ModelConfig:
     existence_gating: bool = True
     casing_dim: int = 16
     max_span_len: int = 8
+    tag_head: bool = False
     url_word: str = ""
     max_length: int = 128
     dropout: float = 0.1
@@ -88,6 +91,7 @@ class ModelConfig:
             "match": 1.0,
             "existence": 0.5,
             "grounding": 1.0,
+            "tags": 1.0,
         }
     )
     span_threshold: float = 0.5
@@ -131,6 +135,7 @@ class ModelConfig:
             "match",
             "existence",
             "grounding",
+            "tags",
         }
         if unknown_loss:
             raise ConfigError(f"{source}: unknown loss_weights keys {sorted(unknown_loss)}")

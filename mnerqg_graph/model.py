@@ -18,6 +18,7 @@ has_image            [B]              whether the tweet has an image
 start, end           [N, W]           0/1 span boundary labels (training)
 match                [N, W, S]        0/1 label of span ``i..i+k`` (training)
 exists               [N]              0/1 existence label (training)
+tags                 [N, W]           BIO tag over all types, the tweet's (training, tag head)
 gt_boxes, gt_mask    [N, K, 4], [N,K] gold boxes of the type, normalised xyxy (training)
 ===================  ===============  ======================================================
 
@@ -42,7 +43,7 @@ from mnerqg_graph.encoders.text import TEXT_ENCODER_REGISTRY, TextEncoder
 from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
 from mnerqg_graph.graph.builder import GraphSpec, build_graph
 from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types, region_types
-from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead
+from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead, TagHead
 
 #: Size of the entity-type embedding appended to every token node (the query's type).
 TYPE_DIM = 16
@@ -60,6 +61,7 @@ class ModelOutput:
         image_examples: ``[M]`` indices of the examples that have an image.
         grounding_logits: ``[M, C]`` per-cell confidence logits (None without image branch).
         grounding_boxes: ``[M, C, 4]`` per-cell boxes, normalised xyxy (None without image branch).
+        tag_logits: ``[N, W, 1 + 2 T]`` of the auxiliary BIO tagger (None without it).
         attention: token-region attention of the last fusion layer, when asked for.
         graph: the batch graph, when asked for (visualisation).
     """
@@ -71,6 +73,7 @@ class ModelOutput:
     image_examples: Tensor
     grounding_logits: Tensor | None
     grounding_boxes: Tensor | None
+    tag_logits: Tensor | None = None
     attention: dict[EdgeType, tuple[Tensor, Tensor]] | None = None
     graph: object | None = None
 
@@ -128,6 +131,10 @@ class MnerqgModel(nn.Module):
             )
             if backbone is not None
             else None
+        )
+        span_in = out[TOKEN] + token_in
+        self.tag_head = (
+            TagHead(span_in, len(config.types), config.dropout) if config.tag_head else None
         )
 
     @staticmethod
@@ -189,7 +196,9 @@ class MnerqgModel(nn.Module):
         with record_function("mnerqg::heads"):
             h_tok = fused.x_dict[TOKEN].new_zeros(n, w, fused.x_dict[TOKEN].size(-1))
             h_tok[token_mask] = fused.x_dict[TOKEN]
-            span_logits = self.span_head(torch.cat([h_tok, tok.to(h_tok.dtype)], -1))
+            h_span = torch.cat([h_tok, tok.to(h_tok.dtype)], -1)
+            span_logits = self.span_head(h_span)
+            tag_logits = self.tag_head(h_span) if self.tag_head is not None else None
             q_out = fused.x_dict[QUERY]
             g_logits = g_boxes = None
             if self.grounding_head is not None:
@@ -210,6 +219,7 @@ class MnerqgModel(nn.Module):
             image_examples=img_ex,
             grounding_logits=g_logits,
             grounding_boxes=g_boxes,
+            tag_logits=tag_logits,
             attention=fused.attention,
             graph=graph if return_graph else None,
         )
@@ -248,6 +258,8 @@ class MnerqgModel(nn.Module):
         parts["existence"] = ExistenceHead.loss(out.existence_logits, batch.exists) + (
             ExistenceHead.loss(out.gate_logits, batch.exists)
         )
+        if out.tag_logits is not None:
+            parts["tags"] = TagHead.loss(out.tag_logits, batch.tags, out.token_mask)
         if (
             self.grounding_head is not None
             and out.grounding_logits is not None

@@ -25,10 +25,18 @@ def model_config() -> None:
     existence_gating = True
     casing_dim = 16
     max_span_len = 8
+    tag_head = False  # auxiliary BIO tagger over all types on the token nodes (loss weight "tags")
     url_word = ""  # the encoder reads this word for every URL token ("": URLs as they are)
     max_length = 128
     dropout = 0.1
-    loss_weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5, "grounding": 1.0}
+    loss_weights = {  # "tags": the auxiliary tagger's, used with tag_head=True
+        "start": 1.0,
+        "end": 1.0,
+        "match": 1.0,
+        "existence": 0.5,
+        "grounding": 1.0,
+        "tags": 1.0,
+    }
     span_threshold = 0.5  # decoding thresholds (tune_threshold=True re-chooses both on valid)
     existence_threshold = 0.0  # 0: the existence head does not filter spans at decoding
     grounding_threshold = 0.5

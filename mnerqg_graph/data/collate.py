@@ -16,6 +16,46 @@ from torch import Tensor
 from mnerqg_graph.data.mrc import MrcExample
 
 
+def bio_tag_ids(
+    start: Tensor, end: Tensor, type_index: Tensor, example_tweet: Tensor, mask: Tensor
+) -> Tensor:
+    """Every type's BIO tag per token, from the per-type start/end labels of a tweet's examples.
+
+    Tag ids: 0 is ``O``, ``1 + 2 t`` is ``B`` and ``2 + 2 t`` is ``I`` of type index ``t``. An
+    entity runs from a start label to the first end label at or after it (the types' entities do
+    not overlap within one type); every example of a tweet gets the tweet's tags over all types.
+
+    Args:
+        start: 0/1 labels where an entity of the example's own type starts.
+        end: 0/1 labels where it ends (inclusive).
+        type_index: the type of each example.
+        example_tweet: the tweet of each example.
+        mask: real tokens.
+
+    Shapes:
+        start, end, mask: ``[N, W]``; type_index, example_tweet: ``[N]`` -> ``[N, W]`` long.
+    """
+    n, w = start.shape
+    pos = torch.arange(w, device=start.device).expand(n, w)
+    big = torch.full_like(pos, w)
+    # for each token, the first end at or after it (reverse cumulative min over end positions)
+    end_pos = torch.where(end > 0.5, pos, big)
+    next_end = end_pos.flip(1).cummin(1).values.flip(1)
+    # for each token, the last start at or before it, and the end that start runs to
+    start_pos = torch.where(start > 0.5, pos, torch.full_like(pos, -1))
+    last_start = start_pos.cummax(1).values
+    run_end = next_end.gather(1, last_start.clamp(min=0))
+    inside = (last_start >= 0) & (pos <= run_end) & mask
+    is_begin = inside & (pos == last_start)
+    own = torch.where(is_begin, 1 + 2 * type_index[:, None], 2 + 2 * type_index[:, None])
+    own = torch.where(inside, own, torch.zeros_like(own))  # [N, W] tags of the example's type
+    # one tweet's examples share their tokens: the tweet's tag is the (only) non-O over its types
+    tweets = int(example_tweet.max()) + 1 if n else 0
+    per_tweet = torch.zeros(tweets, w, dtype=torch.long, device=start.device)
+    per_tweet.scatter_reduce_(0, example_tweet[:, None].expand(n, w), own, reduce="amax")
+    return per_tweet[example_tweet] * mask
+
+
 @dataclass
 class TweetItem:
     """One tweet ready for batching.
@@ -52,6 +92,7 @@ class MrcBatch:
     end: Tensor
     match: Tensor
     exists: Tensor
+    tags: Tensor
     gt_boxes: Tensor
     gt_mask: Tensor
     tweet_index: Tensor
@@ -123,6 +164,7 @@ def collate(
     example_tweet = torch.tensor(
         [t for t, it in enumerate(items) for _ in it.examples], dtype=torch.long
     )
+    type_index = torch.tensor([e.type_index for e in exs], dtype=torch.long)
     images = torch.zeros(len(items), 3, image_size, image_size)
     has_image = torch.zeros(len(items), dtype=torch.bool)
     for t, it in enumerate(items):
@@ -135,7 +177,7 @@ def collate(
         token_type_ids=token_type,
         first_piece=first_piece,
         token_shape=shapes,
-        type_index=torch.tensor([e.type_index for e in exs], dtype=torch.long),
+        type_index=type_index,
         example_tweet=example_tweet,
         images=images,
         has_image=has_image,
@@ -143,6 +185,7 @@ def collate(
         end=end,
         match=match,
         exists=torch.tensor([float(e.exists) for e in exs]),
+        tags=bio_tag_ids(start, end, type_index, example_tweet, first_piece >= 0),
         gt_boxes=gt_boxes,
         gt_mask=gt_mask,
         tweet_index=torch.tensor([it.index for it in items], dtype=torch.long),

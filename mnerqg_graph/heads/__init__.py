@@ -1,7 +1,8 @@
-"""Task heads on top of the fused graph: MRC span, existence and query grounding."""
+"""Task heads on the fused graph: MRC span, existence, query grounding, auxiliary BIO tagger."""
 
 from mnerqg_graph.heads.existence import ExistenceHead
 from mnerqg_graph.heads.grounding import GroundingHead
 from mnerqg_graph.heads.span import SpanHead
+from mnerqg_graph.heads.tagger import TagHead
 
-__all__ = ["ExistenceHead", "GroundingHead", "SpanHead"]
+__all__ = ["ExistenceHead", "GroundingHead", "SpanHead", "TagHead"]

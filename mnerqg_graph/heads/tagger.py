@@ -1,0 +1,54 @@
+"""Auxiliary BIO tagger: every entity type's BIO tag on each token node of each query's sequence.
+
+The span heads answer one query ("where are the PER entities?"); this head asks every token of
+every (tweet, type) sequence for its tag over *all* types (``O``, ``B-t``, ``I-t``), the training
+signal of a plain BIO tagger, so the shared token features also learn what is an entity of another
+type. It is a training aid: decoding stays with the span heads.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def num_tags(num_types: int) -> int:
+    """``O`` plus ``B-`` and ``I-`` of each type."""
+    return 1 + 2 * num_types
+
+
+class TagHead(nn.Module):
+    """A two-layer MLP from token node features to BIO tag logits over all types.
+
+    Args:
+        in_dim: token feature size (what the span heads read).
+        num_types: entity types ``T``.
+        dropout: dropout on the token features.
+
+    Shapes:
+        h: ``[N, W, in_dim]`` -> logits ``[N, W, 1 + 2 T]``.
+    """
+
+    def __init__(self, in_dim: int, num_types: int, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(in_dim, in_dim),
+            nn.GELU(),
+            nn.Linear(in_dim, num_tags(num_types)),
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        """Tag logits."""
+        return self.mlp(h)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def loss(logits: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
+        """Cross-entropy over real tokens.
+
+        Shapes:
+            logits: ``[N, W, C]``; tags, mask: ``[N, W]``.
+        """
+        ce = F.cross_entropy(logits.float().flatten(0, 1), tags.flatten(), reduction="none")
+        m = mask.flatten().float()  # a sum, not a masked select: no host-device sync
+        return (ce * m).sum() / m.sum().clamp(min=1.0)
