@@ -1,0 +1,92 @@
+"""The auxiliary BIO tagger: its labels in the batch, its loss, its checkpoint round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.data.collate import bio_tag_ids
+from mnerqg_graph.heads import TagHead
+from mnerqg_graph.model import build_model
+from tests.helpers import items_and_batch, samples, tiny_config
+
+
+def test_bio_tag_ids_join_every_types_entities_per_tweet() -> None:
+    # one tweet of 6 tokens asked for types 0 and 1: type 0 at 0..1, type 1 at 3 and at 4..5;
+    # a second tweet of 4 tokens (padded to 6) with type 1 at 1..2
+    start = torch.tensor(
+        [[1, 0, 0, 0, 0, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0]]
+    ).float()
+    end = torch.tensor(
+        [[0, 1, 0, 0, 0, 0], [0, 0, 0, 1, 0, 1], [0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0]]
+    ).float()
+    mask = torch.ones(4, 6, dtype=torch.bool)
+    mask[2:, 4:] = False
+    tags = bio_tag_ids(start, end, torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 1]), mask)
+    # O=0, B-type0=1, I-type0=2, B-type1=3, I-type1=4; adjacent entities stay two (B, B-I)
+    assert tags.tolist() == [
+        [1, 2, 0, 3, 3, 4],
+        [1, 2, 0, 3, 3, 4],
+        [0, 3, 4, 0, 0, 0],
+        [0, 3, 4, 0, 0, 0],
+    ]
+
+
+def test_batch_tags_match_the_gold_bio(tmp_path: Path, encoder_dir: Path) -> None:
+    cfg = tiny_config(encoder_dir)
+    smp = samples(tmp_path)
+    _, batch = items_and_batch(smp, encoder_dir, cfg)
+    names = ["O"] + [f"{p}-{t}" for t in cfg.types for p in ("B", "I")]
+    for row in range(batch.num_examples):
+        sample = smp[int(batch.tweet_index[batch.example_tweet[row]])]
+        n = len(sample.tweet.tokens)
+        assert [names[i] for i in batch.tags[row, :n].tolist()] == sample.tweet.tags
+
+
+def test_tag_head_trains_the_shared_features_and_round_trips(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    from mnerqg_graph.training.checkpoint import load_model, save_model
+
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir, tag_head=True, loss_weights={"tags": 2.0})
+    model = build_model(cfg)
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
+    out = model(batch)
+    n_types = len(cfg.types)
+    assert out.tag_logits is not None
+    assert out.tag_logits.shape == (*batch.first_piece.shape, 1 + 2 * n_types)
+    losses = model.losses(batch, out)
+    expected = TagHead.loss(out.tag_logits, batch.tags, out.token_mask)
+    assert torch.allclose(losses["tags"], 2.0 * expected)  # weighted by loss_weights["tags"]
+    losses["tags"].backward()  # the tagger's loss reaches the encoder the span heads read
+    enc = [p.grad for n, p in model.named_parameters() if n.startswith("text_encoder.")]
+    assert any(g is not None and g.abs().sum() > 0 for g in enc)
+    # a model without the head has no such output, no such loss
+    plain = build_model(tiny_config(encoder_dir))
+    assert plain.tag_head is None and "tags" not in plain.losses(batch, plain(batch))
+    # the head's weights and flag survive a checkpoint
+    save_model(model, cfg, {t: t for t in cfg.types}, _tokenizer(encoder_dir), tmp_path / "ck")
+    loaded, _, _, _ = load_model(tmp_path / "ck", "cpu")
+    assert loaded.config.tag_head and loaded.tag_head is not None
+    w, w2 = model.tag_head.mlp[-1].weight, loaded.tag_head.mlp[-1].weight  # type: ignore[union-attr]
+    assert torch.equal(w, w2)
+    assert ModelConfig.from_dict(cfg.to_dict()).tag_head
+
+
+def test_tag_loss_ignores_padding_tokens() -> None:
+    logits = torch.zeros(1, 3, 5, requires_grad=True)
+    tags = torch.tensor([[1, 2, 4]])
+    mask = torch.tensor([[True, True, False]])
+    loss = TagHead.loss(logits, tags, mask)
+    assert torch.isclose(loss, torch.log(torch.tensor(5.0)))  # uniform over 5 tags
+    loss.backward()
+    assert logits.grad is not None and logits.grad[0, 2].abs().sum() == 0
+
+
+def _tokenizer(encoder: Path) -> object:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(encoder))
