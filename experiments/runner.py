@@ -117,6 +117,64 @@ def apply_grounding_supervision(
     return out, {"manual_tweets": float(len(keep)), "weak_tweets": float(n_weak)}
 
 
+def choose_decoding(
+    model: Any,
+    items: list[Any],
+    samples: list[Sample],
+    types: list[str],
+    ambiguous: Any,
+    metric: str,
+    batch_size: int,
+    device: torch.device,
+    pad_id: int,
+) -> tuple[tuple[str, float, float], dict[str, float]]:
+    """The decoder and thresholds that score best on the validation split.
+
+    Every ``(span_threshold, existence_threshold)`` of :data:`SPAN_THRESHOLDS` x
+    :data:`EXISTENCE_THRESHOLDS` with the span heads, and, for a model with the auxiliary tagger,
+    the tagger at each existence threshold (one more forward pass). Ties go to the span heads and
+    to the thresholds nearest the model's config.
+
+    Args:
+        model: the trained model (its config's decoder and thresholds are the reference).
+        items: the validation tweets.
+        samples: the validation samples.
+        types: entity types scored.
+        ambiguous: the validation split's ambiguous-type annotations, or None.
+        metric: the score compared (e.g. ``f1``).
+        batch_size: tweets per forward pass.
+        device: where the model runs.
+        pad_id: the tokenizer's padding id.
+
+    Returns:
+        ``((decoder, span_threshold, existence_threshold), its validation scores)``.
+    """
+    from mnerqg_graph.evaluation import score_predictions
+    from mnerqg_graph.pipeline import predict_thresholds
+
+    cfg = model.config
+    grid = [(a, b) for b in EXISTENCE_THRESHOLDS for a in SPAN_THRESHOLDS]
+    scored: dict[tuple[str, float, float], dict[str, float]] = {}
+    decoders = ["span", "tags"] if model.tag_head is not None else ["span"]
+    for dec in decoders:
+        thresholds = (
+            grid if dec == "span" else [(cfg.span_threshold, b) for b in EXISTENCE_THRESHOLDS]
+        )
+        by_t = predict_thresholds(
+            model, items, samples, thresholds, batch_size, device, pad_id, decoder=dec
+        )
+        for t, p in by_t.items():
+            scored[(dec, *t)] = score_predictions(samples, p, types, ambiguous)
+    trained = (float(cfg.span_threshold), float(cfg.existence_threshold))
+
+    def rank(k: tuple[str, float, float]) -> tuple[float, bool, float]:
+        distance = abs(k[1] - trained[0]) + abs(k[2] - trained[1])
+        return scored[k][metric], k[0] == "span", -distance
+
+    chosen = max(scored, key=rank)
+    return chosen, scored[chosen]
+
+
 def run_experiment(
     data: dict[str, Any],
     model: dict[str, Any],
@@ -137,7 +195,7 @@ def run_experiment(
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.evaluation import score_predictions, write_predictions
     from mnerqg_graph.model import build_model
-    from mnerqg_graph.pipeline import predict, predict_thresholds, prepare_items
+    from mnerqg_graph.pipeline import predict, prepare_items
     from mnerqg_graph.training import distributed as ddp
     from mnerqg_graph.training.checkpoint import load_model, save_model
     from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
@@ -236,30 +294,29 @@ def run_experiment(
         )
         best, _, _, _ = load_model(work / "best", device)
         valid_best = result.best_metrics
-        if tune_threshold:  # decoding thresholds are chosen on valid too, saved with the model
-            grid = [(a, b) for b in EXISTENCE_THRESHOLDS for a in SPAN_THRESHOLDS]
-            by_t = predict_thresholds(
-                best, items["valid"], splits["valid"], grid, tcfg.eval_batch_size, device, pad_id
+        if tune_threshold:  # decoder and thresholds are chosen on valid too, saved with the model
+            chosen, scored = choose_decoding(
+                best,
+                items["valid"],
+                splits["valid"],
+                list(queries),
+                ambiguous.get("valid"),
+                tcfg.select_metric,
+                tcfg.eval_batch_size,
+                device,
+                pad_id,
             )
-            scored = {
-                t: score_predictions(splits["valid"], p, list(queries), ambiguous.get("valid"))
-                for t, p in by_t.items()
-            }
-            trained = (float(cfg.span_threshold), float(cfg.existence_threshold))
-
-            def rank(t: tuple[float, float]) -> tuple[float, float]:  # ties: nearest the config
-                distance = abs(t[0] - trained[0]) + abs(t[1] - trained[1])
-                return scored[t][tcfg.select_metric], -distance
-
-            chosen = max(scored, key=rank)
-            if scored[chosen][tcfg.select_metric] > valid_best.get(tcfg.select_metric, -1.0):
-                best.config.span_threshold, best.config.existence_threshold = chosen
+            if scored[tcfg.select_metric] > valid_best.get(tcfg.select_metric, -1.0):
+                best.config.decoder = chosen[0]
+                best.config.span_threshold, best.config.existence_threshold = chosen[1:]
                 save_model(best, best.config, queries, tokenizer, work / "best")
-                valid_best = scored[chosen]
+                valid_best = scored
+            info["decoder"] = best.config.decoder
             info["span_threshold"] = float(best.config.span_threshold)
             info["existence_threshold"] = float(best.config.existence_threshold)
             print(
-                f"decoding thresholds: span {best.config.span_threshold:.2f}, existence "
+                f"decoding: {best.config.decoder}, thresholds span "
+                f"{best.config.span_threshold:.2f}, existence "
                 f"{best.config.existence_threshold:.2f} (valid {tcfg.select_metric} "
                 f"{valid_best.get(tcfg.select_metric, float('nan')):.4f})"
             )
@@ -270,6 +327,7 @@ def run_experiment(
         out["best_epoch"] = float(result.best_epoch + 1)  # 1-based, as the progress lines count
         out["span_threshold"] = float(best.config.span_threshold)
         out["existence_threshold"] = float(best.config.existence_threshold)
+        out["tag_decoder"] = float(best.config.decoder == "tags")
         out["train_seconds"] = float(result.seconds)
         out["total_seconds"] = float(time.perf_counter() - t_start)
         pred_dir = work / "predictions"

@@ -24,6 +24,9 @@ _JSON_KINDS: dict[str, tuple[type, ...]] = {
     "dict": (dict,),
 }
 
+#: How spans are decoded: the MRC span heads, or the auxiliary BIO tagger (``tag_head``).
+DECODERS = ("span", "tags")
+
 #: Bumped when the saved config or weights layout changes incompatibly.
 CONFIG_VERSION = 1
 
@@ -56,6 +59,9 @@ class ModelConfig:
         max_length: word pieces per ``[CLS] query [SEP] tweet [SEP]`` sequence.
         dropout: dropout in fusion and heads.
         loss_weights: weight of each loss part: start, end, match, existence, grounding, tags.
+        decoder: how spans are decoded: ``span`` (the MRC span heads) or ``tags`` (the auxiliary
+            tagger, averaged over the tweet's readings; needs ``tag_head``). Chosen on validation
+            with the thresholds when the model has the tagger.
         span_threshold: each of start, end and match probabilities must pass it to decode a span.
         existence_threshold: spans of an example whose existence probability ("does the type
             occur in this tweet?") is under it are not decoded (0: the existence head is not used
@@ -94,10 +100,17 @@ class ModelConfig:
             "tags": 1.0,
         }
     )
+    decoder: str = "span"
     span_threshold: float = 0.5
     existence_threshold: float = 0.0
     grounding_threshold: float = 0.5
     grounding_presence_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, not {self.decoder!r}")
+        if self.decoder == "tags" and not self.tag_head:
+            raise ConfigError("decoder 'tags' needs tag_head=True (the tagger it decodes with)")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict, with the config version."""

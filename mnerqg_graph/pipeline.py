@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
+from mnerqg_graph.config import DECODERS
 from mnerqg_graph.data.collate import TweetItem
 from mnerqg_graph.data.images import load_image
 from mnerqg_graph.data.mrc import MrcReport, build_mrc_examples, decode_spans, iter_tweet_groups
-from mnerqg_graph.data.tags import tags_from_spans
+from mnerqg_graph.data.tags import spans_from_tags, tags_from_spans
 from mnerqg_graph.data.types import Sample, Span
 from mnerqg_graph.encoders.features import token_shapes
 from mnerqg_graph.errors import DataError
@@ -115,9 +116,52 @@ def predict(
     device: torch.device | str = "cpu",
     pad_id: int = 0,
 ) -> Predictions:
-    """Run ``model`` over ``items`` and decode (spans resolved across types by score)."""
+    """Run ``model`` over ``items`` and decode with its config's decoder and thresholds."""
     key = (float(model.config.span_threshold), float(model.config.existence_threshold))
     return predict_thresholds(model, items, samples, [key], batch_size, device, pad_id)[key]
+
+
+def tag_head_spans(
+    log_probs: torch.Tensor,
+    token_mask: torch.Tensor,
+    existence: torch.Tensor,
+    types: Sequence[str],
+    existence_threshold: float = 0.0,
+) -> list[tuple[Span, float]]:
+    """One tweet's entities from the auxiliary tagger, read from all of the tweet's sequences.
+
+    The tweet is read once per type (``[CLS] query [SEP] tweet [SEP]``); the tagger tags every
+    type in each reading, so its log-probabilities are averaged over the readings. Tokens the
+    encoder did not see (truncation) are ``O``; ``I-`` without ``B-`` opens an entity, as
+    conlleval counts it.
+
+    Args:
+        log_probs: the tagger's log-probabilities in each of the tweet's readings.
+        token_mask: the tokens that are graph nodes.
+        existence: the existence head's probability of each type (tag-id order).
+        types: entity types in tag-id order (``config.types``).
+        existence_threshold: the tags of a type whose existence probability is under it are
+            not predicted (0: off).
+
+    Returns:
+        ``(span, score)`` sorted by start; the score is the span's mean tag probability.
+
+    Shapes:
+        log_probs: ``[T, n, 1 + 2 T]``; token_mask: ``[n]``; existence: ``[T]``
+        (``n``: the tweet's tokens).
+    """
+    lp = log_probs.float().mean(0)  # [n, C]
+    if existence_threshold > 0:
+        off = (existence < existence_threshold).repeat_interleave(2)
+        lp = lp.masked_fill(torch.cat([off.new_zeros(1), off])[None, :], float("-inf"))
+    best, ids = lp.max(-1)
+    ids = ids.masked_fill(~token_mask, 0)
+    names = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+    conf = best.exp().tolist()
+    return [
+        (sp, sum(conf[sp.start : sp.end]) / (sp.end - sp.start))
+        for sp in spans_from_tags([names[i] for i in ids.tolist()])
+    ]
 
 
 @torch.no_grad()
@@ -129,6 +173,7 @@ def predict_thresholds(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     pad_id: int = 0,
+    decoder: str | None = None,
 ) -> dict[tuple[float, float], Predictions]:
     """One forward pass over ``items``, decoded at several thresholds (for validation tuning).
 
@@ -141,6 +186,8 @@ def predict_thresholds(
         batch_size: tweets per forward pass.
         device: where the model runs.
         pad_id: the tokenizer's padding id.
+        decoder: ``span`` (the MRC span heads) or ``tags`` (the auxiliary tagger, which needs
+            ``tag_head``; the span threshold does not apply to it); None: the model config's.
 
     Returns:
         ``{(span_threshold, existence_threshold): Predictions}``; boxes are the same for all.
@@ -149,6 +196,11 @@ def predict_thresholds(
 
     model.eval()
     cfg = model.config
+    decoder = cfg.decoder if decoder is None else decoder
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, not {decoder!r}")
+    if decoder == "tags" and model.tag_head is None:
+        raise ValueError("decoder 'tags' needs a model trained with tag_head=True")
     n = len(samples)
     ts = [(float(a), float(b)) for a, b in thresholds]
     spans: dict[tuple[float, float], list[list[tuple[Span, float]]]] = {
@@ -172,6 +224,10 @@ def predict_thresholds(
             decoded[t], boxes_t = model.decode(out, t[0], t[1])
             if k == 0:
                 ex_boxes = boxes_t
+        if decoder == "tags":
+            tag_lp = torch.log_softmax(out.tag_logits.float(), -1).cpu()
+            existence = torch.sigmoid(out.existence_logits.float()).cpu()
+            token_mask = out.token_mask.cpu()
         row = 0
         for it in chunk:
             sample = samples[it.index]
@@ -188,6 +244,17 @@ def predict_thresholds(
                         boxes[it.index][ex.type] = (box, conf)
                 row += 1
             n_tok = len(sample.tweet.tokens)
+            if decoder == "tags":
+                r0, r1 = row - len(it.examples), row
+                by_type = torch.zeros(len(cfg.types))  # existence in tag-id (type index) order
+                by_type[[ex.type_index for ex in it.examples]] = existence[r0:r1]
+                for t in ts:
+                    got = tag_head_spans(
+                        tag_lp[r0:r1, :n_tok], token_mask[r0, :n_tok], by_type, cfg.types, t[1]
+                    )
+                    spans[t][it.index] = got
+                    tags[t][it.index] = tags_from_spans(n_tok, [sp for sp, _ in got])
+                continue
             for t in ts:
                 rows = range(row - len(it.examples), row)
                 cands = [

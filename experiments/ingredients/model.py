@@ -37,6 +37,7 @@ def model_config() -> None:
         "grounding": 1.0,
         "tags": 1.0,
     }
+    decoder = "span"  # span | tags (needs tag_head; tune_threshold=True re-chooses it on valid)
     span_threshold = 0.5  # decoding thresholds (tune_threshold=True re-chooses both on valid)
     existence_threshold = 0.0  # 0: the existence head does not filter spans at decoding
     grounding_threshold = 0.5

@@ -90,3 +90,83 @@ def _tokenizer(encoder: Path) -> object:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(encoder))
+
+
+def test_tag_head_spans_average_readings_gate_types_and_mask_unseen_tokens() -> None:
+    from mnerqg_graph.data.types import Span
+    from mnerqg_graph.pipeline import tag_head_spans
+
+    types = ["PER", "LOC"]  # tag ids: O, B-PER, I-PER, B-LOC, I-LOC
+
+    def reading(ids: list[int], p: float) -> torch.Tensor:
+        probs = torch.full((len(ids), 5), (1 - p) / 4)
+        probs[torch.arange(len(ids)), torch.tensor(ids)] = p
+        return probs.log()
+
+    # reading 1 is sure of "B-PER I-PER O B-LOC"; reading 2 weakly says the LOC token is O:
+    # the average keeps B-LOC; the last token was cut by truncation, so it is O whatever it says
+    lp = torch.stack([reading([1, 2, 0, 3, 3], 0.9), reading([1, 2, 0, 0, 3], 0.4)])
+    mask = torch.tensor([True, True, True, True, False])
+    got = tag_head_spans(lp, mask, torch.tensor([0.9, 0.9]), types)
+    assert [sp for sp, _ in got] == [Span(0, 2, "PER"), Span(3, 4, "LOC")]
+    assert all(0 < score <= 1 for _, score in got)
+    # the existence head rules LOC out at 0.5: its token takes its next best tag
+    gated = tag_head_spans(lp, mask, torch.tensor([0.9, 0.2]), types, existence_threshold=0.5)
+    assert [sp for sp, _ in gated] == [Span(0, 2, "PER")]
+    # I- without B- opens an entity (conlleval's counting), not dropped
+    lone = tag_head_spans(
+        reading([0, 4, 4], 0.9)[None], torch.ones(3, dtype=torch.bool), torch.ones(2), types
+    )
+    assert [sp for sp, _ in lone] == [Span(1, 3, "LOC")]
+
+
+def test_decoder_config_is_checked() -> None:
+    import pytest
+
+    from mnerqg_graph.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="decoder must be one of"):
+        ModelConfig(types=["PER"], text_encoder="x", decoder="crf")
+    with pytest.raises(ConfigError, match="needs tag_head=True"):
+        ModelConfig(types=["PER"], text_encoder="x", decoder="tags")
+    data = ModelConfig(types=["PER"], text_encoder="x").to_dict()
+    data["decoder"] = "tags"  # a saved config that asks for a tagger the model does not have
+    with pytest.raises(ConfigError, match="needs tag_head=True"):
+        ModelConfig.from_dict(data, source="ck/config.json")
+
+
+def test_tags_decoder_predictions_follow_the_tagger(tmp_path: Path, encoder_dir: Path) -> None:
+    from mnerqg_graph.pipeline import predict, predict_thresholds, tag_head_spans
+
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir, tag_head=True)
+    model = build_model(cfg).eval()
+    smp = samples(tmp_path)
+    items, batch = items_and_batch(smp, encoder_dir, cfg)
+    with torch.no_grad():  # make the tagger say B-<first type> on every token, sure of it
+        last = model.tag_head.mlp[-1]  # type: ignore[union-attr,index]
+        last.weight.zero_()
+        last.bias.fill_(-10.0)
+        last.bias[1] = 10.0
+    keys = [(0.5, 0.0), (0.3, 0.0)]
+    by_t = predict_thresholds(model, items, smp, keys, decoder="tags")
+    first = cfg.types[0]
+    for s, tags in zip(smp, by_t[(0.5, 0.0)].tags, strict=True):
+        # t1's last token (U+FE0F) has no word piece, so no node: O whatever the tagger says
+        unseen = {4} if s.tweet.id == "t1" else set()
+        want = ["O" if i in unseen else f"B-{first}" for i in range(len(s.tweet.tokens))]
+        assert tags == want
+    assert by_t[(0.3, 0.0)].tags == by_t[(0.5, 0.0)].tags  # the span threshold does not apply
+    cfg.decoder = "tags"  # predict() follows the config's decoder
+    assert predict(model, items, smp).tags == by_t[(0.5, 0.0)].tags
+    with torch.no_grad():
+        out = model(batch)
+    assert out.tag_logits is not None
+    lp = torch.log_softmax(out.tag_logits, -1)
+    got = tag_head_spans(lp[:4, :5], out.token_mask[0, :5], torch.ones(4), cfg.types)
+    assert len(got) == 4  # four B- tags on t1's four seen tokens: four one-token entities
+    plain = build_model(tiny_config(encoder_dir))
+    import pytest
+
+    with pytest.raises(ValueError, match="tag_head=True"):
+        predict_thresholds(plain, items, smp, keys, decoder="tags")
