@@ -255,9 +255,11 @@ def _stat(values: list[float]) -> str:
 
 
 def _chosen(result: dict[str, Any]) -> str:
-    """What validation chose for a run (epoch, decoding thresholds) and its test F1."""
+    """What validation chose for a run (epoch, decoder, thresholds) and its test F1."""
     parts = [f"epoch {int(result['best_epoch'])}"]
-    if "span_threshold" in result:
+    if result.get("tag_decoder"):  # decoded by the auxiliary tagger: no span threshold
+        parts.append("decoder: the tagger")
+    elif "span_threshold" in result:
         parts.append(f"span threshold {result['span_threshold']:.2f}")
     if "existence_threshold" in result:
         ex = result["existence_threshold"]

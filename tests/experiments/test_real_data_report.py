@@ -70,6 +70,10 @@ def test_table_reports_mean_and_std_over_seeds(tmp_path: Path) -> None:
     ) in table.splitlines()
     runs[0]["result"]["existence_threshold"] = 0.5  # type: ignore[index]
     assert "existence threshold 0.50; test F1 82.00)" in markdown("twitter2017", runs)
+    runs[0]["result"]["tag_decoder"] = 1.0  # type: ignore[index]
+    tagged = markdown("twitter2017", runs)  # the tagger decodes: no span threshold to show
+    assert "(chosen: epoch 2, decoder: the tagger, existence threshold 0.50;" in tagged
+    runs[0]["result"]["tag_decoder"] = 0.0  # type: ignore[index]
     # a record from before the epochs were stored: its curve's length stands in
     del runs[0]["epochs"]
     table = markdown("twitter2017", runs)
