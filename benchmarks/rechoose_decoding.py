@@ -65,12 +65,13 @@ def rechoose(record: dict[str, Any], data_root: Path, batch_size: int = 32) -> d
         split_items[split] = (samples, items)
     v_samples, v_items = split_items["valid"]
     types = list(queries)
-    chosen, scored = choose_decoding(
+    chosen, scored, by_decoder = choose_decoding(
         model, v_items, v_samples, types, None, "f1", batch_size, device, pad_id
     )
     own = (cfg.decoder, float(cfg.span_threshold), float(cfg.existence_threshold))
     print(f"{ckpt}: kept {own}, valid f1 {record['result'].get('valid/f1', float('nan')):.4f}")
     print(f"{ckpt}: chosen {chosen}, valid f1 {scored['f1']:.4f}")
+    print(f"{ckpt}: best valid f1 by decoder: {by_decoder}")
     if chosen == own:
         return record
     cfg.decoder = chosen[0]

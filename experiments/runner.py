@@ -127,7 +127,7 @@ def choose_decoding(
     batch_size: int,
     device: torch.device,
     pad_id: int,
-) -> tuple[tuple[str, float, float], dict[str, float]]:
+) -> tuple[tuple[str, float, float], dict[str, float], dict[str, float]]:
     """The decoder and thresholds that score best on the validation split.
 
     Every ``(span_threshold, existence_threshold)`` of :data:`SPAN_THRESHOLDS` x
@@ -147,7 +147,8 @@ def choose_decoding(
         pad_id: the tokenizer's padding id.
 
     Returns:
-        ``((decoder, span_threshold, existence_threshold), its validation scores)``.
+        ``((decoder, span_threshold, existence_threshold), its validation scores, the best
+        validation score of each decoder tried)``.
     """
     from mnerqg_graph.evaluation import score_predictions
     from mnerqg_graph.pipeline import predict_thresholds
@@ -172,7 +173,8 @@ def choose_decoding(
         return scored[k][metric], k[0] == "span", -distance
 
     chosen = max(scored, key=rank)
-    return chosen, scored[chosen]
+    by_decoder = {d: max(v[metric] for k, v in scored.items() if k[0] == d) for d in decoders}
+    return chosen, scored[chosen], by_decoder
 
 
 def run_experiment(
@@ -295,7 +297,7 @@ def run_experiment(
         best, _, _, _ = load_model(work / "best", device)
         valid_best = result.best_metrics
         if tune_threshold:  # decoder and thresholds are chosen on valid too, saved with the model
-            chosen, scored = choose_decoding(
+            chosen, scored, by_decoder = choose_decoding(
                 best,
                 items["valid"],
                 splits["valid"],
@@ -312,13 +314,16 @@ def run_experiment(
                 save_model(best, best.config, queries, tokenizer, work / "best")
                 valid_best = scored
             info["decoder"] = best.config.decoder
+            info["valid_best_by_decoder"] = by_decoder
             info["span_threshold"] = float(best.config.span_threshold)
             info["existence_threshold"] = float(best.config.existence_threshold)
             print(
                 f"decoding: {best.config.decoder}, thresholds span "
                 f"{best.config.span_threshold:.2f}, existence "
                 f"{best.config.existence_threshold:.2f} (valid {tcfg.select_metric} "
-                f"{valid_best.get(tcfg.select_metric, float('nan')):.4f})"
+                f"{valid_best.get(tcfg.select_metric, float('nan')):.4f}; best "
+                + ", ".join(f"{d} {v:.4f}" for d, v in by_decoder.items())
+                + ")"
             )
         preds = predict(best, items["test"], splits["test"], tcfg.eval_batch_size, device, pad_id)
         test = score_predictions(splits["test"], preds, list(queries), ambiguous.get("test"))

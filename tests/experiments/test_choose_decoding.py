@@ -54,10 +54,13 @@ def _fake_predictions(
     return calls
 
 
-def _choose(model: _Model, samples: list[Sample]) -> tuple[tuple[str, float, float], float]:
+def _choose(
+    model: _Model, samples: list[Sample]
+) -> tuple[tuple[str, float, float], float, dict[str, float]]:
     types = list(model.config.types)
-    chosen, scores = choose_decoding(model, [], samples, types, None, "f1", 8, "cpu", 0)  # type: ignore[arg-type]
-    return chosen, scores["f1"]
+    args = (model, [], samples, types, None, "f1", 8, "cpu", 0)
+    chosen, scores, by_decoder = choose_decoding(*args)  # type: ignore[arg-type]
+    return chosen, scores["f1"], by_decoder
 
 
 def test_the_tagger_is_chosen_only_where_it_scores_better(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,8 +70,9 @@ def test_the_tagger_is_chosen_only_where_it_scores_better(monkeypatch: pytest.Mo
     calls = _fake_predictions(
         monkeypatch, samples, {"tags": lambda t: True, "span": lambda t: False}
     )
-    chosen, f1 = _choose(_Model(tag_head=True), samples)
+    chosen, f1, by_decoder = _choose(_Model(tag_head=True), samples)
     assert chosen == ("tags", 0.4, 0.0) and f1 == 1.0
+    assert by_decoder == {"span": 0.0, "tags": 1.0}  # each decoder's best, for the record
     assert calls == ["span", "tags"]  # one forward pass per decoder
     # a tie goes to the span heads, at the thresholds nearest the config's (0.4, off)
     _fake_predictions(monkeypatch, samples, {"tags": lambda t: True, "span": lambda t: True})
@@ -83,7 +87,8 @@ def test_the_tagger_is_chosen_only_where_it_scores_better(monkeypatch: pytest.Mo
     calls = _fake_predictions(
         monkeypatch, samples, {"tags": lambda t: True, "span": lambda t: False}
     )
-    assert _choose(_Model(tag_head=False), samples)[0][0] == "span"
+    chosen, _, by_decoder = _choose(_Model(tag_head=False), samples)
+    assert chosen[0] == "span" and set(by_decoder) == {"span"}
     assert calls == ["span"]
 
 

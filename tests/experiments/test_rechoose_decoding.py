@@ -64,7 +64,9 @@ def test_a_new_choice_rewrites_config_and_record(
 
     data, runs, record = _setup(tmp_path)
     monkeypatch.setattr(
-        runner, "choose_decoding", lambda *a, **k: (("span", 0.3, 0.5), {"f1": 0.75})
+        runner,
+        "choose_decoding",
+        lambda *a, **k: (("span", 0.3, 0.5), {"f1": 0.75}, {"span": 0.75}),
     )
     assert rc.main(_argv(runs, data)) == 0
     rows = [json.loads(line) for line in runs.read_text().splitlines()]
@@ -92,7 +94,7 @@ def test_the_same_choice_changes_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     data, runs, _ = _setup(tmp_path)
     before = runs.read_text()
     monkeypatch.setattr(
-        runner, "choose_decoding", lambda *a, **k: (("span", 0.45, 0.0), {"f1": 0.5})
+        runner, "choose_decoding", lambda *a, **k: (("span", 0.45, 0.0), {"f1": 0.5}, {"span": 0.5})
     )
     assert rc.main(_argv(runs, data)) == 0
     assert runs.read_text() == before
