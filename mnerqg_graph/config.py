@@ -27,6 +27,19 @@ _JSON_KINDS: dict[str, tuple[type, ...]] = {
 #: How spans are decoded: the MRC span heads, or the auxiliary BIO tagger (``tag_head``).
 DECODERS = ("span", "tags")
 
+
+def default_loss_weights() -> dict[str, float]:
+    """The weight of each loss part (every part there is; ``tags`` acts with ``tag_head``)."""
+    return {
+        "start": 1.0,
+        "end": 1.0,
+        "match": 1.0,
+        "existence": 0.5,
+        "grounding": 1.0,
+        "tags": 1.0,
+    }
+
+
 #: Bumped when the saved config or weights layout changes incompatibly.
 CONFIG_VERSION = 1
 
@@ -90,16 +103,7 @@ class ModelConfig:
     url_word: str = ""
     max_length: int = 128
     dropout: float = 0.1
-    loss_weights: dict[str, float] = field(
-        default_factory=lambda: {
-            "start": 1.0,
-            "end": 1.0,
-            "match": 1.0,
-            "existence": 0.5,
-            "grounding": 1.0,
-            "tags": 1.0,
-        }
-    )
+    loss_weights: dict[str, float] = field(default_factory=default_loss_weights)
     decoder: str = "span"
     span_threshold: float = 0.5
     existence_threshold: float = 0.0
@@ -142,14 +146,7 @@ class ModelConfig:
             value = data.get(f.name, kind[0]())
             if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
                 raise ConfigError(f"{source}: {f.name} must be {f.type}, not {value!r}")
-        unknown_loss = set(data.get("loss_weights", {})) - {
-            "start",
-            "end",
-            "match",
-            "existence",
-            "grounding",
-            "tags",
-        }
+        unknown_loss = set(data.get("loss_weights", {})) - set(default_loss_weights())
         if unknown_loss:
             raise ConfigError(f"{source}: unknown loss_weights keys {sorted(unknown_loss)}")
         return cls(**data)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sacred import Ingredient
 
+from mnerqg_graph.config import default_loss_weights
+
 model_ingredient = Ingredient("model")
 
 
@@ -29,14 +31,7 @@ def model_config() -> None:
     url_word = ""  # the encoder reads this word for every URL token ("": URLs as they are)
     max_length = 128
     dropout = 0.1
-    loss_weights = {  # "tags": the auxiliary tagger's, used with tag_head=True
-        "start": 1.0,
-        "end": 1.0,
-        "match": 1.0,
-        "existence": 0.5,
-        "grounding": 1.0,
-        "tags": 1.0,
-    }
+    loss_weights = default_loss_weights()  # start, end, match, existence (0.5), grounding, tags
     decoder = "span"  # span | tags (needs tag_head; tune_threshold=True re-chooses it on valid)
     span_threshold = 0.5  # decoding thresholds (tune_threshold=True re-chooses both on valid)
     existence_threshold = 0.0  # 0: the existence head does not filter spans at decoding
