@@ -220,7 +220,8 @@ def predict_thresholds(
         ):
             out = model(batch)
         decoded, ex_boxes = {}, []
-        for k, t in enumerate(ts):  # boxes do not depend on the thresholds: kept from the first
+        span_ts = ts if decoder == "span" else ts[:1]  # the tagger takes only the boxes
+        for k, t in enumerate(span_ts):  # boxes do not depend on the thresholds: from the first
             decoded[t], boxes_t = model.decode(out, t[0], t[1])
             if k == 0:
                 ex_boxes = boxes_t
