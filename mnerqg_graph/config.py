@@ -65,7 +65,7 @@ class ModelConfig:
         casing_dim: size of the token casing/shape embedding (0: off).
         max_span_len: longest span scored, in tokens.
         tag_head: add the auxiliary BIO tagger over all types on the token nodes, trained with the
-            loss weight ``tags`` (a training aid; decoding stays with the span heads).
+            loss weight ``tags`` (its features are shared with the span heads; see ``decoder``).
         url_word: the text encoder reads this word in place of every URL token (``""``: URLs as
             they are). A ``t.co`` URL is 15-20 random word pieces; the token itself (label, shape
             feature, output) is kept.

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mnerqg_graph.config import DECODERS
-from mnerqg_graph.data.collate import TweetItem
+from mnerqg_graph.data.collate import TweetItem, bio_tag_names
 from mnerqg_graph.data.images import load_image
 from mnerqg_graph.data.mrc import MrcReport, build_mrc_examples, decode_spans, iter_tweet_groups
 from mnerqg_graph.data.tags import spans_from_tags, tags_from_spans
@@ -156,7 +156,7 @@ def tag_head_spans(
         lp = lp.masked_fill(torch.cat([off.new_zeros(1), off])[None, :], float("-inf"))
     best, ids = lp.max(-1)
     ids = ids.masked_fill(~token_mask, 0)
-    names = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+    names = bio_tag_names(types)
     conf = best.exp().tolist()
     return [
         (sp, sum(conf[sp.start : sp.end]) / (sp.end - sp.start))

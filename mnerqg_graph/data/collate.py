@@ -8,6 +8,7 @@ per tweet and shared by its queries.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -16,12 +17,18 @@ from torch import Tensor
 from mnerqg_graph.data.mrc import MrcExample
 
 
+def bio_tag_names(types: Sequence[str]) -> list[str]:
+    """The tag of each id of :func:`bio_tag_ids`: ``O``, then ``B-t``, ``I-t`` per type in order."""
+    return ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+
+
 def bio_tag_ids(
     start: Tensor, end: Tensor, type_index: Tensor, example_tweet: Tensor, mask: Tensor
 ) -> Tensor:
     """Every type's BIO tag per token, from the per-type start/end labels of a tweet's examples.
 
-    Tag ids: 0 is ``O``, ``1 + 2 t`` is ``B`` and ``2 + 2 t`` is ``I`` of type index ``t``. An
+    Tag ids (:func:`bio_tag_names`): 0 is ``O``, ``1 + 2 t`` is ``B`` and ``2 + 2 t`` is ``I`` of
+    type index ``t``. An
     entity runs from a start label to the first end label at or after it (the types' entities do
     not overlap within one type); every example of a tweet gets the tweet's tags over all types.
 

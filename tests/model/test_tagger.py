@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 
 from mnerqg_graph.config import ModelConfig
-from mnerqg_graph.data.collate import bio_tag_ids
+from mnerqg_graph.data.collate import bio_tag_ids, bio_tag_names
 from mnerqg_graph.heads import TagHead
+from mnerqg_graph.heads.tagger import num_tags
 from mnerqg_graph.model import build_model
 from tests.helpers import items_and_batch, samples, tiny_config
 
@@ -38,7 +39,8 @@ def test_batch_tags_match_the_gold_bio(tmp_path: Path, encoder_dir: Path) -> Non
     cfg = tiny_config(encoder_dir)
     smp = samples(tmp_path)
     _, batch = items_and_batch(smp, encoder_dir, cfg)
-    names = ["O"] + [f"{p}-{t}" for t in cfg.types for p in ("B", "I")]
+    names = bio_tag_names(cfg.types)
+    assert len(names) == num_tags(len(cfg.types))
     for row in range(batch.num_examples):
         sample = smp[int(batch.tweet_index[batch.example_tweet[row]])]
         n = len(sample.tweet.tokens)
