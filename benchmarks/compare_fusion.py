@@ -200,23 +200,14 @@ def time_inference(
 ) -> dict[str, float]:
     """Reload the chosen checkpoint, time ``predict`` over the test items, count parameters."""
     from experiments.runner import load_data
-    from mnerqg_graph.pipeline import predict, prepare_items
+    from mnerqg_graph.pipeline import item_options, predict, prepare_items
     from mnerqg_graph.training.checkpoint import load_model
     from mnerqg_graph.training.loop import resolve_device
 
     device = resolve_device(device_name)
     model, cfg, queries, tokenizer = load_model(checkpoint, device)
     test = load_data(data, seed)["test"]
-    image_size = cfg.image_size if model.backbone is not None else None
-    items, _ = prepare_items(
-        test,
-        tokenizer,
-        queries,
-        cfg.max_length,
-        cfg.max_span_len,
-        image_size,
-        url_word=cfg.url_word,
-    )
+    items, _ = prepare_items(test, tokenizer, queries, **item_options(model))
     pad_id = tokenizer.pad_token_id or 0
     predict(model, items[:batch_size], test, batch_size, device, pad_id)  # warm-up
     _sync(device)

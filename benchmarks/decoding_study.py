@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     from mnerqg_graph.data.types import Sample
     from mnerqg_graph.errors import MnerqgError
     from mnerqg_graph.io import atomic_write_text
-    from mnerqg_graph.pipeline import prepare_items
+    from mnerqg_graph.pipeline import item_options, prepare_items
     from mnerqg_graph.training.checkpoint import load_model
 
     try:
@@ -229,9 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model.eval()
     samples = [Sample(t) for t in tweets]
-    items, _ = prepare_items(
-        samples, tok, queries, cfg.max_length, cfg.max_span_len, None, url_word=cfg.url_word
-    )
+    items, _ = prepare_items(samples, tok, queries, **{**item_options(model), "image_size": None})
     probs = collect(model, items, args.batch_size, tok.pad_token_id or 0)
     own = (float(cfg.span_threshold), float(cfg.existence_threshold))
     result = study(probs, [list(t.tags) for t in tweets], own)

@@ -48,7 +48,7 @@ def rechoose(record: dict[str, Any], data_root: Path, batch_size: int = 32) -> d
     from experiments.runner import choose_decoding
     from mnerqg_graph.data.dataset import load_split
     from mnerqg_graph.evaluation import score_predictions
-    from mnerqg_graph.pipeline import predict, prepare_items
+    from mnerqg_graph.pipeline import item_options, predict, prepare_items
     from mnerqg_graph.training.checkpoint import load_model, save_model
 
     ckpt = Path(record["checkpoint"])
@@ -60,7 +60,7 @@ def rechoose(record: dict[str, Any], data_root: Path, batch_size: int = 32) -> d
     for split in ("valid", "test"):
         samples = [s for s in load_split(data_root, split).samples]
         items, _ = prepare_items(
-            samples, tok, queries, cfg.max_length, cfg.max_span_len, None, url_word=cfg.url_word
+            samples, tok, queries, **{**item_options(model), "image_size": None}
         )
         split_items[split] = (samples, items)
     v_samples, v_items = split_items["valid"]

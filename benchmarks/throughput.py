@@ -257,17 +257,9 @@ def build_models(
         set_span_bias(net, SPAN_BIAS)  # few span candidates, as after training (docstring)
         net.to(device)
         cfg = net.config
-        image_size = cfg.image_size if net.backbone is not None else None
-        items, _ = prepare_items(
-            samples,
-            tok,
-            queries,
-            cfg.max_length,
-            cfg.max_span_len,
-            image_size,
-            url_word=cfg.url_word,
-        )
-        out.append(ModelUnderTest(name, net, items, image_size))
+        opts = item_options(net)
+        items, _ = prepare_items(samples, tok, queries, **opts)
+        out.append(ModelUnderTest(name, net, items, opts["image_size"]))
     return out
 
 
@@ -323,15 +315,7 @@ def run_inference(
     _sync(device)
     t0 = time.perf_counter()
     with record_function("mnerqg::tokenise"):
-        items, _ = prepare_items(
-            ordered,
-            tokenizer,
-            queries,
-            cfg.max_length,
-            cfg.max_span_len,
-            mut.image_size,
-            url_word=cfg.url_word,
-        )
+        items, _ = prepare_items(ordered, tokenizer, queries, **item_options(mut.model))
     predict(model, items, ordered, batch_size, device, tokenizer.pad_token_id or 0)
     _sync(device)
     return time.perf_counter() - t0

@@ -197,7 +197,7 @@ def run_experiment(
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.evaluation import score_predictions, write_predictions
     from mnerqg_graph.model import build_model
-    from mnerqg_graph.pipeline import predict, prepare_items
+    from mnerqg_graph.pipeline import item_options, predict, prepare_items
     from mnerqg_graph.training import distributed as ddp
     from mnerqg_graph.training.checkpoint import load_model, save_model
     from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
@@ -239,7 +239,6 @@ def run_experiment(
         )
         torch.manual_seed(seed)
         net = build_model(cfg)
-        image_size = cfg.image_size if net.backbone is not None else None
         prep = {}
         items = {}
         for split, samples in (
@@ -248,13 +247,7 @@ def run_experiment(
             ("test", splits["test"]),
         ):
             items[split], prep[split] = prepare_items(
-                samples,
-                tokenizer,
-                queries,
-                cfg.max_length,
-                cfg.max_span_len,
-                image_size,
-                url_word=cfg.url_word,
+                samples, tokenizer, queries, **item_options(net)
             )
             info[f"prepare_{split}"] = prep[split].summary()
             print(f"[{split}] {prep[split].summary()}")

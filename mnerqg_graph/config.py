@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mnerqg_graph.data.mrc import PACKED_POSITIONS, QUERY_ENCODINGS
 from mnerqg_graph.errors import ConfigError
 
 #: JSON value kinds accepted per annotation (the first one builds a placeholder default).
@@ -23,6 +24,10 @@ _JSON_KINDS: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "dict": (dict,),
 }
+
+#: Attention inside a packed sequence: every piece sees every piece, or a query sees only itself,
+#: ``[CLS]`` and the tweet (the tweet and ``[CLS]`` see everything).
+PACKED_ATTENTION = ("full", "isolated")
 
 #: How spans are decoded: the MRC span heads, or the auxiliary BIO tagger (``tag_head``).
 DECODERS = ("span", "tags")
@@ -69,7 +74,14 @@ class ModelConfig:
         url_word: the text encoder reads this word in place of every URL token (``""``: URLs as
             they are). A ``t.co`` URL is 15-20 random word pieces; the token itself (label, shape
             feature, output) is kept.
-        max_length: word pieces per ``[CLS] query [SEP] tweet [SEP]`` sequence.
+        max_length: word pieces per ``[CLS] query [SEP] tweet [SEP]`` sequence; with ``packed``
+            queries the tweet gets the same budget (the sequence is longer by the other queries).
+        query_encoding: ``per_type`` (one encoder sequence per (tweet, type), the paper's
+            formulation) or ``packed`` (one sequence per tweet holding every query, then the
+            tweet; see :mod:`mnerqg_graph.data.mrc`).
+        packed_attention: ``full`` or ``isolated`` (a packed query sees only itself, ``[CLS]``
+            and the tweet).
+        packed_positions: ``sequential`` or ``per_query`` position ids of a packed sequence.
         dropout: dropout in fusion and heads.
         loss_weights: weight of each loss part: start, end, match, existence, grounding, tags.
         decoder: how spans are decoded: ``span`` (the MRC span heads) or ``tags`` (the auxiliary
@@ -102,6 +114,9 @@ class ModelConfig:
     tag_head: bool = False
     url_word: str = ""
     max_length: int = 128
+    query_encoding: str = "per_type"
+    packed_attention: str = "full"
+    packed_positions: str = "sequential"
     dropout: float = 0.1
     loss_weights: dict[str, float] = field(default_factory=default_loss_weights)
     decoder: str = "span"
@@ -111,6 +126,15 @@ class ModelConfig:
     grounding_presence_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        for name, allowed in (
+            ("query_encoding", QUERY_ENCODINGS),
+            ("packed_attention", PACKED_ATTENTION),
+            ("packed_positions", PACKED_POSITIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
+                )
         if self.decoder not in DECODERS:
             raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, not {self.decoder!r}")
         if self.decoder == "tags" and not self.tag_head:

@@ -1,15 +1,23 @@
 """The MNER-QG meta-architecture: backbones (text, image) + neck (graph + fusion) + heads.
 
 Input schema (:class:`mnerqg_graph.data.collate.MrcBatch`), for a batch of ``B`` tweets and ``T``
-entity types, ``N = B * T`` (tweet, type) examples ordered tweet-major:
+entity types, ``N = B * T`` (tweet, type) examples ordered tweet-major, read from ``R`` encoder
+sequences: ``R = N`` with ``query_encoding="per_type"`` (``[CLS] query [SEP] tweet [SEP]``),
+``R = B`` with ``packed`` (``[CLS] q_1 [SEP] ... q_T [SEP] tweet [SEP]``, see
+:mod:`mnerqg_graph.data.mrc`):
 
 ===================  ===============  ======================================================
 key                  shape            meaning
 ===================  ===============  ======================================================
-input_ids            [N, L]           ``[CLS] query [SEP] tweet [SEP]`` word pieces
-attention_mask       [N, L]           1 on real pieces
-token_type_ids       [N, L]           0 on the query part, 1 on the tweet part
-first_piece          [N, W]           position of each original token's first piece, -1: none
+input_ids            [R, L]           word pieces of the encoder sequences
+attention_mask       [R, L]           1 on real pieces
+token_type_ids       [R, L]           0 on the query part, 1 on the tweet part
+position_ids         [R, L]           position id of every piece
+query_slot           [R, L]           packed: query index of each query piece, else -1
+example_sequence     [N]              the sequence (row) each example reads
+query_span           [N, 2]           positions of the example's query pieces in its row
+first_piece          [N, W]           position of each original token's first piece in the
+                                      example's row, -1: none
 token_shape          [N, W]           casing/shape class per original token (0: padding)
 type_index           [N]              entity type of the example
 example_tweet        [N]              index of the example's tweet in ``images``
@@ -23,7 +31,10 @@ gt_boxes, gt_mask    [N, K, 4], [N,K] gold boxes of the type, normalised xyxy (t
 ===================  ===============  ======================================================
 
 The image is encoded once per tweet (``B`` images, not ``N``) and shared by the tweet's ``T``
-queries through ``example_tweet``. :meth:`MnerqgModel.forward` returns a :class:`ModelOutput`;
+queries through ``example_tweet``; with ``packed`` queries the text is too. Each example's query
+node is the ``[CLS]`` state of its sequence (``per_type``) or the mean of its own query's piece
+states (``packed``), plus a learned type embedding; its token nodes are the states of the tweet's
+first pieces, its casing and the asked type. :meth:`MnerqgModel.forward` returns a :class:`ModelOutput`;
 :meth:`MnerqgModel.losses` returns a dict of named, weighted losses.
 """
 
@@ -157,18 +168,26 @@ class MnerqgModel(nn.Module):
         # Each stage runs under a ``mnerqg::<stage>`` profiler label (benchmarks/throughput.py
         # reads them); record_function costs next to nothing when no profiler is active.
         with record_function("mnerqg::text_encoder"):
-            hidden = self.text_encoder(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+            packed = self.config.query_encoding == "packed"
+            hidden = self.text_encoder(
+                batch.input_ids,
+                self._attention(batch),
+                batch.token_type_ids,
+                batch.position_ids if packed else None,  # per_type: the encoder's own
+            )  # [R, L, D]
+            r, length, d = hidden.shape
             n, w = batch.first_piece.shape
             token_mask = batch.first_piece >= 0
-            idx = batch.first_piece.clamp(min=0)
-            tok = hidden.gather(1, idx.unsqueeze(-1).expand(n, w, hidden.size(-1)))  # [N, W, D]
+            rows = batch.example_sequence
+            flat = hidden.reshape(r * length, d)
+            tok = flat[rows[:, None] * length + batch.first_piece.clamp(min=0)]  # [N, W, D]
             if self.casing is not None:
                 tok = torch.cat([tok, self.casing(batch.token_shape)], -1)
             # every token node also carries the asked type, so a token's start/end decision can
             # depend on the type without first having to be routed through attention
             asked = self.token_type_emb(batch.type_index).unsqueeze(1).expand(n, w, -1)
             tok = torch.cat([tok, asked], -1)
-            query = hidden[:, 0] + self.type_emb(batch.type_index)  # [N, D]
+            query = self._query_states(hidden, batch) + self.type_emb(batch.type_index)  # [N, D]
             gate_logits = self.gate_head(query).squeeze(-1)
 
         with record_function("mnerqg::graph_build"):
@@ -223,6 +242,32 @@ class MnerqgModel(nn.Module):
             attention=fused.attention,
             graph=graph if return_graph else None,
         )
+
+    def _attention(self, batch: MrcBatch) -> Tensor:
+        """The encoder's attention mask: ``[R, L]`` padding mask, or ``[R, L, L]`` when a packed
+        query may see only itself, ``[CLS]`` and the tweet (``packed_attention="isolated"``)."""
+        if self.config.query_encoding != "packed" or self.config.packed_attention == "full":
+            return batch.attention_mask
+        slot = batch.query_slot
+        free = slot < 0  # [CLS], the tweet and padding: no slot
+        visible = (slot[:, :, None] == slot[:, None, :]) | free[:, :, None] | free[:, None, :]
+        return visible & batch.attention_mask[:, None, :].bool()
+
+    def _query_states(self, hidden: Tensor, batch: MrcBatch) -> Tensor:
+        """Each example's query state: its sequence's first state (``[CLS]``, ``per_type``) or the
+        mean of its own query's piece states (``packed``, where ``[CLS]`` is shared).
+
+        Shapes:
+            hidden: ``[R, L, D]`` -> ``[N, D]``.
+        """
+        rows = batch.example_sequence
+        if self.config.query_encoding != "packed":
+            return hidden[rows, 0]
+        # a span's sum as the difference of two prefix sums: no [N, L, D] copy, no host sync
+        cum = torch.nn.functional.pad(hidden.float().cumsum(1), (0, 0, 1, 0))  # [R, L + 1, D]
+        q0, q1 = batch.query_span.unbind(-1)
+        total = cum[rows, q1] - cum[rows, q0]
+        return (total / (q1 - q0).clamp(min=1).unsqueeze(-1)).to(hidden.dtype)
 
     def _image_nodes(
         self, batch: MrcBatch, img_ex: Tensor, example_has_image: Tensor

@@ -43,6 +43,24 @@ class PrepareReport:
         )
 
 
+def item_options(model: Any) -> dict[str, Any]:
+    """The keyword arguments of :func:`prepare_items` that a model's config and parts decide.
+
+    ``prepare_items(samples, tokenizer, queries, **item_options(model))`` prepares inputs exactly
+    as the model reads them (lengths, URL handling, query encoding, image size or none).
+    """
+    cfg = model.config
+    return {
+        "max_length": cfg.max_length,
+        "max_span_len": cfg.max_span_len,
+        "image_size": cfg.image_size if model.backbone is not None else None,
+        "url_word": cfg.url_word,
+        "query_encoding": cfg.query_encoding,
+        "packed_positions": cfg.packed_positions,
+        "max_positions": getattr(model.text_encoder, "max_positions", None),
+    }
+
+
 def prepare_items(
     samples: Sequence[Sample],
     tokenizer: Any,
@@ -51,11 +69,14 @@ def prepare_items(
     max_span_len: int,
     image_size: int | None,
     url_word: str = "",
+    query_encoding: str = "per_type",
+    packed_positions: str = "sequential",
+    max_positions: int | None = None,
 ) -> tuple[list[TweetItem], PrepareReport]:
     """Turn samples into tweet items; ``image_size=None`` skips images (text-only model).
 
-    ``url_word`` replaces URL tokens for the encoder (see :func:`build_mrc_examples`); pass the
-    model's ``config.url_word``.
+    ``url_word``, ``query_encoding``, ``packed_positions`` and ``max_positions`` are passed to
+    :func:`build_mrc_examples`; :func:`item_options` gives all the model-decided arguments.
     """
     examples, mrc_report = build_mrc_examples(
         list(samples),
@@ -64,6 +85,9 @@ def prepare_items(
         max_length=max_length,
         max_span_len=max_span_len,
         url_word=url_word,
+        query_encoding=query_encoding,
+        packed_positions=packed_positions,
+        max_positions=max_positions,
     )
     report = PrepareReport(mrc_report)
     items: list[TweetItem] = []

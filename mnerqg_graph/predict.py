@@ -142,19 +142,12 @@ class Predictor:
     def predict(self, samples: list[Sample]) -> list[dict[str, Any]]:
         """JSON records for ``samples`` (in their order); sorted by length internally."""
         from mnerqg_graph.evaluation import prediction_record
-        from mnerqg_graph.pipeline import predict, prepare_items
+        from mnerqg_graph.pipeline import item_options, predict, prepare_items
 
         order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
         sorted_samples = [samples[i] for i in order]
-        image_size = self.config.image_size if self.model.backbone is not None else None
         items, report = prepare_items(
-            sorted_samples,
-            self.tokenizer,
-            self.queries,
-            self.config.max_length,
-            self.config.max_span_len,
-            image_size,
-            url_word=self.config.url_word,
+            sorted_samples, self.tokenizer, self.queries, **item_options(self.model)
         )
         self.truncated += report.mrc.truncated_ids
         self.unreadable += report.unreadable_images

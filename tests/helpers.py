@@ -86,6 +86,13 @@ def items_and_batch(
 
     tok = AutoTokenizer.from_pretrained(str(encoder))
     items, _ = prepare_items(
-        smp, tok, load_queries(), cfg.max_length, cfg.max_span_len, cfg.image_size
+        smp,
+        tok,
+        load_queries(),
+        cfg.max_length,
+        cfg.max_span_len,
+        cfg.image_size,
+        query_encoding=cfg.query_encoding,
+        packed_positions=cfg.packed_positions,
     )
     return items, collate(items, cfg.max_span_len, cfg.image_size, tok.pad_token_id)

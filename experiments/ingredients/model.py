@@ -29,7 +29,10 @@ def model_config() -> None:
     max_span_len = 8
     tag_head = False  # auxiliary BIO tagger over all types on the token nodes (loss weight "tags")
     url_word = ""  # the encoder reads this word for every URL token ("": URLs as they are)
-    max_length = 128
+    max_length = 128  # word pieces of [CLS] query [SEP] tweet [SEP]; the tweet's budget when packed
+    query_encoding = "per_type"  # per_type (a sequence per type) | packed (one per tweet)
+    packed_attention = "full"  # full | isolated (a packed query sees itself, [CLS], the tweet)
+    packed_positions = "sequential"  # sequential | per_query (each query restarts after [CLS])
     dropout = 0.1
     loss_weights = default_loss_weights()  # start, end, match, existence (0.5), grounding, tags
     decoder = "span"  # span | tags (needs tag_head; tune_threshold=True re-chooses it on valid)

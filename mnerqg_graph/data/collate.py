@@ -89,6 +89,10 @@ class MrcBatch:
     input_ids: Tensor
     attention_mask: Tensor
     token_type_ids: Tensor
+    position_ids: Tensor
+    query_slot: Tensor
+    example_sequence: Tensor
+    query_span: Tensor
     first_piece: Tensor
     token_shape: Tensor
     type_index: Tensor
@@ -123,7 +127,7 @@ class MrcBatch:
     @property
     def num_examples(self) -> int:
         """``N``, the number of (tweet, type) examples."""
-        return int(self.input_ids.size(0))
+        return int(self.type_index.size(0))
 
 
 def collate(
@@ -139,7 +143,12 @@ def collate(
     """
     exs = [e for it in items for e in it.examples]
     n = len(exs)
-    seq_len = max(len(e.input_ids) for e in exs)
+    packed = {e.packed for e in exs}
+    if len(packed) > 1:
+        raise ValueError("collate: a batch mixes packed and per-type examples")
+    # the encoder sequences: one per tweet when packed (its examples share it), else one per example
+    seqs = [it.examples[0] for it in items] if packed == {True} else exs
+    seq_len = max(len(e.input_ids) for e in seqs)
     width = max(max(e.n_tokens for e in exs), 1)
     n_box = max(max((len(e.boxes) for e in exs), default=0), 1)
 
@@ -147,9 +156,20 @@ def collate(
         return [r + [value] * (size - len(r)) for r in rows]
 
     # padded Python lists, then one tensor per field (not one small tensor per example and field)
-    input_ids = torch.tensor(pad([e.input_ids for e in exs], seq_len, pad_id), dtype=torch.long)
-    attention = torch.tensor(pad([[1] * len(e.input_ids) for e in exs], seq_len, 0))
-    token_type = torch.tensor(pad([e.token_type_ids for e in exs], seq_len, 0), dtype=torch.long)
+    input_ids = torch.tensor(pad([e.input_ids for e in seqs], seq_len, pad_id), dtype=torch.long)
+    attention = torch.tensor(pad([[1] * len(e.input_ids) for e in seqs], seq_len, 0))
+    token_type = torch.tensor(pad([e.token_type_ids for e in seqs], seq_len, 0), dtype=torch.long)
+    counting = list(range(seq_len))
+    position_ids = torch.tensor(
+        [
+            e.position_ids + counting[len(e.position_ids) :] if e.position_ids else counting
+            for e in seqs
+        ],
+        dtype=torch.long,
+    )
+    query_slot = torch.tensor(
+        pad([e.query_slot or [] for e in seqs], seq_len, -1), dtype=torch.long
+    )
     first_piece = torch.tensor(pad([e.first_piece for e in exs], width, -1), dtype=torch.long)
     shapes = torch.tensor(
         pad([it.shapes for it in items for _ in it.examples], width, 0), dtype=torch.long
@@ -171,6 +191,7 @@ def collate(
     example_tweet = torch.tensor(
         [t for t, it in enumerate(items) for _ in it.examples], dtype=torch.long
     )
+    example_sequence = example_tweet if seqs is not exs else torch.arange(n)
     type_index = torch.tensor([e.type_index for e in exs], dtype=torch.long)
     images = torch.zeros(len(items), 3, image_size, image_size)
     has_image = torch.zeros(len(items), dtype=torch.bool)
@@ -182,6 +203,10 @@ def collate(
         input_ids=input_ids,
         attention_mask=attention,
         token_type_ids=token_type,
+        position_ids=position_ids,
+        query_slot=query_slot,
+        example_sequence=example_sequence,
+        query_span=torch.tensor([e.query_span for e in exs], dtype=torch.long).view(n, 2),
         first_piece=first_piece,
         token_shape=shapes,
         type_index=type_index,

@@ -1,10 +1,24 @@
 """The machine-reading-comprehension (MRC) formulation of NER used by MNER-QG.
 
-Every tweet is asked one question per entity type ``t``: the model reads
-``[CLS] query_t [SEP] tweet [SEP]`` (with the tokenizer's own special tokens), marks the start and
-end tokens of each type-``t`` entity, scores (start, end) pairs, says whether ``t`` occurs at all,
-and grounds ``t`` in the image. This module turns tweets into those examples and turns predicted
-spans back into one flat BIO sequence over the original tokens.
+Every tweet is asked one question per entity type ``t``: the model marks the start and end tokens
+of each type-``t`` entity, scores (start, end) pairs, says whether ``t`` occurs at all, and grounds
+``t`` in the image. This module turns tweets into those examples and turns predicted spans back
+into one flat BIO sequence over the original tokens.
+
+Query encodings (:data:`QUERY_ENCODINGS`), with the tokenizer's own special tokens:
+
+* ``per_type`` (the paper's formulation): one encoder sequence per example,
+  ``[CLS] query_t [SEP] tweet [SEP]``; the encoder reads each tweet ``T`` times.
+* ``packed``: one sequence per tweet holding every query and then the tweet,
+  ``[CLS] q_1 [SEP] q_2 [SEP] ... q_T [SEP] tweet [SEP]``, shared by the tweet's ``T`` examples
+  (they carry the same ``input_ids`` object); each example keeps its own query's positions
+  (``query_span``), so the model still gives every (tweet, type) its query node. ``query_slot``
+  says which query each piece belongs to (a query's pieces and the separator after it), which the
+  model reads to let a query attend only to itself and the tweet (``packed_attention="isolated"``).
+  Position ids (:data:`PACKED_POSITIONS`): ``sequential`` counts through the whole sequence;
+  ``per_query`` restarts every query after ``[CLS]`` and places the tweet as if it followed the
+  longest query alone, so each query and the tweet sit where ``per_type`` puts them and no
+  position exceeds ``max_length``.
 
 Efficiency: the tweets' tokens are word-piece tokenised once, in one batched call; each query once;
 the ``len(queries)`` examples of a tweet are assembled by list concatenation.
@@ -14,8 +28,10 @@ word piece, or -1 when token ``w`` has no word piece (invisible characters such 
 or was cut off by truncation. Labels are always over the original tokens, so evaluation never
 depends on the word-piece tokenizer.
 
-Truncation: the budget for tweet pieces is ``max_length`` minus the special tokens minus the
-longest query, the same for every type of a tweet, and a tweet is cut at a token boundary (a token
+Truncation: the budget for tweet pieces is ``max_length`` minus the special tokens of one
+``[CLS] query [SEP] tweet [SEP]`` pair minus the longest query, the same for every type of a tweet
+and in both query encodings (a packed sequence is longer than ``max_length`` by the other queries,
+never shorter on the tweet), and a tweet is cut at a token boundary (a token
 whose pieces do not all fit is cut whole). Truncated tweets are counted and named in
 :class:`MrcReport`; entities that reach into the cut part get no training labels, but they stay in
 the tweet's gold tags, so the evaluation counts them as misses.
@@ -41,6 +57,11 @@ if TYPE_CHECKING:
 #: A decoding candidate: ``(start, end_exclusive, type, score)`` over a tweet's original tokens.
 Candidate = tuple[int, int, str, float]
 
+#: How the queries are encoded: one sequence per (tweet, type), or one per tweet (module docstring).
+QUERY_ENCODINGS: tuple[str, ...] = ("per_type", "packed")
+#: Position ids of a packed sequence (module docstring).
+PACKED_POSITIONS: tuple[str, ...] = ("sequential", "per_query")
+
 #: A normalised box ``(xmin, ymin, xmax, ymax)`` in [0, 1] image coordinates.
 NormBox = tuple[float, float, float, float]
 
@@ -54,9 +75,15 @@ class MrcExample:
         tweet_id: the tweet's IMGID.
         type: the canonical entity type asked about.
         type_index: the type's position in the query file.
-        input_ids: word-piece ids of ``[CLS] query [SEP] tweet [SEP]`` (tokenizer's specials).
+        input_ids: word-piece ids of the encoder sequence the example reads (tokenizer's
+            specials): ``[CLS] query [SEP] tweet [SEP]``, or the tweet's packed sequence, the same
+            list object for all of a tweet's examples.
         token_type_ids: segment ids, same length as ``input_ids``.
         first_piece: per original token, position of its first piece in ``input_ids``, or -1.
+        query_span: ``(start, end)`` positions of this example's query pieces in ``input_ids``.
+        position_ids: position id of every piece (None: ``0 .. len - 1``).
+        query_slot: packed only: per piece, the index of the query it belongs to (its pieces and
+            the separator after it), -1 for ``[CLS]`` and the tweet part; None in ``per_type``.
         n_tokens: number of original tokens of the tweet (the length of every label list).
         n_kept: the first ``n_kept`` tokens survived truncation (``n_tokens`` when not truncated).
         start_labels: 1 where a type-``type`` entity starts, else 0; length ``n_tokens``.
@@ -82,6 +109,14 @@ class MrcExample:
     exists: bool
     boxes: list[NormBox]
     truncated: bool
+    query_span: tuple[int, int] = (0, 0)
+    position_ids: list[int] | None = None
+    query_slot: list[int] | None = None
+
+    @property
+    def packed(self) -> bool:
+        """Whether the example reads its tweet's packed sequence (shared by all its types)."""
+        return self.query_slot is not None
 
 
 @dataclass
@@ -263,6 +298,9 @@ def build_mrc_examples(
     max_length: int = 128,
     max_span_len: int = 8,
     url_word: str = "",
+    query_encoding: str = "per_type",
+    packed_positions: str = "sequential",
+    max_positions: int | None = None,
 ) -> tuple[list[MrcExample], MrcReport]:
     """Build the MRC examples of a list of tweets: one per (tweet, type), types in query order.
 
@@ -277,6 +315,10 @@ def build_mrc_examples(
         max_span_len: longest entity, in tokens, that gets a span-match positive.
         url_word: the encoder reads this word in place of every URL token (``""``: the URL as it
             is); tokens, labels and outputs keep the URL.
+        query_encoding: ``per_type`` or ``packed`` (module docstring).
+        packed_positions: ``sequential`` or ``per_query`` position ids of packed sequences.
+        max_positions: the encoder's position limit (``max_position_embeddings``), checked
+            against the longest packed position id (None: not checked).
 
     Returns:
         The examples and a report of truncations, long entities, zero-piece tokens and boxes
@@ -284,12 +326,72 @@ def build_mrc_examples(
 
     Raises:
         ConfigError: no queries, a type given twice, a non-positive ``max_span_len``,
-            ``max_length`` too small for the longest query, a tokenizer that is not fast, or an
-            entity type without a query.
+            ``max_length`` too small for the longest query, a tokenizer that is not fast, an
+            entity type without a query, an unknown query encoding or packed position scheme,
+            or packed position ids past ``max_positions``.
         DataError: a tweet has a malformed tag or a tags/tokens length mismatch.
     """
+    if query_encoding not in QUERY_ENCODINGS:
+        raise ConfigError(
+            f"query_encoding must be one of {', '.join(QUERY_ENCODINGS)}, not {query_encoding!r}"
+        )
+    if packed_positions not in PACKED_POSITIONS:
+        raise ConfigError(
+            f"packed_positions must be one of {', '.join(PACKED_POSITIONS)}, "
+            f"not {packed_positions!r}"
+        )
     with _gc_paused():
-        return _build(samples, tokenizer, queries, max_length, max_span_len, url_word)
+        return _build(
+            samples,
+            tokenizer,
+            queries,
+            max_length,
+            max_span_len,
+            url_word,
+            _Packing(packed_positions, max_positions) if query_encoding == "packed" else None,
+        )
+
+
+@dataclass(frozen=True)
+class _Packing:
+    """The packed encoding's options (None in its place: ``per_type``)."""
+
+    positions: str
+    max_positions: int | None
+
+
+@dataclass(frozen=True)
+class _PackedHead:
+    """Everything before the tweet in a packed sequence, and where each query sits in it."""
+
+    ids: list[int]
+    types: list[int]
+    positions: list[int]
+    slots: list[int]
+    spans: list[tuple[int, int]]
+    tweet_position: int  # position id of the tweet's first piece
+
+    @staticmethod
+    def build(template: _PairTemplate, query_ids: list[list[int]], positions: str) -> _PackedHead:
+        """``pre q_1 mid q_2 mid ... q_T mid`` with its segment ids, position ids and slots."""
+        ids, types = list(template.pre), list(template.pre_types)
+        pos, slots = list(range(len(template.pre))), [-1] * len(template.pre)
+        spans: list[tuple[int, int]] = []
+        longest = max(len(q) for q in query_ids)
+        for slot, q in enumerate(query_ids):
+            spans.append((len(ids), len(ids) + len(q)))
+            part = q + template.mid
+            ids += part
+            types += [template.a_type] * len(q) + template.mid_types
+            slots += [slot] * len(part)
+            first = len(template.pre) if positions == "per_query" else len(pos)
+            pos += range(first, first + len(part))
+        tweet_position = (
+            len(template.pre) + longest + len(template.mid)
+            if positions == "per_query"
+            else len(pos)
+        )
+        return _PackedHead(ids, types, pos, slots, spans, tweet_position)
 
 
 def _build(
@@ -299,6 +401,7 @@ def _build(
     max_length: int,
     max_span_len: int,
     url_word: str = "",
+    packing: _Packing | None = None,
 ) -> tuple[list[MrcExample], MrcReport]:
     """The body of :func:`build_mrc_examples` (same arguments, returns and errors)."""
     if not queries:
@@ -358,12 +461,26 @@ def _build(
     encodings = encoded.encodings
     assert encodings is not None
 
-    offsets = [len(template.pre) + len(q) + len(template.mid) for q in query_ids]
-    # Everything before the tweet, per type.
-    heads = [template.pre + q + template.mid for q in query_ids]
-    head_types = [
-        template.pre_types + [template.a_type] * len(q) + template.mid_types for q in query_ids
-    ]
+    if packing is None:  # everything before the tweet, per type
+        offsets = [len(template.pre) + len(q) + len(template.mid) for q in query_ids]
+        heads = [template.pre + q + template.mid for q in query_ids]
+        head_types = [
+            template.pre_types + [template.a_type] * len(q) + template.mid_types for q in query_ids
+        ]
+        query_spans = [(len(template.pre), len(template.pre) + len(q)) for q in query_ids]
+        packed = None
+    else:  # one head for all types
+        packed = _PackedHead.build(template, query_ids, packing.positions)
+        offsets = [len(packed.ids)] * len(query_ids)
+        query_spans = packed.spans
+        last_position = packed.tweet_position + budget + len(template.post) - 1
+        if packing.max_positions is not None and last_position >= packing.max_positions:
+            raise ConfigError(
+                f"a packed sequence of {len(query_ids)} queries ({sum(map(len, query_ids))} "
+                f"pieces) and a {budget}-piece tweet reaches position {last_position}, past the "
+                f"encoder's {packing.max_positions} positions: use packed_positions=per_query, "
+                "shorter queries or a smaller max_length"
+            )
     examples: list[MrcExample] = []
     for index, (sample, spans) in enumerate(zip(all_samples, gold, strict=True)):
         tweet = sample.tweet
@@ -414,6 +531,17 @@ def _build(
         tail = piece_ids + template.post
         truncated = n_kept < n
         has_missing = truncated or bool(zero)
+        shared: tuple[list[int], list[int], list[int], list[int], list[int]] | None = None
+        if packed is not None:  # one sequence, one alignment, for all of the tweet's examples
+            off = offsets[0]
+            shared = (
+                packed.ids + tail,
+                packed.types + tail_types,
+                [f + off if f >= 0 else -1 for f in first],
+                packed.positions
+                + list(range(packed.tweet_position, packed.tweet_position + len(tail))),
+                packed.slots + [-1] * len(tail),
+            )
 
         for ti, typ in enumerate(types):
             off = offsets[ti]
@@ -425,19 +553,25 @@ def _build(
                 end_labels[span.end - 1] = 1
                 if span.end - span.start <= max_span_len:
                     pairs.append((span.start, span.end - 1))
+            if shared is not None:
+                input_ids, token_type_ids, first_piece, position_ids, query_slot = shared
+            else:
+                input_ids, token_type_ids = heads[ti] + tail, head_types[ti] + tail_types
+                first_piece = (
+                    [f + off if f >= 0 else -1 for f in first]
+                    if has_missing
+                    else list(map(off.__add__, first))
+                )
+                position_ids = query_slot = None
             examples.append(
                 MrcExample(
                     sample_index=index,
                     tweet_id=tweet.id,
                     type=typ,
                     type_index=ti,
-                    input_ids=heads[ti] + tail,
-                    token_type_ids=head_types[ti] + tail_types,
-                    first_piece=(
-                        [f + off if f >= 0 else -1 for f in first]
-                        if has_missing
-                        else list(map(off.__add__, first))
-                    ),
+                    input_ids=input_ids,
+                    token_type_ids=token_type_ids,
+                    first_piece=first_piece,
                     n_tokens=n,
                     n_kept=n_kept,
                     start_labels=start_labels,
@@ -446,6 +580,9 @@ def _build(
                     exists=typ in present,
                     boxes=_norm_boxes(sample, typ) if has_size and sample.boxes else [],
                     truncated=truncated,
+                    query_span=query_spans[ti],
+                    position_ids=position_ids,
+                    query_slot=query_slot,
                 )
             )
     report.n_examples = len(examples)

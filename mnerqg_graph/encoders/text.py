@@ -18,13 +18,26 @@ from mnerqg_graph.registry import Registry
 class TextEncoder(nn.Module):
     """Base class: maps word-piece ids to contextual features.
 
+    Args of ``forward``: ``attention_mask`` is a padding mask ``[N, L]`` (1: a real piece) or a
+    full mask ``[N, L, L]`` (``[n, i, j]``: piece ``i`` may attend to piece ``j``), as packed queries
+    that see only themselves use; ``position_ids`` may restart within a sequence (None: 0 .. L-1).
+
     Shapes:
-        input_ids, attention_mask, token_type_ids: ``[N, L]`` -> ``[N, L, output_dim]``.
+        input_ids, token_type_ids, position_ids: ``[N, L]``; attention_mask: ``[N, L]`` or
+        ``[N, L, L]`` -> ``[N, L, output_dim]``.
     """
 
     output_dim: int
+    #: Longest sequence of positions the encoder has embeddings for (None: no limit).
+    max_positions: int | None = None
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
         """Contextual features of every word piece."""
         raise NotImplementedError
 
@@ -63,14 +76,42 @@ class HFTextEncoder(TextEncoder):
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.output_dim = int(self.model.config.hidden_size)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        # RoBERTa-style embeddings (BERTweet too) number positions from padding_idx + 1
+        pad_idx = getattr(getattr(self.model, "embeddings", None), "padding_idx", None)
+        self.position_offset = int(pad_idx) + 1 if isinstance(pad_idx, int) else 0
+        self.max_positions = int(limit) - self.position_offset if isinstance(limit, int) else None
         self.path = str(path)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor) -> Tensor:
-        """``last_hidden_state`` of the encoder."""
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        token_type_ids: Tensor,
+        position_ids: Tensor | None = None,
+    ) -> Tensor:
+        """``last_hidden_state`` of the encoder (see :class:`TextEncoder` for the masks)."""
+        if attention_mask.dim() == 3:  # [N, L, L]: which piece sees which
+            attention_mask = self._full_mask(attention_mask.bool())
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if getattr(self.model.config, "type_vocab_size", 0) > 1:
             kwargs["token_type_ids"] = token_type_ids
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids + self.position_offset
         return self.model(**kwargs).last_hidden_state
+
+    @staticmethod
+    def _full_mask(visible: Tensor) -> Tensor:
+        """A ``[N, L, L]`` visibility mask in the form the installed transformers reads.
+
+        transformers >= 5 takes a 4-D boolean mask ``[N, 1, L, L]`` as given; 4.x expands a 3-D
+        0/1 mask itself (``get_extended_attention_mask``).
+        """
+        import transformers
+
+        if int(transformers.__version__.split(".")[0]) >= 5:
+            return visible[:, None]
+        return visible.long()
 
 
 def minilm_path() -> str:

@@ -326,21 +326,12 @@ def explain(
         One :class:`TweetExplanation` per tweet, in input order.
     """
     from mnerqg_graph.data.collate import collate
-    from mnerqg_graph.pipeline import prepare_items
+    from mnerqg_graph.pipeline import item_options, prepare_items
 
     cfg = model.config
     device = next(model.parameters()).device
-    image_size = cfg.image_size if model.backbone is not None else None
     samples = list(samples)
-    items, _ = prepare_items(
-        samples,
-        tokenizer,
-        queries,
-        cfg.max_length,
-        cfg.max_span_len,
-        image_size,
-        url_word=cfg.url_word,
-    )
+    items, _ = prepare_items(samples, tokenizer, queries, **item_options(model))
     special = set(tokenizer.all_special_ids)
     pad_id = tokenizer.pad_token_id or 0
     grids: tuple[tuple[int, int], ...] = tuple(model.spec.grids) if model.spec.use_image else ()
