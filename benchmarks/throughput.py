@@ -3,14 +3,21 @@
 Usage::
 
     mnerqg bench [--encoder tiny|minilm|PATH] [--images | --no-images] [--device cpu|cuda|auto]
-                 [--data DIR] [--tweets N] [--repeat R] [--train-steps S] [--threads T] [--json]
+                 [--query-encoding packed|per_type|packed,per_type] [--data DIR] [--tweets N]
+                 [--repeat R] [--train-steps S] [--threads T] [--json]
     python -m benchmarks.throughput ...          # the same
 
 One run measures, on the same tweets and the same text encoder:
 
 * **inference tweets/s** of the full model (``hetero_gat`` fusion with the image branch), end to
   end as ``mnerqg predict`` runs it: tokenise (all ``T`` = 4 queries per tweet), collate, forward,
-  decode, span resolution; tweets sorted by length, ``--batch-size`` tweets per forward pass;
+  decode, span resolution; tweets sorted by length, ``--batch-size`` tweets per forward pass; for
+  each query encoding of ``--query-encoding`` (the first is the one the stage shares, the
+  text-only comparison and the targets are about);
+* the **reference tagger** (:mod:`benchmarks.tagger_reference`): the same text encoder as a plain
+  BIO tagger (one pass per tweet, a linear layer, argmax, word-tag decoding), timed the same way
+  on the same tweets, interleaved with the model's runs; the **model / tagger** inference and
+  training ratios are its tweets/s over the tagger's;
 * **training examples/s** (an example is one (tweet, type) pair, ``T`` per tweet; tweets/s is
   reported too): collate + :meth:`Trainer._step` (forward, losses, backward, clipping, AdamW);
 * **stage shares** of the inference step and of the training step, from one pass under
@@ -81,9 +88,14 @@ TRAIN_STAGES: tuple[str, ...] = (
 #: The targets of the project (2-core CPU, MiniLM, images absent).
 TARGETS = {
     "inference_tweets_per_s": 40.0,
+    "inference_vs_tagger": 0.5,
     "graph_build_share": 0.05,
     "full_vs_text_only_step_ratio": 1.3,
 }
+#: The query encoding benchmarked when ``--query-encoding`` is not given.
+DEFAULT_MODE = "packed"
+#: Targets that are floors (the others are ceilings).
+FLOORS = ("inference_tweets_per_s", "inference_vs_tagger")
 #: Start/end logit bias of the benchmarked span heads: sigmoid(-4) = 0.018, so that, as with a
 #: trained model, few tokens are start/end candidates. Freshly initialised heads give p ~ 0.5 at
 #: every position, and decoding would time a Python loop over a candidate at every other span.
@@ -124,6 +136,7 @@ class ModelUnderTest:
     model: Any
     train_items: list[Any]
     image_size: int | None
+    query_encoding: str = "per_type"
 
 
 def _log(msg: str) -> None:
@@ -229,22 +242,33 @@ def build_models(
     samples: Sequence[Any],
     queries: dict[str, str],
     device: torch.device,
+    modes: Sequence[str] = ("per_type",),
 ) -> list[ModelUnderTest]:
-    """The full model and the text-only (``none``) model, with their prepared training items."""
+    """The full models and the text-only model, with their prepared training items.
+
+    One full model per query encoding of ``modes`` (named ``full`` for the first, else
+    ``full/<mode>``), and the text-only (``none``) model in the first mode.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     from mnerqg_graph.config import ModelConfig
     from mnerqg_graph.model import build_model
-    from mnerqg_graph.pipeline import prepare_items
+    from mnerqg_graph.pipeline import item_options, prepare_items
 
     tok = AutoTokenizer.from_pretrained(encoder)
     if hidden_dim is None:  # the encoder's width: 64 for tiny, 384 for MiniLM (as the configs)
         hidden_dim = int(AutoConfig.from_pretrained(encoder).hidden_size)
     out = []
-    for name, over in (
-        ("full", {"fusion": fusion, "use_image": True}),
-        ("text_only", {"fusion": "none", "use_image": False}),
-    ):
+    variants: list[tuple[str, dict[str, Any]]] = [
+        (
+            "full" if k == 0 else f"full/{mode}",
+            {"fusion": fusion, "use_image": True, "query_encoding": mode},
+        )
+        for k, mode in enumerate(modes)
+    ]
+    text_only = {"fusion": "none", "use_image": False, "query_encoding": modes[0]}
+    variants.append(("text_only", text_only))
+    for name, over in variants:
         torch.manual_seed(0)
         net = build_model(
             ModelConfig(
@@ -256,10 +280,9 @@ def build_models(
         )
         set_span_bias(net, SPAN_BIAS)  # few span candidates, as after training (docstring)
         net.to(device)
-        cfg = net.config
         opts = item_options(net)
         items, _ = prepare_items(samples, tok, queries, **opts)
-        out.append(ModelUnderTest(name, net, items, opts["image_size"]))
+        out.append(ModelUnderTest(name, net, items, opts["image_size"], over["query_encoding"]))
     return out
 
 
@@ -306,9 +329,8 @@ def run_inference(
     labelled: bool = False,
 ) -> float:
     """One end-to-end inference pass over ``samples`` (as ``mnerqg predict``); seconds."""
-    from mnerqg_graph.pipeline import predict, prepare_items
+    from mnerqg_graph.pipeline import item_options, predict, prepare_items
 
-    cfg = mut.model.config
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
     ordered = [samples[i] for i in order]
     model: Any = _LabelledDecode(mut.model) if labelled else mut.model
@@ -368,6 +390,42 @@ def run_train_steps(
             trainer._step(batch, step0 + k)
             _sync(device)
             times.append(time.perf_counter() - t0)
+    return times
+
+
+def run_tagger_inference(
+    tagger: Any, samples: Sequence[Any], tokenizer: Any, batch_size: int, device: torch.device
+) -> float:
+    """One end-to-end pass of the reference tagger (tokenise, forward, argmax, word tags); s."""
+    tweets = [s.tweet for s in samples]
+    _sync(device)
+    t0 = time.perf_counter()
+    tagger.predict(tokenizer, tweets, batch_size, device)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def run_tagger_steps(
+    tagger: Any,
+    optimizer: torch.optim.Optimizer,
+    batches: list[list[Any]],
+    tokenizer: Any,
+    device: torch.device,
+) -> list[float]:
+    """Seconds per training step of the reference tagger (tokenise, forward, loss, AdamW)."""
+    tagger.train()
+    times = []
+    for tweets in batches:
+        _sync(device)
+        t0 = time.perf_counter()
+        batch = tagger.encode(tokenizer, tweets).to(device)
+        loss = tagger.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tagger.parameters(), 1.0)
+        optimizer.step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
     return times
 
 
@@ -452,11 +510,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     pad_id = tokenizer.pad_token_id or 0
     _log(f"encoder {encoder}; {source}; device {device}; {threads} threads")
-    models = build_models(encoder, args.hidden_dim, args.fusion, samples, queries, device)
+    modes = parse_modes(args.query_encoding)
+    models = build_models(encoder, args.hidden_dim, args.fusion, samples, queries, device, modes)
     n_types = len(queries)
+    from benchmarks.tagger_reference import PlainTagger
+
+    torch.manual_seed(0)
+    tagger = PlainTagger(encoder, list(queries), models[0].model.config.max_length).to(device)
+    tagger_opt = torch.optim.AdamW(tagger.parameters(), lr=1e-4)
+    tweets = [s.tweet for s in samples]
+    tagger_batches = [
+        [
+            tweets[(k * args.train_batch_size + j) % len(tweets)]
+            for j in range(args.train_batch_size)
+        ]
+        for k in range(args.train_steps)
+    ]
 
     infer = {m.name: Timing() for m in models}
     step = {m.name: Timing() for m in models}
+    infer["tagger"], step["tagger"] = Timing(), Timing()
     work = Path(tempfile.mkdtemp(prefix="mnerqg-bench-"))
     try:
         trainers = {
@@ -474,6 +547,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             run_inference(
                 m, samples[: args.batch_size], tokenizer, queries, args.batch_size, device
             )
+        run_tagger_steps(tagger, tagger_opt, tagger_batches[:1], tokenizer, device)
+        run_tagger_inference(tagger, samples[: args.batch_size], tokenizer, args.batch_size, device)
         n_steps = 1
         reps_done = 0
         for rep in range(args.repeat):  # interleaved: full, text-only, full, text-only, ...
@@ -485,13 +560,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     trainers[m.name], m, batches[m.name], pad_id, device, step0=n_steps
                 )
                 step[m.name].values.append(statistics.median(times))
+            t = run_tagger_inference(tagger, samples, tokenizer, args.batch_size, device)
+            infer["tagger"].values.append(len(samples) / t)
+            times = run_tagger_steps(tagger, tagger_opt, tagger_batches, tokenizer, device)
+            step["tagger"].values.append(statistics.median(times))
             n_steps += len(batches[models[0].name])
             _log(
                 f"rep {rep + 1}/{args.repeat}: "
                 + ", ".join(
-                    f"{m.name} {infer[m.name].values[-1]:.1f} tweets/s, "
-                    f"step {1e3 * step[m.name].values[-1]:.0f} ms"
-                    for m in models
+                    f"{name} {infer[name].values[-1]:.1f} tweets/s, "
+                    f"step {1e3 * step[name].values[-1]:.0f} ms"
+                    for name in infer
                 )
             )
             reps_done += 1
@@ -532,6 +611,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     infer_ratios = [
         b / a for a, b in zip(infer["full"].values, infer["text_only"].values, strict=True)
     ]
+
+    def vs_tagger(name: str) -> tuple[float, float]:
+        """Median per-repetition ratios of a model's inference and training rates to the tagger's.
+
+        Each repetition ran both back to back, so load on a shared machine hits both alike.
+        """
+        inf = [a / b for a, b in zip(infer[name].values, infer["tagger"].values, strict=True)]
+        tr = [b / a for a, b in zip(step[name].values, step["tagger"].values, strict=True)]
+        return float(statistics.median(inf)), float(statistics.median(tr))
+
+    by_mode = {}
+    for m in models:
+        if m.name == "text_only":
+            continue
+        inf_ratio, tr_ratio = vs_tagger(m.name)
+        by_mode[m.query_encoding] = {
+            "inference_tweets_per_s": infer[m.name].median,
+            "inference_tweets_per_s_range": list(infer[m.name].spread()),
+            "train_tweets_per_s": args.train_batch_size / step[m.name].median,
+            "train_step_s": step[m.name].median,
+            "inference_vs_tagger": inf_ratio,
+            "train_vs_tagger": tr_ratio,
+        }
     result: dict[str, Any] = {
         "encoder": args.encoder,
         "encoder_path": encoder,
@@ -539,6 +641,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "threads": threads,
         "images": bool(args.images),
         "fusion": args.fusion,
+        "query_encoding": modes[0],
         "hidden_dim": full.model.config.hidden_dim,
         "tweets": len(samples),
         "types_per_tweet": n_types,
@@ -554,6 +657,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "train_step_s_range": list(step_full.spread()),
         "text_only_train_step_s": step_text.median,
         "train_tweets_per_s": args.train_batch_size / step_full.median,
+        "tagger_tweets_per_s": infer["tagger"].median,
+        "tagger_train_tweets_per_s": args.train_batch_size / step["tagger"].median,
+        "inference_vs_tagger": by_mode[modes[0]]["inference_vs_tagger"],
+        "train_vs_tagger": by_mode[modes[0]]["train_vs_tagger"],
+        "by_query_encoding": by_mode,
         "train_examples_per_s": args.train_batch_size * n_types / step_full.median,
         "full_vs_text_only_step_ratio": float(statistics.median(ratios)),
         "full_vs_text_only_step_ratio_range": [min(ratios), max(ratios)],
@@ -573,14 +681,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def parse_modes(text: str) -> list[str]:
+    """``--query-encoding``: one encoding or several, comma-separated, without repeats."""
+    from mnerqg_graph.data.mrc import QUERY_ENCODINGS
+
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    bad = [m for m in modes if m not in QUERY_ENCODINGS]
+    if not modes or bad or len(set(modes)) != len(modes):
+        raise SystemExit(
+            f"bench: --query-encoding takes {' | '.join(QUERY_ENCODINGS)} (comma-separated, each "
+            f"once), not {text!r}"
+        )
+    return modes
+
+
 def check_targets(result: dict[str, Any]) -> dict[str, Any]:
     """Each target with the measured value and whether it is met (targets: MiniLM, no images)."""
     out: dict[str, Any] = {}
     for key, limit in TARGETS.items():
         value = float(result[key])
-        ok = value >= limit if key == "inference_tweets_per_s" else value < limit
+        ok = value >= limit if key in FLOORS else value < limit
         out[key] = {
-            "target": (">= " if key == "inference_tweets_per_s" else "< ") + str(limit),
+            "target": (">= " if key in FLOORS else "< ") + str(limit),
             "value": value,
             "met": ok,
         }
@@ -597,6 +719,7 @@ def format_table(r: dict[str, Any]) -> str:
     rlo, rhi = r["full_vs_text_only_step_ratio_range"]
     lines = [
         f"mnerqg bench: encoder {r['encoder']} (hidden {r['hidden_dim']}), fusion {r['fusion']}, "
+        f"queries {r['query_encoding']}, "
         f"images {'on' if r['images'] else 'off'}, {r['device']}, {r['threads']} threads, "
         f"{r['tweets']} tweets x {r['types_per_tweet']} queries, {r['repeat']} reps "
         f"(median [min-max]), load avg {r['load_avg_1min']}",
@@ -614,6 +737,17 @@ def format_table(r: dict[str, Any]) -> str:
         f"{'full / text-only train step':<40}{r['full_vs_text_only_step_ratio']:>10.2f} "
         f"[{rlo:.2f}-{rhi:.2f}]",
         f"{'full / text-only inference time':<40}{r['full_vs_text_only_inference_ratio']:>10.2f}",
+        "",
+        f"{'model vs the reference tagger':<28}{'infer tweets/s':>16}{'train tweets/s':>16}"
+        f"{'infer / tagger':>16}{'train / tagger':>16}",
+        *(
+            f"{'full, ' + mode:<28}{m['inference_tweets_per_s']:>16.1f}"
+            f"{m['train_tweets_per_s']:>16.1f}{m['inference_vs_tagger']:>16.2f}"
+            f"{m['train_vs_tagger']:>16.2f}"
+            for mode, m in r["by_query_encoding"].items()
+        ),
+        f"{'plain BIO tagger':<28}{r['tagger_tweets_per_s']:>16.1f}"
+        f"{r['tagger_train_tweets_per_s']:>16.1f}{1.0:>16.2f}{1.0:>16.2f}",
         "",
         f"{'stage share (full model)':<24}{'inference':>12}{'training':>12}",
     ]
@@ -687,6 +821,12 @@ def build_parser() -> argparse.ArgumentParser:
         "take longer than this many seconds (default: 270)",
     )
     ap.add_argument("--fusion", default="hetero_gat", help="fusion module of the full model")
+    ap.add_argument(
+        "--query-encoding",
+        default=DEFAULT_MODE,
+        help="per_type | packed, or several comma-separated, each timed in the same run (the "
+        f"first is the one profiled and compared with text-only; default: {DEFAULT_MODE})",
+    )
     ap.add_argument(
         "--hidden-dim",
         type=int,

@@ -33,9 +33,9 @@ gt_boxes, gt_mask    [N, K, 4], [N,K] gold boxes of the type, normalised xyxy (t
 The image is encoded once per tweet (``B`` images, not ``N``) and shared by the tweet's ``T``
 queries through ``example_tweet``; with ``packed`` queries the text is too. Each example's query
 node is the ``[CLS]`` state of its sequence (``per_type``) or the mean of its own query's piece
-states (``packed``), plus a learned type embedding; its token nodes are the states of the tweet's
-first pieces, its casing and the asked type. :meth:`MnerqgModel.forward` returns a :class:`ModelOutput`;
-:meth:`MnerqgModel.losses` returns a dict of named, weighted losses.
+states (``packed``), plus a learned type embedding; its token nodes are the states of the
+tweet's first pieces, its casing and the asked type. :meth:`MnerqgModel.forward` returns a
+:class:`ModelOutput`; :meth:`MnerqgModel.losses` returns a dict of named, weighted losses.
 """
 
 from __future__ import annotations
@@ -168,33 +168,16 @@ class MnerqgModel(nn.Module):
         # Each stage runs under a ``mnerqg::<stage>`` profiler label (benchmarks/throughput.py
         # reads them); record_function costs next to nothing when no profiler is active.
         with record_function("mnerqg::text_encoder"):
-            packed = self.config.query_encoding == "packed"
-            hidden = self.text_encoder(
-                batch.input_ids,
-                self._attention(batch),
-                batch.token_type_ids,
-                batch.position_ids if packed else None,  # per_type: the encoder's own
-            )  # [R, L, D]
-            r, length, d = hidden.shape
+            tok, query = self.text_nodes(batch)
             n, w = batch.first_piece.shape
             token_mask = batch.first_piece >= 0
-            rows = batch.example_sequence
-            flat = hidden.reshape(r * length, d)
-            tok = flat[rows[:, None] * length + batch.first_piece.clamp(min=0)]  # [N, W, D]
-            if self.casing is not None:
-                tok = torch.cat([tok, self.casing(batch.token_shape)], -1)
-            # every token node also carries the asked type, so a token's start/end decision can
-            # depend on the type without first having to be routed through attention
-            asked = self.token_type_emb(batch.type_index).unsqueeze(1).expand(n, w, -1)
-            tok = torch.cat([tok, asked], -1)
-            query = self._query_states(hidden, batch) + self.type_emb(batch.type_index)  # [N, D]
             gate_logits = self.gate_head(query).squeeze(-1)
 
         with record_function("mnerqg::graph_build"):
             example_has_image = (
                 batch.has_image[batch.example_tweet]
                 if self.backbone is not None
-                else torch.zeros(n, dtype=torch.bool, device=hidden.device)
+                else torch.zeros(n, dtype=torch.bool, device=tok.device)
             )
             graph = build_graph(token_mask, example_has_image, self.spec)
             x = {TOKEN: tok[token_mask], QUERY: query}
@@ -243,9 +226,44 @@ class MnerqgModel(nn.Module):
             graph=graph if return_graph else None,
         )
 
+    def text_nodes(self, batch: MrcBatch) -> tuple[Tensor, Tensor]:
+        """The text side's node features, from one encoder pass over the batch's sequences.
+
+        Token ``w`` of example ``n`` is the encoder state at ``first_piece[n, w]`` of the
+        example's sequence (``example_sequence[n]``: its own with ``per_type``, its tweet's with
+        ``packed``), then its casing embedding and the asked type's embedding; the query node is
+        :meth:`_query_states` plus the type embedding.
+
+        Returns:
+            ``(tokens [N, W, D + casing_dim + TYPE_DIM], queries [N, D])``; tokens with
+            ``first_piece < 0`` hold the sequence's first state and are not graph nodes.
+        """
+        packed = self.config.query_encoding == "packed"
+        hidden = self.text_encoder(
+            batch.input_ids,
+            self._attention(batch),
+            batch.token_type_ids,
+            batch.position_ids if packed else None,  # per_type: the encoder's own
+        )  # [R, L, D]
+        r, length, d = hidden.shape
+        n, w = batch.first_piece.shape
+        flat = hidden.reshape(r * length, d)
+        tok = flat[batch.example_sequence[:, None] * length + batch.first_piece.clamp(min=0)]
+        if self.casing is not None:
+            tok = torch.cat([tok, self.casing(batch.token_shape)], -1)
+        # every token node also carries the asked type, so a token's start/end decision can
+        # depend on the type without first having to be routed through attention
+        asked = self.token_type_emb(batch.type_index).unsqueeze(1).expand(n, w, -1)
+        tok = torch.cat([tok, asked], -1)
+        query = self._query_states(hidden, batch) + self.type_emb(batch.type_index)  # [N, D]
+        return tok, query
+
     def _attention(self, batch: MrcBatch) -> Tensor:
-        """The encoder's attention mask: ``[R, L]`` padding mask, or ``[R, L, L]`` when a packed
-        query may see only itself, ``[CLS]`` and the tweet (``packed_attention="isolated"``)."""
+        """The encoder's attention mask: ``[R, L]`` (padding), or ``[R, L, L]`` when isolated.
+
+        With ``packed_attention="isolated"`` a packed query's pieces see only their own query,
+        ``[CLS]`` and the tweet; ``[CLS]`` and the tweet see everything.
+        """
         if self.config.query_encoding != "packed" or self.config.packed_attention == "full":
             return batch.attention_mask
         slot = batch.query_slot
@@ -254,8 +272,10 @@ class MnerqgModel(nn.Module):
         return visible & batch.attention_mask[:, None, :].bool()
 
     def _query_states(self, hidden: Tensor, batch: MrcBatch) -> Tensor:
-        """Each example's query state: its sequence's first state (``[CLS]``, ``per_type``) or the
-        mean of its own query's piece states (``packed``, where ``[CLS]`` is shared).
+        """Each example's query state, before the type embedding.
+
+        ``per_type``: its sequence's first state (``[CLS]``); ``packed``, where ``[CLS]`` is
+        shared: the mean of its own query's piece states.
 
         Shapes:
             hidden: ``[R, L, D]`` -> ``[N, D]``.

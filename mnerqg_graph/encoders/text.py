@@ -19,8 +19,9 @@ class TextEncoder(nn.Module):
     """Base class: maps word-piece ids to contextual features.
 
     Args of ``forward``: ``attention_mask`` is a padding mask ``[N, L]`` (1: a real piece) or a
-    full mask ``[N, L, L]`` (``[n, i, j]``: piece ``i`` may attend to piece ``j``), as packed queries
-    that see only themselves use; ``position_ids`` may restart within a sequence (None: 0 .. L-1).
+    full mask ``[N, L, L]`` (``[n, i, j]``: piece ``i`` may attend to piece ``j``), as packed
+    queries that see only themselves use; ``position_ids`` may restart within a sequence (None:
+    ``0 .. L-1``).
 
     Shapes:
         input_ids, token_type_ids, position_ids: ``[N, L]``; attention_mask: ``[N, L]`` or

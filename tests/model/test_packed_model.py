@@ -1,0 +1,159 @@
+"""The model on packed queries: one encoder pass per tweet, per-example nodes as the layout says."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from mnerqg_graph.data.collate import collate
+from mnerqg_graph.data.queries import load_queries
+from mnerqg_graph.fusion import FUSION_REGISTRY
+from mnerqg_graph.model import build_model
+from mnerqg_graph.pipeline import item_options, predict, prepare_items
+from mnerqg_graph.training.checkpoint import load_model, save_model
+from tests.helpers import items_and_batch, samples, tiny_config
+
+PACKED = {"query_encoding": "packed"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_encoder_reads_one_sequence_per_tweet(tmp_path: Path, encoder_dir: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_config(encoder_dir, **PACKED)).eval()
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, model.config)
+    seen: list[tuple[int, ...]] = []
+    model.text_encoder.register_forward_hook(lambda m, a, o: seen.append(tuple(o.shape)))
+    out = model(batch)
+    assert seen[0][0] == 3 and batch.num_examples == 12  # B sequences, not B x T
+    assert out.span_logits[0].shape[0] == 12 and out.existence_logits.shape == (12,)
+
+
+def test_token_and_query_nodes_are_what_the_layout_promises(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(tiny_config(encoder_dir, casing_dim=0, **PACKED)).eval()
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, model.config)
+    with torch.no_grad():
+        hidden = model.text_encoder(
+            batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.position_ids
+        )
+        tok, query = model.text_nodes(batch)
+    d = hidden.size(-1)
+    for n in range(batch.num_examples):
+        row, t = int(batch.example_sequence[n]), int(batch.type_index[n])
+        for w, p in enumerate(batch.first_piece[n].tolist()):
+            if p >= 0:  # the shared state of the token's first piece, then the asked type
+                assert torch.allclose(tok[n, w, :d], hidden[row, p])
+                assert torch.allclose(tok[n, w, d:], model.token_type_emb.weight[t])
+        a, b = batch.query_span[n].tolist()
+        own = hidden[row, a:b].mean(0) + model.type_emb.weight[t]
+        assert torch.allclose(query[n], own, atol=1e-5)
+    # a tweet's examples share their token states but differ in the type part
+    assert torch.equal(tok[0, :, :d], tok[1, :, :d]) and not torch.equal(tok[0], tok[1])
+
+
+def test_one_type_packed_reads_exactly_what_per_type_reads(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    queries = {"PER": load_queries()["PER"]}
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    smp = [s for s in samples(tmp_path) if all(sp.type == "PER" for sp in s.tweet.entities)]
+    feats = {}
+    for mode in ("per_type", "packed"):
+        torch.manual_seed(0)
+        model = build_model(tiny_config(encoder_dir, types=["PER"], query_encoding=mode)).eval()
+        items, _ = prepare_items(smp, tok, queries, **item_options(model))
+        batch = collate(items, 8, 64, tok.pad_token_id)
+        with torch.no_grad():
+            feats[mode] = model.text_nodes(batch)[0]
+    assert torch.allclose(feats["per_type"], feats["packed"], atol=1e-6)
+
+
+def test_isolated_queries_see_only_themselves_and_the_tweet(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    smp = samples(tmp_path)
+    states = {}
+    for attention in ("full", "isolated"):
+        torch.manual_seed(0)
+        model = build_model(
+            tiny_config(encoder_dir, packed_attention=attention, casing_dim=0, **PACKED)
+        ).eval()
+        _, batch = items_and_batch(smp, encoder_dir, model.config)
+        mask = model._attention(batch)
+        if attention == "isolated":  # the mask itself: [CLS] and the tweet see all, q_t only t
+            slot = batch.query_slot[0]
+            q0, q1 = (slot == 0).nonzero()[0, 0], (slot == 1).nonzero()[0, 0]
+            tweet = int(batch.first_piece[0, 0])
+            assert mask.shape == (3, *batch.input_ids.shape[1:], batch.input_ids.size(1))
+            assert mask[0, q0, tweet] and mask[0, q0, 0] and not mask[0, q0, q1]
+            assert mask[0, tweet, q1] and mask[0, 0, q0]
+        changed = batch.input_ids.clone()
+        a, b = batch.query_span[1].tolist()  # the second query (LOC) of the first tweet
+        changed[0, a:b] = changed[0, a]
+        with torch.no_grad():
+            before = model.text_nodes(batch)[1][0]  # PER's query node
+            batch.input_ids = changed
+            after = model.text_nodes(batch)[1][0]
+        states[attention] = (before - after).abs().max().item()
+    assert states["isolated"] < 1e-6 < states["full"]
+
+
+@pytest.mark.parametrize("fusion", FUSION_REGISTRY.names())
+@pytest.mark.parametrize("positions", ["sequential", "per_query"])
+def test_every_fusion_module_trains_a_step_on_packed_queries(
+    tmp_path: Path, encoder_dir: Path, fusion: str, positions: str
+) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config(
+        encoder_dir, fusion=fusion, tag_head=True, packed_positions=positions, **PACKED
+    )
+    model = build_model(cfg)
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(3):
+        parts = model.losses(batch, model(batch))
+        opt.zero_grad()
+        parts["total"].backward()
+        opt.step()
+        losses.append(parts["total"].item())
+    assert {"start", "end", "match", "existence", "tags"} <= set(parts)
+    emb = model.text_encoder.model.embeddings.word_embeddings.weight
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+    assert losses[-1] < losses[0]
+
+
+def test_checkpoint_keeps_the_mode_and_predicts_identically(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config(
+        encoder_dir, packed_attention="isolated", packed_positions="per_query", **PACKED
+    )
+    model = build_model(cfg).eval()
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    ckpt = save_model(model, cfg, load_queries(), tok, tmp_path / "ckpt")
+    loaded, cfg2, queries, tok2 = load_model(ckpt)
+    assert (cfg2.query_encoding, cfg2.packed_attention, cfg2.packed_positions) == (
+        "packed",
+        "isolated",
+        "per_query",
+    )
+    smp = samples(tmp_path)
+    items, _ = prepare_items(smp, tok2, queries, **item_options(loaded))
+    assert all(ex.packed for it in items for ex in it.examples)
+    a, b = predict(model, items, smp), predict(loaded, items, smp)
+    assert a.tags == b.tags and a.spans == b.spans and a.grounding_conf == b.grounding_conf
