@@ -55,6 +55,7 @@ from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
 from mnerqg_graph.graph.builder import GraphSpec, build_graph
 from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types, region_types
 from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead, TagHead
+from mnerqg_graph.heads.features import TokenFeatures
 
 #: Size of the entity-type embedding appended to every token node (the query's type).
 TYPE_DIM = 16
@@ -87,6 +88,37 @@ class ModelOutput:
     tag_logits: Tensor | None = None
     attention: dict[EdgeType, tuple[Tensor, Tensor]] | None = None
     graph: object | None = None
+
+
+@dataclass
+class TextNodes:
+    """The text side of a batch, before fusion.
+
+    Attributes:
+        shared: each sequence's token features: the encoder state of the token's first piece and
+            its casing embedding (``S = R`` sequences; a tweet's examples share one with
+            ``packed``).
+        rows: the sequence of each example.
+        asked: the asked type's embedding, per example (appended to each of its tokens).
+        query: the query node of each example.
+
+    Shapes:
+        shared: ``[R, W, D + casing_dim]``; rows: ``[N]``; asked: ``[N, TYPE_DIM]``;
+        query: ``[N, D]``.
+    """
+
+    shared: Tensor
+    rows: Tensor
+    asked: Tensor
+    query: Tensor
+
+    def tokens(self) -> Tensor:
+        """Every example's token features ``[N, W, D + casing_dim + TYPE_DIM]``.
+
+        Tokens with ``first_piece < 0`` hold their sequence's first state (not graph nodes).
+        """
+        n, w = self.rows.numel(), self.shared.size(1)
+        return torch.cat([self.shared[self.rows], self.asked.unsqueeze(1).expand(n, w, -1)], -1)
 
 
 class MnerqgModel(nn.Module):
@@ -168,7 +200,8 @@ class MnerqgModel(nn.Module):
         # Each stage runs under a ``mnerqg::<stage>`` profiler label (benchmarks/throughput.py
         # reads them); record_function costs next to nothing when no profiler is active.
         with record_function("mnerqg::text_encoder"):
-            tok, query = self.text_nodes(batch)
+            text = self.text_nodes(batch)
+            tok, query = text.tokens(), text.query
             n, w = batch.first_piece.shape
             token_mask = batch.first_piece >= 0
             gate_logits = self.gate_head(query).squeeze(-1)
@@ -198,7 +231,8 @@ class MnerqgModel(nn.Module):
         with record_function("mnerqg::heads"):
             h_tok = fused.x_dict[TOKEN].new_zeros(n, w, fused.x_dict[TOKEN].size(-1))
             h_tok[token_mask] = fused.x_dict[TOKEN]
-            h_span = torch.cat([h_tok, tok.to(h_tok.dtype)], -1)
+            # [fused | the token's input features]; the shared part is computed once a sequence
+            h_span = TokenFeatures(h_tok, text.shared, text.rows, text.asked)
             span_logits = self.span_head(h_span)
             tag_logits = self.tag_head(h_span) if self.tag_head is not None else None
             q_out = fused.x_dict[QUERY]
@@ -226,17 +260,14 @@ class MnerqgModel(nn.Module):
             graph=graph if return_graph else None,
         )
 
-    def text_nodes(self, batch: MrcBatch) -> tuple[Tensor, Tensor]:
+    def text_nodes(self, batch: MrcBatch) -> TextNodes:
         """The text side's node features, from one encoder pass over the batch's sequences.
 
         Token ``w`` of example ``n`` is the encoder state at ``first_piece[n, w]`` of the
         example's sequence (``example_sequence[n]``: its own with ``per_type``, its tweet's with
         ``packed``), then its casing embedding and the asked type's embedding; the query node is
-        :meth:`_query_states` plus the type embedding.
-
-        Returns:
-            ``(tokens [N, W, D + casing_dim + TYPE_DIM], queries [N, D])``; tokens with
-            ``first_piece < 0`` hold the sequence's first state and are not graph nodes.
+        :meth:`_query_states` plus the type embedding. Token features are kept per sequence
+        (see :class:`TextNodes`): with ``packed`` a tweet's examples share theirs.
         """
         packed = self.config.query_encoding == "packed"
         hidden = self.text_encoder(
@@ -246,17 +277,19 @@ class MnerqgModel(nn.Module):
             batch.position_ids if packed else None,  # per_type: the encoder's own
         )  # [R, L, D]
         r, length, d = hidden.shape
-        n, w = batch.first_piece.shape
+        rows = batch.example_sequence
+        # each sequence's first example (rows is sorted): its token alignment and casing
+        first = torch.searchsorted(rows, torch.arange(r, device=rows.device))
         flat = hidden.reshape(r * length, d)
-        tok = flat[batch.example_sequence[:, None] * length + batch.first_piece.clamp(min=0)]
+        idx = torch.arange(r, device=rows.device)[:, None] * length
+        shared = flat[idx + batch.first_piece[first].clamp(min=0)]  # [R, W, D]
         if self.casing is not None:
-            tok = torch.cat([tok, self.casing(batch.token_shape)], -1)
+            shared = torch.cat([shared, self.casing(batch.token_shape[first])], -1)
         # every token node also carries the asked type, so a token's start/end decision can
         # depend on the type without first having to be routed through attention
-        asked = self.token_type_emb(batch.type_index).unsqueeze(1).expand(n, w, -1)
-        tok = torch.cat([tok, asked], -1)
+        asked = self.token_type_emb(batch.type_index)  # [N, TYPE_DIM]
         query = self._query_states(hidden, batch) + self.type_emb(batch.type_index)  # [N, D]
-        return tok, query
+        return TextNodes(shared, rows, asked, query)
 
     def _attention(self, batch: MrcBatch) -> Tensor:
         """The encoder's attention mask: ``[R, L]`` (padding), or ``[R, L, L]`` when isolated.

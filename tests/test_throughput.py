@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import throughput
 
@@ -62,3 +63,61 @@ def test_bench_command_and_bad_arguments() -> None:
     assert resolve("bench") is throughput.main
     with pytest.raises(SystemExit, match="must be >= 1"):
         throughput.main(["--repeat", "0"])
+
+
+def test_tagger_row_and_query_encodings_in_one_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MNERQG_BENCH_CACHE", str(tmp_path / "cache"))
+    assert throughput.main([*SMALL, "--query-encoding", "packed,per_type", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["query_encoding"] == "packed"
+    assert set(r["by_query_encoding"]) == {"packed", "per_type"}
+    for key in ("tagger_tweets_per_s", "tagger_train_tweets_per_s", "inference_vs_tagger"):
+        assert isinstance(r[key], float) and r[key] > 0, key
+    packed = r["by_query_encoding"]["packed"]
+    assert r["inference_tweets_per_s"] == packed["inference_tweets_per_s"]
+    assert r["train_tweets_per_s"] == packed["train_tweets_per_s"]
+    assert r["inference_vs_tagger"] == packed["inference_vs_tagger"]
+    assert r["targets"]["inference_vs_tagger"]["target"] == ">= 0.5"
+    table = throughput.format_table(r)
+    assert "plain BIO tagger" in table and "full, per_type" in table and "full, packed" in table
+    with pytest.raises(SystemExit, match="--query-encoding takes"):
+        throughput.main(["--query-encoding", "packed,packed"])
+
+
+def test_reference_tagger_tags_every_token(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from benchmarks.tagger_reference import PlainTagger
+    from tests.helpers import TWEETS, tiny_encoder
+
+    enc = str(tiny_encoder(tmp_path))
+    tok = AutoTokenizer.from_pretrained(enc)
+    tagger = PlainTagger(enc, ["PER", "LOC", "ORG", "OTHER"])
+    batch = tagger.encode(tok, TWEETS)
+    # the invisible token of t1 has no piece: no label, tagged O
+    assert batch.first_piece[0, 4] == -1 and batch.labels[0, 4] == -100
+    assert batch.labels[1, 3] == tagger.tags.index("B-ORG")
+    tags = tagger.predict(tok, TWEETS, batch_size=2)
+    assert [len(t) for t in tags] == [len(t.tokens) for t in TWEETS] and tags[0][4] == "O"
+    opt = torch.optim.AdamW(tagger.parameters(), lr=1e-2)
+    first = tagger.loss(batch).item()
+    for _ in range(5):
+        loss = tagger.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < first
+
+
+def test_bench_model_is_the_experiment_model() -> None:
+    from experiments.ingredients.model import model_config
+    from experiments.train import _real_data
+
+    defaults = model_config()
+    for key, value in throughput.MODEL_DEFAULTS.items():
+        assert defaults[key] == value, key
+    real = _real_data("twitter2017")["model"]
+    for key, value in throughput.REAL_DATA_MODEL.items():
+        assert real[key] == value, key

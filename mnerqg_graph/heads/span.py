@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnerqg_graph.heads.features import TokenFeatures, first_layer, prepare
+
 
 class SpanHead(nn.Module):
     """Start, end and span-match logits over the original tokens of each (tweet, type) example.
@@ -15,9 +17,9 @@ class SpanHead(nn.Module):
         dropout: dropout on the token features.
 
     Shapes:
-        h: ``[N, W, in_dim]``; mask: ``[N, W]`` -> start, end: ``[N, W]``; match: ``[N, W, S]``
-        where
-        ``match[n, i, k]`` scores the span of tokens ``i..i+k`` (``S = max_span_len``).
+        h: ``[N, W, in_dim]`` (or :class:`TokenFeatures` of that width); mask: ``[N, W]`` ->
+        start, end: ``[N, W]``; match: ``[N, W, S]`` where ``match[n, i, k]`` scores the span of
+        tokens ``i..i+k`` (``S = max_span_len``).
     """
 
     def __init__(self, in_dim: int, max_span_len: int, dropout: float = 0.1) -> None:
@@ -30,16 +32,17 @@ class SpanHead(nn.Module):
         self.match_end = nn.Linear(in_dim, in_dim)
         self.match_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(in_dim, 1))
 
-    def forward(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, h: Tensor | TokenFeatures) -> tuple[Tensor, Tensor, Tensor]:
         """Logits for start, end and match (see the class docstring)."""
-        h = self.drop(h)
-        n, w, d = h.shape
+        h = prepare(h, self.drop)
         s = self.max_span_len
-        hs, he = self.match_start(h), self.match_end(h)
+        hs, he = first_layer(self.match_start, h), first_layer(self.match_end, h)
         he_pad = F.pad(he, (0, 0, 0, s - 1))  # [N, W+S-1, D]
         ends = he_pad.unfold(1, s, 1).permute(0, 1, 3, 2)  # [N, W, S, D]: end i+k for start i
         match = self.match_out(hs.unsqueeze(2) + ends).squeeze(-1)
-        return self.start(h).squeeze(-1), self.end(h).squeeze(-1), match
+        start = self.start[2](self.start[1](first_layer(self.start[0], h))).squeeze(-1)
+        end = self.end[2](self.end[1](first_layer(self.end[0], h))).squeeze(-1)
+        return start, end, match
 
     def candidate_mask(self, mask: Tensor) -> Tensor:
         """Which (start i, length k) pairs are real spans: both ends are real tokens.

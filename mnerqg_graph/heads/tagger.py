@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnerqg_graph.heads.features import TokenFeatures, first_layer, prepare
+
 
 def num_tags(num_types: int) -> int:
     """``O`` plus ``B-`` and ``I-`` of each type."""
@@ -29,7 +31,8 @@ class TagHead(nn.Module):
         dropout: dropout on the token features.
 
     Shapes:
-        h: ``[N, W, in_dim]`` -> logits ``[N, W, 1 + 2 T]``.
+        h: ``[N, W, in_dim]`` (or :class:`TokenFeatures` of that width) -> logits
+        ``[N, W, 1 + 2 T]``.
     """
 
     def __init__(self, in_dim: int, num_types: int, dropout: float = 0.1) -> None:
@@ -41,9 +44,11 @@ class TagHead(nn.Module):
             nn.Linear(in_dim, num_tags(num_types)),
         )
 
-    def forward(self, h: Tensor) -> Tensor:
-        """Tag logits."""
-        return self.mlp(h)  # type: ignore[no-any-return]
+    def forward(self, h: Tensor | TokenFeatures) -> Tensor:
+        """Tag logits (``h`` dense or in :class:`TokenFeatures` parts)."""
+        h = prepare(h, self.mlp[0])  # type: ignore[arg-type]
+        out: Tensor = self.mlp[3](self.mlp[2](first_layer(self.mlp[1], h)))  # type: ignore[arg-type]
+        return out
 
     @staticmethod
     def loss(logits: Tensor, tags: Tensor, mask: Tensor) -> Tensor:

@@ -49,7 +49,8 @@ def test_token_and_query_nodes_are_what_the_layout_promises(
         hidden = model.text_encoder(
             batch.input_ids, batch.attention_mask, batch.token_type_ids, batch.position_ids
         )
-        tok, query = model.text_nodes(batch)
+        text = model.text_nodes(batch)
+        tok, query = text.tokens(), text.query
     d = hidden.size(-1)
     for n in range(batch.num_examples):
         row, t = int(batch.example_sequence[n]), int(batch.type_index[n])
@@ -60,7 +61,8 @@ def test_token_and_query_nodes_are_what_the_layout_promises(
         a, b = batch.query_span[n].tolist()
         own = hidden[row, a:b].mean(0) + model.type_emb.weight[t]
         assert torch.allclose(query[n], own, atol=1e-5)
-    # a tweet's examples share their token states but differ in the type part
+    # a tweet's examples share their token states (one row per tweet) but differ in the type part
+    assert text.shared.size(0) == 3 and text.rows.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     assert torch.equal(tok[0, :, :d], tok[1, :, :d]) and not torch.equal(tok[0], tok[1])
 
 
@@ -77,7 +79,7 @@ def test_one_type_packed_reads_exactly_what_per_type_reads(
         items, _ = prepare_items(smp, tok, queries, **item_options(model))
         batch = collate(items, 8, 64, tok.pad_token_id)
         with torch.no_grad():
-            feats[mode] = model.text_nodes(batch)[0]
+            feats[mode] = model.text_nodes(batch).tokens()
     assert torch.allclose(feats["per_type"], feats["packed"], atol=1e-6)
 
 
@@ -104,9 +106,9 @@ def test_isolated_queries_see_only_themselves_and_the_tweet(
         a, b = batch.query_span[1].tolist()  # the second query (LOC) of the first tweet
         changed[0, a:b] = changed[0, a]
         with torch.no_grad():
-            before = model.text_nodes(batch)[1][0]  # PER's query node
+            before = model.text_nodes(batch).query[0]  # PER's query node
             batch.input_ids = changed
-            after = model.text_nodes(batch)[1][0]
+            after = model.text_nodes(batch).query[0]
         states[attention] = (before - after).abs().max().item()
     assert states["isolated"] < 1e-6 < states["full"]
 
@@ -157,3 +159,31 @@ def test_checkpoint_keeps_the_mode_and_predicts_identically(
     assert all(ex.packed for it in items for ex in it.examples)
     a, b = predict(model, items, smp), predict(loaded, items, smp)
     assert a.tags == b.tags and a.spans == b.spans and a.grounding_conf == b.grounding_conf
+
+
+@pytest.mark.parametrize("mode", ["per_type", "packed"])
+def test_heads_on_feature_parts_equal_heads_on_the_concatenation(
+    tmp_path: Path, encoder_dir: Path, mode: str
+) -> None:
+    from mnerqg_graph.heads.features import TokenFeatures
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(encoder_dir, tag_head=True, query_encoding=mode)).eval()
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, model.config)
+    with torch.no_grad():
+        text = model.text_nodes(batch)
+        fused = torch.randn(batch.num_examples, text.shared.size(1), 32)
+        parts = TokenFeatures(fused, text.shared, text.rows, text.asked)
+        dense = parts.dense()
+        assert torch.equal(dense, torch.cat([fused, text.tokens()], -1))
+        for a, b in zip(model.span_head(parts), model.span_head(dense), strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+        assert model.tag_head is not None
+        assert torch.allclose(model.tag_head(parts), model.tag_head(dense), atol=1e-5)
+    # in training the parts are joined first: each example keeps its own dropout mask
+    model.train()
+    torch.manual_seed(1)
+    a = model.span_head(parts)[0]
+    torch.manual_seed(1)
+    b = model.span_head(dense)[0]
+    assert torch.equal(a, b)
