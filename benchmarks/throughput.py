@@ -303,8 +303,8 @@ class _LabelledDecode:
     def eval(self) -> Any:
         return self.model.eval()
 
-    def __call__(self, batch: Any) -> Any:
-        return self.model(batch)
+    def __call__(self, batch: Any, **kwargs: Any) -> Any:
+        return self.model(batch, **kwargs)
 
     def decode(self, out: Any, *args: Any, **kwargs: Any) -> Any:
         with record_function("mnerqg::decode"):

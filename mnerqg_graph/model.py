@@ -194,9 +194,21 @@ class MnerqgModel(nn.Module):
         return dims
 
     def forward(
-        self, batch: MrcBatch, return_attention: bool = False, return_graph: bool = False
+        self,
+        batch: MrcBatch,
+        return_attention: bool = False,
+        return_graph: bool = False,
+        span_floor: float | None = None,
     ) -> ModelOutput:
-        """Run the model on a batch (see the module docstring for the input schema)."""
+        """Run the model on a batch (see the module docstring for the input schema).
+
+        The span-match head scores, in training, only the spans its loss is taken over
+        (:meth:`SpanHead.focus`); in evaluation every span, or with ``span_floor`` only those
+        that decoding at a span threshold of at least ``span_floor`` can accept
+        (:meth:`SpanHead.decodable`) and those of the loss. Other spans get match probability 0;
+        the losses and decoding (at thresholds ``>= span_floor``) are the same as when every
+        span is scored.
+        """
         # Each stage runs under a ``mnerqg::<stage>`` profiler label (benchmarks/throughput.py
         # reads them); record_function costs next to nothing when no profiler is active.
         with record_function("mnerqg::text_encoder"):
@@ -233,7 +245,16 @@ class MnerqgModel(nn.Module):
             h_tok[token_mask] = fused.x_dict[TOKEN]
             # [fused | the token's input features]; the shared part is computed once a sequence
             h_span = TokenFeatures(h_tok, text.shared, text.rows, text.asked)
-            span_logits = self.span_head(h_span)
+            head = self.span_head
+
+            def pairs(start_l: Tensor, end_l: Tensor) -> Tensor:
+                focus = head.focus(start_l, end_l, token_mask, batch.start, batch.end, batch.match)
+                if self.training or span_floor is None:
+                    return focus
+                return focus | head.decodable(start_l, end_l, token_mask, span_floor)
+
+            dense = not self.training and span_floor is None
+            span_logits = self.span_head(h_span, None if dense else pairs)
             tag_logits = self.tag_head(h_span) if self.tag_head is not None else None
             q_out = fused.x_dict[QUERY]
             g_logits = g_boxes = None

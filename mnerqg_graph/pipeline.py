@@ -234,6 +234,7 @@ def predict_thresholds(
     boxes: list[dict[str, tuple[list[float], float] | None]] = [{} for _ in range(n)]
     confs: list[dict[str, float]] = [{} for _ in range(n)]
     dev = torch.device(device)
+    floor = min(t[0] for t in ts) if decoder == "span" else 1.0  # the tagger needs no match
     by_length = sorted(items, key=lambda it: max(len(ex.input_ids) for ex in it.examples))
     for chunk in _batches(by_length, batch_size):  # similar lengths together: less padding
         batch = collate(chunk, cfg.max_span_len, cfg.image_size, pad_id).to(dev)
@@ -242,7 +243,8 @@ def predict_thresholds(
             if dev.type == "cuda"
             else torch.autocast("cpu", enabled=False)
         ):
-            out = model(batch)
+            # the match head scores only the spans that a threshold of the grid can accept
+            out = model(batch, span_floor=floor)
         decoded, ex_boxes = {}, []
         span_ts = ts if decoder == "span" else ts[:1]  # the tagger takes only the boxes
         for k, t in enumerate(span_ts):  # boxes do not depend on the thresholds: from the first

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnerqg_graph.heads.features import TokenFeatures, first_layer, prepare
+
+#: The match logit of a span that was not scored (``pairs``): sigmoid 0, a zero loss term.
+UNSCORED = -1e4
 
 
 class SpanHead(nn.Module):
@@ -32,17 +38,76 @@ class SpanHead(nn.Module):
         self.match_end = nn.Linear(in_dim, in_dim)
         self.match_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(in_dim, 1))
 
-    def forward(self, h: Tensor | TokenFeatures) -> tuple[Tensor, Tensor, Tensor]:
-        """Logits for start, end and match (see the class docstring)."""
+    def forward(
+        self, h: Tensor | TokenFeatures, pairs: Callable[[Tensor, Tensor], Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Logits for start, end and match (see the class docstring).
+
+        Args:
+            h: token features.
+            pairs: None scores every span; else a function of the start and end logits giving
+                the ``[N, W, S]`` spans to score (see :meth:`focus` and :meth:`decodable`).
+                Every other span gets the match logit :data:`UNSCORED`: its probability is 0 and
+                its loss term, where it has one, is 0 (a span outside the loss's focus has none).
+        """
         h = prepare(h, self.drop)
         s = self.max_span_len
-        hs, he = first_layer(self.match_start, h), first_layer(self.match_end, h)
-        he_pad = F.pad(he, (0, 0, 0, s - 1))  # [N, W+S-1, D]
-        ends = he_pad.unfold(1, s, 1).permute(0, 1, 3, 2)  # [N, W, S, D]: end i+k for start i
-        match = self.match_out(hs.unsqueeze(2) + ends).squeeze(-1)
         start = self.start[2](self.start[1](first_layer(self.start[0], h))).squeeze(-1)
         end = self.end[2](self.end[1](first_layer(self.end[0], h))).squeeze(-1)
+        hs, he = first_layer(self.match_start, h), first_layer(self.match_end, h)
+        n, w, _ = hs.shape
+        if pairs is None:
+            he_pad = F.pad(he, (0, 0, 0, s - 1))  # [N, W+S-1, D]
+            ends = he_pad.unfold(1, s, 1).permute(0, 1, 3, 2)  # [N, W, S, D]: end i+k, start i
+            return start, end, self.match_out(hs.unsqueeze(2) + ends).squeeze(-1)
+        # only the asked spans: [P, D] instead of [N, W, S, D] through GELU, dropout and Linear
+        ex, i, k = pairs(start, end).nonzero(as_tuple=True)
+        scored = self.match_out(hs[ex, i] + he[ex, i + k]).squeeze(-1)
+        match = scored.new_full((n, w, s), UNSCORED).index_put((ex, i, k), scored)
         return start, end, match
+
+    def focus(
+        self,
+        start_l: Tensor,
+        end_l: Tensor,
+        mask: Tensor,
+        start: Tensor,
+        end: Tensor,
+        match: Tensor,
+    ) -> Tensor:
+        """The spans the match loss is taken over: MRC-NER's candidates plus the gold spans.
+
+        A real span whose start and end are each a gold or a predicted boundary, or a gold span.
+
+        Shapes:
+            start_l, end_l: ``[N, W]`` logits; mask, start, end: ``[N, W]``; match: ``[N, W, S]``
+            (0/1 labels) -> ``[N, W, S]`` bool.
+        """
+        s = self.max_span_len
+        start_ok = (start > 0.5) | (start_l > 0)
+        end_ok = (end > 0.5) | (end_l > 0)
+        end_ok_pad = F.pad(end_ok, (0, s - 1), value=False).unfold(1, s, 1)
+        return (self.candidate_mask(mask) & start_ok.unsqueeze(-1) & end_ok_pad) | (match > 0.5)
+
+    def decodable(self, start_l: Tensor, end_l: Tensor, mask: Tensor, floor: float) -> Tensor:
+        """Real spans whose start and end probabilities both pass ``floor``.
+
+        Decoding at a span threshold ``t >= floor`` accepts only such spans (it asks start, end
+        and match to pass ``t``), so scoring just these decodes exactly as scoring all.
+
+        Shapes:
+            start_l, end_l: ``[N, W]`` logits; mask: ``[N, W]`` -> ``[N, W, S]`` bool.
+        """
+        s = self.max_span_len
+        if floor <= 0:
+            logit = -math.inf
+        elif floor >= 1:
+            logit = math.inf
+        else:
+            logit = math.log(floor / (1 - floor))
+        start_ok = start_l.float() > logit
+        end_ok = F.pad(end_l.float() > logit, (0, s - 1), value=False).unfold(1, s, 1)
+        return self.candidate_mask(mask) & start_ok.unsqueeze(-1) & end_ok
 
     def candidate_mask(self, mask: Tensor) -> Tensor:
         """Which (start i, length k) pairs are real spans: both ends are real tokens.
@@ -77,13 +142,7 @@ class SpanHead(nn.Module):
             F.binary_cross_entropy_with_logits(start_l, start, reduction="none") * m
         ).sum()
         loss_end = (F.binary_cross_entropy_with_logits(end_l, end, reduction="none") * m).sum()
-        cand = self.candidate_mask(mask)
-        s = self.max_span_len
-        start_ok = (start > 0.5) | (start_l > 0)
-        end_ok = (end > 0.5) | (end_l > 0)
-        end_ok_pad = F.pad(end_ok, (0, s - 1), value=False).unfold(1, s, 1)
-        focus = (cand & start_ok.unsqueeze(-1) & end_ok_pad) | (match > 0.5)
-        f = focus.float()
+        f = self.focus(start_l, end_l, mask, start, end, match).float()
         loss_match = (
             F.binary_cross_entropy_with_logits(match_l, match, reduction="none") * f
         ).sum()

@@ -187,3 +187,50 @@ def test_heads_on_feature_parts_equal_heads_on_the_concatenation(
     torch.manual_seed(1)
     b = model.span_head(dense)[0]
     assert torch.equal(a, b)
+
+
+def test_scoring_only_the_needed_spans_changes_no_loss_and_no_decoding(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    torch.manual_seed(0)
+    # no image branch: its batch norm would differ between training and evaluation
+    cfg = tiny_config(encoder_dir, dropout=0.0, max_span_len=3, use_image=False, **PACKED)
+    model = build_model(cfg)
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
+    with torch.no_grad():  # start/end biases that make some, not all, tokens candidates
+        for scorer in (model.span_head.start, model.span_head.end):
+            scorer[-1].bias.fill_(0.3)
+    # training: the focus spans only, against every span (the same features, head in training)
+    model.eval()
+    dense = model(batch)
+    head = model.span_head.train()
+    mask = dense.token_mask
+    h = torch.randn(*mask.shape, head.start[0].in_features)
+
+    def focus(start_l: torch.Tensor, end_l: torch.Tensor) -> torch.Tensor:
+        return head.focus(start_l, end_l, mask, batch.start, batch.end, batch.match)
+
+    outs, grads = [], []
+    for pairs in (focus, None):
+        head.zero_grad()
+        logits = head(h, pairs)
+        parts = head.loss(logits, mask, batch.start, batch.end, batch.match)
+        parts["match"].backward()
+        outs.append((logits, parts))
+        grads.append(head.match_start.weight.grad.clone())
+    (sparse_l, a), (dense_l, b) = outs
+    scored = sparse_l[2] > -1e3
+    assert 0 < scored.sum() < head.candidate_mask(mask).sum()
+    assert torch.allclose(sparse_l[2][scored], dense_l[2][scored], atol=1e-5)
+    for key in ("start", "end", "match"):
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+    model.eval()
+    # evaluation: decoding at thresholds >= the floor is the same as with every span scored
+    floored = model(batch, span_floor=0.55)
+    assert (floored.span_logits[2] > -1e3).sum() < model.span_head.candidate_mask(
+        dense.token_mask
+    ).sum()
+    assert any(model.decode(dense, 0.55)[0])  # something to decode
+    for t in (0.55, 0.6, 0.7):
+        assert model.decode(floored, t)[0] == model.decode(dense, t)[0]
