@@ -30,12 +30,37 @@ EXISTENCE_THRESHOLDS = (0.0, 0.5)  # decode without / with the existence head's 
 _NOT_MODEL_KEYS = {"tiny", "plugins"}
 
 
+def _synth_stale(root: Path, want: dict[str, Any]) -> bool:
+    """Whether SynthTweets must be (re)generated in ``root``.
+
+    True when there is no data there yet, or a set that the generator made with another seed or
+    other split sizes (its ``synth_meta.json``), such as the 24-tweet set of the ``fast`` config.
+    A folder without that file is a user's and is kept as it is.
+    """
+    if not (root / "train.txt").exists():
+        return True
+    meta = root / "synth_meta.json"
+    if not meta.is_file():
+        return False
+    try:
+        params = json.loads(meta.read_text(encoding="utf-8")).get("params", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    made = {k: params.get(k) for k in ("seed", "n_train", "n_valid", "n_test")}
+    return made != {
+        "seed": want["seed"],
+        "n_train": want["train"],
+        "n_valid": want["valid"],
+        "n_test": want["test"],
+    }
+
+
 def load_data(data: dict[str, Any], seed: int) -> dict[str, list[Sample]]:
-    """Load the three splits; SynthTweets is generated first when its folder is empty."""
+    """Load the three splits; SynthTweets is generated first where :func:`_synth_stale` says."""
     from mnerqg_graph.data.dataset import load_split
 
     root = Path(data["root"])
-    if data["name"] == "synthetic" and not (root / "train.txt").exists():
+    if data["name"] == "synthetic" and _synth_stale(root, data["synth"]):
         from mnerqg_graph.data.synth import generate
 
         s = data["synth"]

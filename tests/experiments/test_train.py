@@ -151,3 +151,19 @@ def test_missing_data_root_is_one_clear_line(
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("experiments.train: error:") and "nope" in err[-1]
+
+
+def test_a_synth_set_of_other_sizes_is_regenerated_a_user_folder_kept(tmp_path: Path) -> None:
+    from experiments.runner import _synth_stale
+    from mnerqg_graph.data.synth import generate
+
+    want = {"seed": 0, "train": 6, "valid": 3, "test": 3}
+    root = tmp_path / "synth"
+    assert _synth_stale(root, want)  # nothing there
+    generate(root, seed=0, n_train=6, n_valid=3, n_test=3, image_size=32)
+    assert not _synth_stale(root, want)
+    # the fast config's small set must not stand in for the demo's (and the other way round)
+    assert _synth_stale(root, {**want, "train": 2000})
+    assert _synth_stale(root, {**want, "seed": 1})
+    (root / "synth_meta.json").unlink()  # a folder of the user's own: used as it is
+    assert not _synth_stale(root, {**want, "train": 2000})
