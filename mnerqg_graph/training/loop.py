@@ -163,6 +163,18 @@ class ModelWithLosses(torch.nn.Module):
         return self.model.losses(batch, self.model(batch))  # type: ignore[no-any-return]
 
 
+def make_adamw(groups: list[dict[str, Any]], weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel (CPU and CUDA), else the multi-tensor one.
+
+    The same update rule either way; the fused kernel is one pass over each parameter (measured on
+    the 2-core CPU for MiniLM's 23M parameters: 29 ms a step against 190 ms for ``foreach``).
+    """
+    try:
+        return torch.optim.AdamW(groups, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.AdamW(groups, weight_decay=weight_decay, foreach=True)
+
+
 class Trainer:
     """Trains an :class:`~mnerqg_graph.model.MnerqgModel`.
 
@@ -219,10 +231,9 @@ class Trainer:
         self.check_every = 1 if self.device.type == "cpu" and not is_active() else 50
         enc = [p for n, p in model.named_parameters() if n.startswith("text_encoder.")]
         rest = [p for n, p in model.named_parameters() if not n.startswith("text_encoder.")]
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = make_adamw(
             [{"params": enc, "lr": config.encoder_lr}, {"params": rest, "lr": config.lr}],
             weight_decay=config.weight_decay,
-            foreach=True,  # one multi-tensor update instead of a Python loop over ~200 tensors
         )
         self.steps_per_epoch = math.ceil(len(train_items) / config.batch_size)
         if sampler_fn is not None:

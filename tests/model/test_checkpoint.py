@@ -126,3 +126,25 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(
     with pytest.raises(TrainingError, match="at step"):
         trainer.fit(resume=False)
     assert (tmp_path / "nan" / "last" / "model.safetensors").read_bytes() == before
+
+
+def test_training_uses_the_fused_adamw_kernel_and_its_update(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    from mnerqg_graph.training.loop import make_adamw
+
+    trainer = _trainer(tmp_path, encoder_dir, 1, tmp_path / "fused")
+    assert trainer.optimizer.defaults["fused"] is True  # CPU has the fused kernel
+    # the fused kernel makes the same update as the multi-tensor one
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(5, 3)) for _ in range(3)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fused = make_adamw([{"params": params, "lr": 0.1}], weight_decay=0.01)
+    multi = torch.optim.AdamW([{"params": twins, "lr": 0.1}], weight_decay=0.01, foreach=True)
+    for _ in range(3):
+        for p, q in zip(params, twins, strict=True):
+            p.grad = torch.full_like(p, 0.5) * p.detach()
+            q.grad = p.grad.clone()
+        fused.step()
+        multi.step()
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, twins, strict=True))
