@@ -148,9 +148,7 @@ def test_collate_reads_one_sequence_per_tweet() -> None:
     assert batch.example_sequence.tolist() == [0] * 4 + [1] * 4
     assert batch.query_span.tolist() == [list(e.query_span) for e in examples]
     short = len(examples[4].input_ids)
-    assert batch.attention_mask[1].tolist() == [1] * short + [0] * (
-        batch.input_ids.size(1) - short
-    )
+    assert batch.attention_mask[1].tolist() == [1] * short + [0] * (batch.input_ids.size(1) - short)
     assert batch.query_slot[1, short:].eq(-1).all()
     # padded positions keep counting, the real ones are the example's
     assert batch.position_ids[1, :short].tolist() == examples[4].position_ids

@@ -167,3 +167,42 @@ def test_a_synth_set_of_other_sizes_is_regenerated_a_user_folder_kept(tmp_path: 
     assert _synth_stale(root, {**want, "seed": 1})
     (root / "synth_meta.json").unlink()  # a folder of the user's own: used as it is
     assert not _synth_stale(root, {**want, "train": 2000})
+
+
+def test_packed_run_saves_the_mode_and_predict_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A packed-query run's checkpoint says packed; ``mnerqg predict`` reads it the same way."""
+    import mnerqg_graph.pipeline as pipeline
+    from mnerqg_graph.predict import main as predict_main
+
+    obs = FileStorageObserver(str(tmp_path / "runs"))
+    ex.observers.append(obs)
+    try:
+        ex.run(
+            named_configs=["fast"],
+            config_updates={
+                "data": {"root": str(tmp_path / "synth")},
+                "model": {"query_encoding": "packed", "packed_attention": "isolated"},
+                "output_dir": str(tmp_path / "out"),
+            },
+        )
+    finally:
+        ex.observers.remove(obs)
+    ckpt = tmp_path / "out" / "checkpoint"
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert (cfg["query_encoding"], cfg["packed_attention"]) == ("packed", "isolated")
+    seen: list[object] = []
+    real = pipeline.build_mrc_examples
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs.get("query_encoding"))
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "build_mrc_examples", spy)
+    out = tmp_path / "pred.conll"
+    argv = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "synth" / "test.txt")]
+    argv += ["--images", str(tmp_path / "synth" / "images"), "--output", str(out)]
+    assert predict_main([*argv, "--no-progress"]) == 0
+    assert seen and set(seen) == {"packed"}
+    assert out.read_text() == (Path(obs.dir) / "test-predictions.conll").read_text()

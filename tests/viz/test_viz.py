@@ -401,3 +401,17 @@ def test_cli_end_to_end(setup: Setup, tmp_path: Path) -> None:
                 str(tmp_path / "x"),
             ]
         )
+
+
+def test_packed_queries_explain_every_type_with_the_tweet_pieces(setup: Setup) -> None:
+    from mnerqg_graph.model import build_model
+
+    torch.manual_seed(0)
+    cfg = tiny_config(setup.encoder, query_encoding="packed")
+    model = build_model(cfg, weights=False).eval()
+    expl = explain(model, setup.tokenizer, setup.queries, setup.samples[:2])
+    per_type = setup.explained[0].alignments
+    for typ, al in expl[0].alignments.items():
+        # the same token nodes and word pieces as per_type: only the sequence around them differs
+        assert [t.pieces for t in al.tokens] == [t.pieces for t in per_type[typ].tokens]
+        assert al.attention and al.num_edges == per_type[typ].num_edges
