@@ -142,7 +142,10 @@ def test_collate_reads_one_sequence_per_tweet() -> None:
     tok = tiny_tokenizer()
     tweets = [TWEET, Tweet("s", ["lol"], ["O"])]
     examples, _ = build_mrc_examples(tweets, tok, QUERIES, query_encoding="packed")
-    items = [TweetItem(g[0].sample_index, g, [1] * g[0].n_tokens, None) for g in iter_tweet_groups(examples)]  # fmt: skip
+    items = [
+        TweetItem(g[0].sample_index, g, [1] * g[0].n_tokens, None)
+        for g in iter_tweet_groups(examples)
+    ]
     batch = collate(items, 8, 16, tok.pad_token_id)
     assert batch.input_ids.shape[0] == 2 and batch.num_examples == 8
     assert batch.example_sequence.tolist() == [0] * 4 + [1] * 4
