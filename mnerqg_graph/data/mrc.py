@@ -553,6 +553,8 @@ def _build(
                 end_labels[span.end - 1] = 1
                 if span.end - span.start <= max_span_len:
                     pairs.append((span.start, span.end - 1))
+            position_ids: list[int] | None
+            query_slot: list[int] | None
             if shared is not None:
                 input_ids, token_type_ids, first_piece, position_ids, query_slot = shared
             else:

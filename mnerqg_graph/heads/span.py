@@ -14,6 +14,14 @@ from mnerqg_graph.heads.features import TokenFeatures, first_layer, prepare
 UNSCORED = -1e4
 
 
+def _boundary(mlp: nn.Sequential, h: Tensor | TokenFeatures) -> Tensor:
+    """A ``Linear, GELU, Linear`` boundary scorer whose first layer reads ``h`` in parts."""
+    first = mlp[0]
+    assert isinstance(first, nn.Linear)
+    out: Tensor = mlp[2](mlp[1](first_layer(first, h)))
+    return out.squeeze(-1)
+
+
 class SpanHead(nn.Module):
     """Start, end and span-match logits over the original tokens of each (tweet, type) example.
 
@@ -52,8 +60,7 @@ class SpanHead(nn.Module):
         """
         h = prepare(h, self.drop)
         s = self.max_span_len
-        start = self.start[2](self.start[1](first_layer(self.start[0], h))).squeeze(-1)
-        end = self.end[2](self.end[1](first_layer(self.end[0], h))).squeeze(-1)
+        start, end = _boundary(self.start, h), _boundary(self.end, h)
         hs, he = first_layer(self.match_start, h), first_layer(self.match_end, h)
         n, w, _ = hs.shape
         if pairs is None:
