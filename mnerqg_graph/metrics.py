@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,6 +191,53 @@ class ErrorBreakdown:
         return self.correct + self.overlapping + self.spurious
 
 
+#: Kinds of a gold entity (:func:`entity_kinds`): ``unseen`` is a missed entity.
+GOLD_KINDS: tuple[str, ...] = ("correct", "wrong_type", "boundary", "unseen")
+#: Kinds of a predicted entity (:func:`entity_kinds`).
+PRED_KINDS: tuple[str, ...] = ("correct", "wrong_type", "boundary", "spurious")
+
+
+def entity_kinds(
+    gold: Iterable[Span], pred: Iterable[Span]
+) -> tuple[dict[Span, str], dict[Span, str]]:
+    """Classify the gold and predicted entities of one tweet (see :class:`ErrorBreakdown`).
+
+    A gold entity is ``correct`` (predicted with its span and type), ``wrong_type`` (its exact
+    span was predicted with another type), ``boundary`` (a prediction overlaps it, none with its
+    span) or ``unseen`` (no prediction overlaps it). A predicted entity is ``correct``,
+    ``wrong_type`` (a gold entity has its exact span, with another type), ``boundary`` (it
+    overlaps a gold entity, none with its span) or ``spurious`` (it overlaps none).
+
+    Args:
+        gold: the tweet's gold entity spans.
+        pred: the tweet's predicted entity spans.
+
+    Returns:
+        ``(gold span -> kind, predicted span -> kind)``, kinds from :data:`GOLD_KINDS` and
+        :data:`PRED_KINDS`.
+    """
+    gs, ps = set(gold), set(pred)
+    gold_kind: dict[Span, str] = {}
+    for e in gs:
+        over = [q for q in ps if q.start < e.end and e.start < q.end]
+        if e in ps:
+            gold_kind[e] = "correct"
+        elif any((q.start, q.end) == (e.start, e.end) for q in over):
+            gold_kind[e] = "wrong_type"
+        else:
+            gold_kind[e] = "boundary" if over else "unseen"
+    pred_kind: dict[Span, str] = {}
+    for q in ps:
+        over = [e for e in gs if q.start < e.end and e.start < q.end]
+        if q in gs:
+            pred_kind[q] = "correct"
+        elif any((e.start, e.end) == (q.start, q.end) for e in over):
+            pred_kind[q] = "wrong_type"
+        else:
+            pred_kind[q] = "boundary" if over else "spurious"
+    return gold_kind, pred_kind
+
+
 def error_breakdown(gold: list[list[str]], pred: list[list[str]]) -> ErrorBreakdown:
     """Classify every gold and predicted entity (see :class:`ErrorBreakdown`).
 
@@ -203,23 +250,23 @@ def error_breakdown(gold: list[list[str]], pred: list[list[str]]) -> ErrorBreakd
     """
     out = ErrorBreakdown()
     for gs, ps in _paired_spans(gold, pred):
-        for e in gs:
-            over = [q for q in ps if q.start < e.end and e.start < q.end]
-            same = [q for q in over if (q.start, q.end) == (e.start, e.end)]
-            if e in ps:
+        gold_kind, pred_kind = entity_kinds(gs, ps)
+        for e, kind in gold_kind.items():
+            if kind == "correct":
                 out.correct += 1
-            elif same:
+            elif kind == "wrong_type":
                 out.wrong_type += 1
-                out.confusions[(e.type, same[0].type)] += 1
-            elif over:
+                same = next(q for q in ps if (q.start, q.end) == (e.start, e.end))
+                out.confusions[(e.type, same.type)] += 1
+            elif kind == "boundary":
                 out.boundary += 1
             else:
                 out.unseen += 1
                 out.unseen_by_type[e.type] += 1
-        for q in ps - gs:
-            if any(q.start < e.end and e.start < q.end for e in gs):
+        for kind in pred_kind.values():
+            if kind in ("wrong_type", "boundary"):
                 out.overlapping += 1
-            else:
+            elif kind == "spurious":
                 out.spurious += 1
     return out
 

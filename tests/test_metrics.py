@@ -293,3 +293,29 @@ def test_error_breakdown_puts_every_entity_in_one_class() -> None:
     assert (e.gold, e.predicted, e.correct) == (scores.gold, scores.predicted, scores.correct)
     with pytest.raises(ValueError, match="sequence 1"):
         error_breakdown(gold, [pred[0], ["O"]])
+
+
+def test_entity_kinds_name_each_entity_of_a_tweet() -> None:
+    """Per-entity kinds (what ``mnerqg report`` filters by) agree with the breakdown's counts."""
+    from mnerqg_graph.data.tags import spans_from_tags
+    from mnerqg_graph.metrics import entity_kinds, error_breakdown
+
+    gold = ["B-PER", "I-PER", "O", "B-LOC", "O", "B-ORG", "O", "O", "B-PER"]
+    pred = ["B-PER", "I-PER", "O", "B-ORG", "O", "B-ORG", "I-ORG", "B-LOC", "O"]
+    gk, pk = entity_kinds(spans_from_tags(gold), spans_from_tags(pred))
+    assert gk == {
+        Span(0, 2, "PER"): "correct",
+        Span(3, 4, "LOC"): "wrong_type",
+        Span(5, 6, "ORG"): "boundary",
+        Span(8, 9, "PER"): "unseen",
+    }
+    assert pk == {
+        Span(0, 2, "PER"): "correct",
+        Span(3, 4, "ORG"): "wrong_type",
+        Span(5, 7, "ORG"): "boundary",
+        Span(7, 8, "LOC"): "spurious",
+    }
+    e = error_breakdown([gold], [pred])
+    assert (e.correct, e.wrong_type, e.boundary, e.unseen) == (1, 1, 1, 1)
+    assert (e.overlapping, e.spurious) == (2, 1)
+    assert entity_kinds([], []) == ({}, {})
