@@ -145,6 +145,50 @@ def predict(
     return predict_thresholds(model, items, samples, [key], batch_size, device, pad_id)[key]
 
 
+def predict_samples(
+    model: Any,
+    tokenizer: Any,
+    queries: dict[str, str],
+    samples: Sequence[Sample],
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+) -> tuple[Predictions, PrepareReport]:
+    """Predict on samples the way ``mnerqg predict`` does, results in the samples' order.
+
+    The samples are sorted by their number of tokens (less padding), prepared with
+    :func:`prepare_items` as the model reads them (:func:`item_options`) and run through
+    :func:`predict`; ``mnerqg predict`` (one call per chunk of its input) and ``mnerqg report``
+    share this, so they see the same batches and give the same numbers.
+
+    Args:
+        model: an :class:`~mnerqg_graph.model.MnerqgModel`.
+        tokenizer: its tokenizer.
+        queries: entity type -> query sentence, as the model was trained.
+        samples: the tweets.
+        batch_size: tweets per forward pass.
+        device: where the model runs.
+
+    Returns:
+        The predictions (index = position in ``samples``) and the preparation report (its
+        truncated ids and unreadable images in the sorted order).
+    """
+    order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
+    ordered = [samples[i] for i in order]
+    items, report = prepare_items(ordered, tokenizer, queries, **item_options(model))
+    pad_id = tokenizer.pad_token_id or 0
+    got = predict(model, items, ordered, batch_size, device, pad_id)
+    back = [0] * len(samples)
+    for j, i in enumerate(order):
+        back[i] = j
+    preds = Predictions(
+        [got.spans[j] for j in back],
+        [got.tags[j] for j in back],
+        [got.boxes[j] for j in back],
+        [got.grounding_conf[j] for j in back],
+    )
+    return preds, report
+
+
 def tag_head_spans(
     log_probs: torch.Tensor,
     token_mask: torch.Tensor,

@@ -142,28 +142,18 @@ class Predictor:
     def predict(self, samples: list[Sample]) -> list[dict[str, Any]]:
         """JSON records for ``samples`` (in their order); sorted by length internally."""
         from mnerqg_graph.evaluation import prediction_record
-        from mnerqg_graph.pipeline import item_options, predict, prepare_items
+        from mnerqg_graph.pipeline import predict_samples
 
-        order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
-        sorted_samples = [samples[i] for i in order]
-        items, report = prepare_items(
-            sorted_samples, self.tokenizer, self.queries, **item_options(self.model)
+        preds, report = predict_samples(
+            self.model, self.tokenizer, self.queries, samples, self.batch_size, self.device
         )
         self.truncated += report.mrc.truncated_ids
         self.unreadable += report.unreadable_images
-        preds = predict(
-            self.model,
-            items,
-            sorted_samples,
-            self.batch_size,
-            self.device,
-            self.tokenizer.pad_token_id or 0,
-        )
-        records: list[dict[str, Any]] = [{}] * len(samples)
-        for j, i in enumerate(order):
-            rec = prediction_record(sorted_samples[j], preds.spans[j], preds.boxes[j])
-            rec["tags"] = preds.tags[j]
-            records[i] = rec
+        records: list[dict[str, Any]] = []
+        for i, sample in enumerate(samples):
+            rec = prediction_record(sample, preds.spans[i], preds.boxes[i])
+            rec["tags"] = preds.tags[i]
+            records.append(rec)
         return records
 
 
