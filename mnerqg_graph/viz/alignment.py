@@ -50,7 +50,7 @@ from torch import Tensor
 
 from mnerqg_graph.data.mrc import MrcExample, decode_spans
 from mnerqg_graph.data.types import Sample, Span
-from mnerqg_graph.graph.schema import QUERY, TOKEN, EdgeType, region_types
+from mnerqg_graph.graph.schema import CROSS, QUERY, TOKEN, EdgeType, region_types
 
 #: A normalised ``(xmin, ymin, xmax, ymax)`` box in [0, 1] image coordinates.
 NormBox = tuple[float, float, float, float]
@@ -146,6 +146,13 @@ class Alignment:
         edge_token: ``[E]`` position of each edge's token.
         edge_region: ``[E]`` index in :attr:`regions` of each edge's region.
         edge_weight: ``[E]`` attention weight of the last fusion layer (averaged over heads).
+        query_token: ``[Q]`` positions of the tokens that the graph joins to the query node
+            (query-token edges, both directions; every token node of the example).
+        token_start: ``[len(tokens)]`` the span heads' probability that each token node starts
+            an entity of this type: what this type's query picked out of the tweet (the fusion
+            modules return attention only on region->token edges, so query-token edges carry
+            these probabilities instead).
+        token_end: ``[len(tokens)]`` the same for ending an entity.
         entities: the tweet's predicted entities of every type, resolved across types, as
             ``(start, end_exclusive, type, score)``.
         box: the best grounding box of this type (normalised xyxy) and its confidence, or None.
@@ -166,6 +173,9 @@ class Alignment:
     edge_token: np.ndarray
     edge_region: np.ndarray
     edge_weight: np.ndarray
+    query_token: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    token_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    token_end: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     entities: list[tuple[int, int, str, float]] = field(default_factory=list)
     box: tuple[NormBox, float] | None = None
     grounding_threshold: float = 0.5
@@ -300,6 +310,18 @@ def _token_region_attention(
     return out
 
 
+def _query_token_edges(graph: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(query node, token node)`` of every query->token edge of a batch graph.
+
+    The query node of example ``n`` is node ``n`` of type ``query``.
+    """
+    et = (QUERY, CROSS, TOKEN)
+    if et not in graph.edge_types:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    ei = graph[et].edge_index.cpu().numpy()
+    return ei[0], ei[1]
+
+
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -353,6 +375,10 @@ def explain(
             cells = {rt: graph[rt].cell.cpu().numpy() for rt in offset if rt in graph.node_types}
             attn = _token_region_attention(out.attention)
             has_attention = bool(attn)
+            p_start, p_end, _, _ = model.span_probabilities(out)
+            p_start = p_start[..., 0].float().cpu().numpy()  # [N, W]
+            p_end = p_end[..., 0].float().cpu().numpy()  # [N, W]: token i ends a span
+            q_src, q_tok = _query_token_edges(graph)
             row = 0
             for it in chunk:
                 sample = samples[it.index]
@@ -390,6 +416,7 @@ def explain(
                         e_reg.append(offset[rtype] + cells[rtype][r_ids[sel]])
                         e_w.append(w[sel])
                     pred = ex_boxes[row]
+                    node_pos = np.asarray([t.position for t in tokens], dtype=np.int64)
                     alignments[ex.type] = Alignment(
                         tweet_id=sample.tweet.id,
                         type=ex.type,
@@ -405,6 +432,9 @@ def explain(
                         edge_token=np.concatenate(e_tok) if e_tok else np.zeros(0, np.int64),
                         edge_region=np.concatenate(e_reg) if e_reg else np.zeros(0, np.int64),
                         edge_weight=np.concatenate(e_w) if e_w else np.zeros(0, np.float32),
+                        query_token=np.sort(tok_pos[q_tok[q_src == row]]),
+                        token_start=p_start[row, node_pos],
+                        token_end=p_end[row, node_pos],
                         entities=entities,
                         box=None
                         if pred is None

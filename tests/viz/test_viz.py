@@ -415,3 +415,34 @@ def test_packed_queries_explain_every_type_with_the_tweet_pieces(setup: Setup) -
         # the same token nodes and word pieces as per_type: only the sequence around them differs
         assert [t.pieces for t in al.tokens] == [t.pieces for t in per_type[typ].tokens]
         assert al.attention and al.num_edges == per_type[typ].num_edges
+
+
+@pytest.mark.parametrize("with_image", [True, False])
+def test_query_token_edges_carry_the_span_probabilities(
+    setup: Setup, with_image: bool, tmp_path: Path
+) -> None:
+    """Every token node hangs on its query node, text-only tweets and models included."""
+    from mnerqg_graph.model import build_model
+
+    torch.manual_seed(0)
+    cfg = (
+        tiny_config(setup.encoder)
+        if with_image
+        else tiny_config(setup.encoder, fusion="none", use_image=False)
+    )
+    model = build_model(cfg).eval()
+    expl = explain(model, setup.tokenizer, setup.queries, setup.samples)
+    _, batch = items_and_batch(setup.samples, setup.encoder, cfg)
+    with torch.no_grad():
+        out = model(batch)
+    p_start = torch.sigmoid(out.span_logits[0])
+    p_end = torch.sigmoid(out.span_logits[1])
+    row = 0
+    for e in expl:
+        for t, al in e.alignments.items():
+            positions = [tok.position for tok in al.tokens]
+            assert al.query_token.tolist() == positions and positions, (e.tweet_id, t)
+            np.testing.assert_allclose(al.token_start, p_start[row, positions], atol=1e-6)
+            np.testing.assert_allclose(al.token_end, p_end[row, positions], atol=1e-6)
+            row += 1
+    assert row == batch.first_piece.size(0)
