@@ -70,6 +70,10 @@ COMMANDS: dict[str, Command] = {
         "mnerqg_graph.viz.cli:main",
         "draw a checkpoint's alignment graph and predicted boxes",
     ),
+    "report": Command(
+        "mnerqg_graph.report.cli:main",
+        "write an HTML page of a checkpoint's predictions, errors and alignments on a split",
+    ),
     "pseudo-label": Command(
         "detectors.weak_labels:main",
         "write weak grounding labels (VOC XML) with a visual-grounding model",

@@ -40,7 +40,8 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     expected = [
-        "synth", "check-data", "evaluate", "predict", "visualize", "pseudo-label", "bench", "train",
+        "synth", "check-data", "evaluate", "predict", "visualize", "report", "pseudo-label",
+        "bench", "train",
     ]  # fmt: skip
     assert list(cli.COMMANDS) == expected
     for name, command in cli.COMMANDS.items():

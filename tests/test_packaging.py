@@ -202,9 +202,11 @@ def test_distribution_contents() -> None:
         assert package in include and f"{package}.*" in include
     assert "tests" not in include
     globs = setuptools_cfg["package-data"]["mnerqg_graph"]
-    assert globs == ["data/queries/*.json"]
+    assert globs == ["data/queries/*.json", "report/static/*"]
     if (ROOT / "mnerqg_graph" / "data" / "queries").is_dir():
         assert any((ROOT / "mnerqg_graph").glob(globs[0])), "no query file matches the package data"
+    static = {p.name for p in (ROOT / "mnerqg_graph").glob(globs[1])}
+    assert {"report.js", "report.css"} <= static, "the report page's script and styles"
 
 
 def test_makefile_torch_pin_satisfies_pyproject() -> None:
