@@ -122,7 +122,10 @@ class _WebSocket:
 
     def _read(self, n: int) -> bytes:
         while len(self.buffer) < n:
-            chunk = self.sock.recv(max(65536, n - len(self.buffer)))
+            try:
+                chunk = self.sock.recv(max(65536, n - len(self.buffer)))
+            except TimeoutError:
+                raise BrowserError("the browser did not answer in time") from None
             if not chunk:
                 raise BrowserError("the browser closed the DevTools connection")
             self.buffer += chunk
@@ -309,9 +312,17 @@ class HeadlessChromium:
             time.sleep(poll)
 
     def open(self, url: str) -> None:
-        """Navigate the page to ``url`` and wait for its load event."""
+        """Navigate the page to ``url`` and wait for its load event.
+
+        A URL that differs from the page's only in its fragment is a same-document navigation
+        (the page gets a ``hashchange``, no load event): then this returns at once.
+        """
         self.events = [e for e in self.events if e["method"] != "Page.loadEventFired"]
-        self.send("Page.navigate", url=url)
+        result = self.send("Page.navigate", url=url)
+        if "errorText" in result:
+            raise BrowserError(f"{url}: {result['errorText']}")
+        if "loaderId" not in result:
+            return
         deadline = time.monotonic() + self.timeout
         while not any(e["method"] == "Page.loadEventFired" for e in self.events):
             if time.monotonic() > deadline:

@@ -647,7 +647,10 @@
     renderScores();
     renderControls();
     readHash();
-    window.addEventListener("hashchange", readHash);
+    window.addEventListener("hashchange", () => {
+      readHash();
+      writeState();
+    });
     document.documentElement.dataset.readyMs = performance.now().toFixed(1);
     document.documentElement.dataset.ready = "1";
     writeState();
