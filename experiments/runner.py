@@ -215,6 +215,7 @@ def run_experiment(
     add_artifact: Callable[[Path, str], None] | None,
     info: dict[str, Any],
     tune_threshold: bool = True,
+    report: bool = False,
 ) -> dict[str, float]:
     """Run one experiment; returns the flat result dict (fractions in [0, 1])."""
     from transformers import AutoTokenizer
@@ -382,6 +383,23 @@ def run_experiment(
             for f in sorted(vis_dir.rglob("*")):
                 if f.is_file():
                     add_artifact(f, "visualize-" + "-".join(f.relative_to(vis_dir).parts))
+        if report and add_artifact is not None:  # the HTML page of mnerqg report, valid split
+            from mnerqg_graph.report import write_report
+
+            page = work / "report-valid.html"
+            meta = {"data": str(data["root"]), "split": "valid", "checkpoint": "this run's"}
+            write_report(
+                page,
+                best,
+                tokenizer,
+                queries,
+                splits["valid"],
+                meta=meta,
+                ambiguous=ambiguous.get("valid"),
+                batch_size=tcfg.eval_batch_size,
+                device=device,
+            )
+            add_artifact(page, "report-valid.html")
         return out
     finally:
         ddp.cleanup()

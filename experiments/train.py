@@ -43,6 +43,7 @@ def main_config() -> None:
     resume = False  # continue from OUTPUT_DIR/work/state after an interruption
     save_artifacts = True  # attach checkpoint, predictions and metrics to the run
     visualize = 0  # draw alignment pictures of this many validation tweets at the end
+    report = False  # attach the HTML report of the validation split (report-valid.html) at the end
     tune_threshold = True  # choose span (0.10..0.70) and existence (off, 0.5) thresholds on valid
 
 
@@ -151,6 +152,7 @@ def fast() -> None:
     }
     optim = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16}  # noqa: F841
     visualize = 0  # noqa: F841
+    report = False  # noqa: F841
 
 
 def _import_plugins(plugins: list[str]) -> None:
@@ -170,6 +172,7 @@ def run(
     resume: bool,
     save_artifacts: bool,
     visualize: int,
+    report: bool,
     tune_threshold: bool,
 ) -> dict[str, float]:
     """Train on train, select the epoch on valid, evaluate the chosen model once on test."""
@@ -187,6 +190,7 @@ def run(
             output_dir=output_dir,
             resume=resume,
             visualize=visualize,
+            report=report,
             tune_threshold=tune_threshold,
             log=lambda k, v, s: _run.log_scalar(k, float(v), s),
             add_artifact=(lambda path, name: _run.add_artifact(str(path), name=name))

@@ -28,6 +28,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Pa
                 "output_dir": str(tmp / "out"),
                 "seed": 3,
                 "visualize": 1,
+                "report": True,
             },
         )
     finally:
@@ -83,6 +84,12 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
     # visualize=1: the alignment pictures of one validation tweet are run artifacts too
     assert any(n.startswith("visualize-") and n.endswith("graph_PER.png") for n in names)
     assert any(n.endswith("alignment_PER.graphml") for n in names)
+    # report=True: the HTML report of the validation split, predicted by the chosen model
+    from mnerqg_graph.report import extract_data
+
+    page = extract_data((run_dir / "report-valid.html").read_text(encoding="utf-8"))
+    assert page["meta"]["split"] == "valid" and len(page["tweets"]) == 12
+    assert page["scores"]["summary"]["f1"] == pytest.approx(result["valid/f1"])
     status = json.loads((run_dir / "run.json").read_text())["status"]
     assert status == "COMPLETED"
 
