@@ -227,3 +227,12 @@ def test_ci_script_is_strict_and_executable() -> None:
     assert "set -euo pipefail" in text
     assert "make test" in text
     assert os.access(script, os.X_OK)
+
+
+def test_ci_script_installs_chromium_for_the_browser_tests() -> None:
+    """Before ``make test``, where apt-get exists; without it the script still runs."""
+    text = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    install = text.index("apt-get install -y -qq chromium")
+    assert text.index("command -v apt-get") < install < text.index('step "make test"')
+    assert "DEBIAN_FRONTEND=noninteractive" in text
+    assert "|| echo" in text[install : install + 200]  # a failed install does not stop CI
