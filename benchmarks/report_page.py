@@ -13,9 +13,11 @@ under ``WORK``, 128 px images; ``--no-images`` drops them) or ``--data``'s split
 its span bias is set so that it predicts some entities). Reported: the time to build the data and
 the HTML, the file size, and per repeat a fresh page load (new browser, new profile) in headless
 Chromium: the page's own ``data-ready-ms`` (``performance.now()`` when the page has drawn itself,
-i.e. milliseconds since navigation started) and the wall time from ``Page.navigate`` until
-``data-ready`` is seen; median and min-max. Every load also checks that the console has no errors
-and that the page requested nothing but itself and data URIs.
+i.e. milliseconds since navigation started), ``data-painted-ms`` (the first frame after that), the
+wall time from ``Page.navigate`` until ``data-ready`` is seen, and two interactions: filtering all
+tweets by a kind (``filter_ms``) and selecting a tweet, which draws its image and graph
+(``select_ms``); median and min-max. Every load also checks that the console has no errors, that
+the page requested nothing but itself and data URIs, and that the selected tweet has a graph.
 
 ``--screenshot PNG`` saves the viewport after the last load (``--hash`` sets the view, e.g.
 ``kind=missed&select=ID&graph=PER``; ``--hover N`` hovers the N-th token of the graph to show its
@@ -36,6 +38,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 #: True once the report page has drawn itself (also while the previous page is still there).
 READY = "!!document.documentElement && document.documentElement.dataset.ready === '1'"
+#: The ids of every tweet of the page (its data block, parsed again).
+DATA_TWEETS_JS = (
+    "JSON.parse(document.getElementById('report-data').textContent).tweets.map(t => t.id)"
+)
 
 
 def _log(msg: str) -> None:
@@ -125,7 +131,9 @@ def build_page(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, An
     tokens = [s.tweet.tokens for s in train] or [
         s.tweet.tokens for s in load_split(root, split, strict=False).samples
     ]
-    ckpt = tiny_checkpoint(tokens, work / "checkpoint", use_image=args.images)
+    ckpt = tiny_checkpoint(
+        tokens, work / "checkpoint", use_image=args.images, span_bias=args.span_bias
+    )
     if not args.images:  # the split's text alone: a text-only data set
         text_only = work / "text-only"
         text_only.mkdir(exist_ok=True)
@@ -155,6 +163,17 @@ def load_once(page: Path, hash_: str, timeout: float) -> tuple[dict[str, Any], A
         browser.wait_for(READY, poll=0.005)
         wall = 1000 * (time.perf_counter() - t0)
         ready_ms = float(browser.evaluate("document.documentElement.dataset.readyMs"))
+        painted_ms = float(browser.wait_for("document.documentElement.dataset.paintedMs"))
+        # interactions: a filter over every tweet, then selecting a tweet (its graph drawn)
+        filter_ms = browser.evaluate(
+            "(() => { const t0 = performance.now();"
+            " document.querySelector('#kind-filter [data-kind=errors]').click();"
+            " return performance.now() - t0; })()"
+        )
+        select_ms = browser.evaluate(
+            "(() => { const li = document.querySelector('li.tweet'); const t0 = performance.now();"
+            " li.click(); return performance.now() - t0; })()"
+        )
         state = page_state(browser)
         errors = browser.console_errors() + state.get("errors", [])
         foreign = [
@@ -162,7 +181,17 @@ def load_once(page: Path, hash_: str, timeout: float) -> tuple[dict[str, Any], A
         ]
         if errors or foreign:
             raise RuntimeError(f"page errors {errors[:3]}, requests {foreign[:3]}")
-        return {"ready_ms": ready_ms, "wall_ms": wall, "matches": len(state["matches"])}, browser
+        if not state.get("svgNodes"):
+            raise RuntimeError("selecting a tweet drew no graph")
+        timings = {
+            "ready_ms": ready_ms,
+            "painted_ms": painted_ms,
+            "wall_ms": wall,
+            "filter_ms": float(filter_ms),
+            "select_ms": float(select_ms),
+            "tweets": len(browser.evaluate(DATA_TWEETS_JS)),
+        }
+        return timings, browser
     except BaseException:
         browser.close()
         raise
@@ -176,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="a data-set folder instead of SynthTweets")
     ap.add_argument("--split", default="valid")
     ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument(
+        "--span-bias",
+        type=float,
+        default=-0.15,
+        help="the random model's span-head bias (higher: more predicted entities)",
+    )
     img = ap.add_mutually_exclusive_group()
     img.add_argument("--images", dest="images", action="store_true", default=True)
     img.add_argument("--no-images", dest="images", action="store_false")
@@ -204,16 +239,20 @@ def main(argv: list[str] | None = None) -> int:
         got, browser = load_once(page, "", args.timeout)
         browser.close()
         loads.append(got)
-        _log(f"load {k + 1}: ready {got['ready_ms']:.0f} ms, wall {got['wall_ms']:.0f} ms")
+        _log(
+            f"load {k + 1}: ready {got['ready_ms']:.0f} ms, painted {got['painted_ms']:.0f} ms, "
+            f"wall {got['wall_ms']:.0f} ms; filter {got['filter_ms']:.0f} ms, "
+            f"select {got['select_ms']:.0f} ms"
+        )
     if loads:
-        for key in ("ready_ms", "wall_ms"):
+        for key in ("ready_ms", "painted_ms", "wall_ms", "filter_ms", "select_ms"):
             values = [x[key] for x in loads]
             info[key] = {
                 "median": statistics.median(values),
                 "min": min(values),
                 "max": max(values),
             }
-        info["tweets"] = loads[0]["matches"]
+        info["tweets"] = loads[0]["tweets"]
     if args.screenshot:
         from mnerqg_graph.report.browser import HeadlessChromium
 
