@@ -19,6 +19,7 @@
   const VERSION = 1;
   const PAGE = 100; // tweets added to the list at a time
   const TOP_EDGES = 12; // strongest token-region edges drawn per scale
+  const IMAGE_PX = 280; // longest side of the selected tweet's picture on screen
   const KIND_FILTERS = [
     ["all", "all"],
     ["errors", "with errors"],
@@ -345,8 +346,7 @@
       )
     );
     box.appendChild(textMarkup(t, true));
-    box.appendChild(entityTable(t));
-    box.appendChild(imagePanel(t));
+    box.appendChild(h("div", { class: "side-by-side" }, entityTable(t), imagePanel(t)));
     box.appendChild(graphPanel(t));
   }
 
@@ -386,8 +386,8 @@
       }
       overlay.appendChild(grp);
     }
-    const wrap = h("div", { class: "imgwrap" }, h("img", { src: t.image, alt: "image of " + t.id, style: `aspect-ratio:${w}/${hgt};width:${w >= hgt ? 320 : Math.round((320 * w) / hgt)}px` }), overlay);
-    const toggles = h("div", { class: "typetoggles" }, "dashed: gold, solid: predicted (confidence)  ");
+    const wrap = h("div", { class: "imgwrap" }, h("img", { src: t.image, alt: "image of " + t.id, style: `aspect-ratio:${w}/${hgt};width:${w >= hgt ? IMAGE_PX : Math.round((IMAGE_PX * w) / hgt)}px` }), overlay);
+    const toggles = h("div", { class: "typetoggles" }, h("div", { text: "dashed: gold, solid: predicted (confidence)" }));
     for (const ty of types) {
       const cb = h("input", { type: "checkbox", checked: "checked", onchange: (e) => overlay.querySelector(`g[data-type="${ty}"]`).style.display = e.target.checked ? "" : "none" });
       toggles.appendChild(h("label", { style: `color:${color(ty)}` }, cb, " " + ty));
@@ -449,7 +449,7 @@
     const nodes = g.nodes;
     const widths = nodes.map((p) => Math.max(30, Math.min(170, 12 + 7 * t.tokens[p].length)));
     const gap = 8;
-    const tokY = 110;
+    const tokY = 96;
     const tokH = 24;
     const side = 150;
     const sGap = 26;
@@ -460,7 +460,7 @@
       return at;
     });
     const tokensWidth = x + 12;
-    const regionsY = tokY + tokH + 120;
+    const regionsY = tokY + tokH + 96;
     const regionsWidth = 20 + grids.length * (side + sGap);
     const width = Math.max(tokensWidth, attn ? regionsWidth : 0, 460);
     const height = attn ? regionsY + side + 34 : tokY + tokH + 30;
