@@ -8,8 +8,9 @@ script draws the page from that block when it opens.
 Test hooks of the page (used by the browser tests and the load-time benchmark): the hash
 ``#kind=missed&type=PER&q=text&select=ID&graph=TYPE`` sets the filters and the selected tweet;
 once drawn, ``<html>`` gets ``data-ready="1"`` and ``data-ready-ms`` (milliseconds since
-navigation; ``data-painted-ms`` when the first frame after that is painted), and ``<pre id="test-state">`` holds the page's state as JSON (filters, matching and
-shown tweet ids, the selected tweet, the graph's node and edge counts, and every script error or
+navigation; ``data-painted-ms`` when the first frame after that is painted), and
+``<pre id="test-state">`` holds the page's state as JSON (filters, matching and shown tweet ids,
+the selected tweet, the graph's node and edge counts, and every script error or
 ``console.error`` message).
 """
 
