@@ -45,7 +45,7 @@ from __future__ import annotations
 import base64
 import io
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -210,7 +210,6 @@ def build_report_data(
     meta: dict[str, Any] | None = None,
     image_side: int = 320,
     explain_batch: int = 16,
-    progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Everything the report page shows, as a JSON-ready dict (layout in the module docstring).
 
@@ -226,7 +225,6 @@ def build_report_data(
         meta: extra entries for ``meta`` (checkpoint, data folder, split, ...).
         image_side: longest side of the embedded pictures, in pixels.
         explain_batch: tweets per forward pass of the alignment run.
-        progress: called with the number of tweets whose alignments are done, after each batch.
 
     Returns:
         ``{"version", "meta", "scores", "tweets"}``.
@@ -299,8 +297,6 @@ def build_report_data(
             tweets[start + k]["pieces"] = pieces
             tweets[start + k]["graphs"] = graphs
             has_attention |= any(al.attention for al in expl.alignments.values())
-        if progress is not None:
-            progress(min(start + explain_batch, len(samples)))
     info = {
         "types": types,
         "queries": dict(queries),
