@@ -74,7 +74,8 @@ class ModelOutput:
         grounding_logits: ``[M, C]`` per-cell confidence logits (None without image branch).
         grounding_boxes: ``[M, C, 4]`` per-cell boxes, normalised xyxy (None without image branch).
         tag_logits: ``[N, W, 1 + 2 T]`` of the auxiliary BIO tagger (None without it).
-        attention: token-region attention of the last fusion layer, when asked for.
+        attention: the last fusion layer's attention on the alignment edges (region->token and
+            token->query; see :class:`~mnerqg_graph.fusion.base.FusionOutput`), when asked for.
         graph: the batch graph, when asked for (visualisation).
     """
 

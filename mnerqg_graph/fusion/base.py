@@ -40,8 +40,13 @@ class FusionOutput:
 
     Attributes:
         x_dict: fused features per node type, ``[num_nodes, output_dims()[type]]``.
-        attention: when asked for, attention weights of the last layer per region->token edge type:
-            ``(edge_index [2, E], weights [E])`` with weights averaged over heads; None otherwise.
+        attention: when asked for, attention weights of the last layer per alignment edge type
+            (:func:`~mnerqg_graph.graph.schema.is_alignment_edge`): every region->token edge type
+            (a token's attention over the image cells) and ``(token, cross, query)`` (the query
+            node's attention over its tweet's tokens), each ``(edge_index [2, E], weights [E])``
+            with ``edge_index`` that of the graph and weights averaged over heads; an edge type
+            with no edge in the batch maps to empty tensors. A module without attention returns
+            ``{}``; None when not asked for.
     """
 
     x_dict: dict[NodeType, Tensor]

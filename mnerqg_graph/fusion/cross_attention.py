@@ -23,9 +23,15 @@ that node (and their query); a text-only graph (no vision node types) keeps only
 query <-> token attention and the token self-attention.
 
 Attention: with ``return_attention`` the last layer's text cross-attention weights (averaged over
-heads) are gathered onto the graph's region->token ``edge_index`` for each scale, so the visualiser
-draws them like a graph module's. One softmax spans a token's query, image and region keys, so a
-token's weights on its region edges sum to at most 1 over the three scales.
+heads) are gathered onto the graph's alignment edges, so the visualiser draws them like a graph
+module's: a token's row read at the region columns, onto the region->token ``edge_index`` of each
+scale, and the query's row read at the token columns, onto the ``(token, cross, query)``
+``edge_index``. One softmax spans a text row's keys of the other kinds, so a token's weights on its
+region edges sum to at most 1 over the three scales (the rest goes to its query and image nodes),
+and the query's weights on its tokens sum to 1 in a text-only graph and to less where the model
+has an image branch: its image node (the "no image" node of a tweet without an image) and region
+cells take the rest. The query's weights are returned for every example: with an image, without
+one, and in a text-only graph (no vision node types), where only they are returned.
 """
 
 from __future__ import annotations
@@ -38,7 +44,14 @@ from torch_geometric.utils import to_dense_batch
 
 from mnerqg_graph.fusion.base import gate_messages, register_fusion
 from mnerqg_graph.fusion.layers import Attention, InteractionLayer, StackedFusion
-from mnerqg_graph.graph.schema import QUERY, TOKEN, EdgeType, NodeType, is_token_region
+from mnerqg_graph.graph.schema import (
+    QUERY,
+    TOKEN,
+    EdgeType,
+    NodeType,
+    is_query_token,
+    is_token_region,
+)
 
 TEXT_TYPES: tuple[NodeType, ...] = (QUERY, TOKEN)
 
@@ -215,7 +228,7 @@ class _Layer(InteractionLayer):
         cross, weights, text, vision = self._cross(x, batch, num_examples, want_attn)
         attn = (
             self._gather(weights, ei, batch, num_examples, text, vision)
-            if weights is not None and vision is not None
+            if weights is not None
             else {}
         )
         return cross, attn
@@ -227,19 +240,27 @@ class _Layer(InteractionLayer):
         batch: dict[NodeType, Tensor],
         n: int,
         text: _Seq,
-        vision: _Seq,
+        vision: _Seq | None,
     ) -> dict[EdgeType, tuple[Tensor, Tensor]]:
-        """The dense text->vision weights ``[B, Lt, Lk]`` read at each region->token edge."""
+        """The dense text-row weights ``[B, Lt, Lk]`` read at each alignment edge.
+
+        Region->token edges: the token's row at the region's column (only with a vision side);
+        token->query edges: the query's row at the token's column.
+        """
         attn: dict[EdgeType, tuple[Tensor, Tensor]] = {}
+        if TOKEN not in text.start:
+            return attn
         tok_pos = node_positions(batch[TOKEN], n)
         for et, e in ei.items():
-            region = et[0]
-            if not is_token_region(et) or region not in vision.start:
-                continue
             src, dst = e
-            row = text.start[TOKEN] + tok_pos[dst]
-            col = text.length + vision.start[region] + node_positions(batch[region], n)[src]
-            attn[et] = (e, weights[batch[TOKEN][dst], row, col])
+            if is_query_token(et) and QUERY in text.start:
+                row = text.start[QUERY] + node_positions(batch[QUERY], n)[dst]
+                col = text.start[TOKEN] + tok_pos[src]
+                attn[et] = (e, weights[batch[QUERY][dst], row, col])
+            elif is_token_region(et) and vision is not None and et[0] in vision.start:
+                row = text.start[TOKEN] + tok_pos[dst]
+                col = text.length + vision.start[et[0]] + node_positions(batch[et[0]], n)[src]
+                attn[et] = (e, weights[batch[TOKEN][dst], row, col])
         return attn
 
 
@@ -251,15 +272,15 @@ class CrossAttentionFusion(StackedFusion):
         in_dims: input feature size per node type.
         hidden_dim: feature size after fusion (every node type).
         num_layers: number of fusion layers.
-        edge_types: the graph's edge types (only region->token ``edge_index`` is read, to return
-            attention on it).
+        edge_types: the graph's edge types (unused: no message follows an edge; the
+            ``edge_index`` of the alignment edges is read only to return attention on it).
         existence_gating: multiply the token self-attention messages by the existence probability.
         dropout: dropout on attention, messages and in the feed-forward block.
         heads: attention heads (``hidden_dim`` must be divisible by it).
 
     Shapes:
         x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; batch_dict[t]: ``[N_t]`` sorted
-        example index; gate: ``[num_examples]``; attention[region->token]:
+        example index; gate: ``[num_examples]``; attention[region->token or token->query]:
         ``(edge_index [2, E], weights [E])``.
     """
 

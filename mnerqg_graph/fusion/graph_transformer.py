@@ -16,9 +16,10 @@ and scale shape both the attention and the message. The convs have no root weigh
 each sub-step carries the node's own features. Node types that receive no message in a sub-step
 keep their features (residual).
 
-Attention: with ``return_attention`` the last layer's region->token convs return their softmax
-coefficients (``return_attention_weights=True``), averaged over heads. The softmax of each conv is
-over one relation, so for each scale a token's weights over its region edges sum to 1.
+Attention: with ``return_attention`` the last layer's convs on the alignment edges (region->token
+and token->query) return their softmax coefficients (``return_attention_weights=True``), averaged
+over heads. The softmax of each conv is over one relation, so for each scale a token's weights over
+its region edges sum to 1, and so do the query node's weights over its tweet's tokens.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class GraphTransformerFusion(StackedFusion):
 
     Shapes:
         x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; edge_attr_dict[r]:
-        ``[E_r, EDGE_ATTR_DIM]``; gate: ``[num_examples]``; attention[region->token]:
-        ``(edge_index [2, E], weights [E])``.
+        ``[E_r, EDGE_ATTR_DIM]``; gate: ``[num_examples]``; attention[region->token or
+        token->query]: ``(edge_index [2, E], weights [E])``.
     """
 
     def __init__(

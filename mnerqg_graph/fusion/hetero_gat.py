@@ -10,6 +10,11 @@ Each layer does, for every node type ``v``:
 3. a position-wise feed-forward block with residual.
 
 Node types that receive no message in a sub-step keep their features (residual).
+
+Attention: with ``return_attention`` the last layer's convs on the alignment edges (region->token
+and token->query) return their GATv2 coefficients, averaged over heads. The softmax of each conv is
+over one relation: for each scale a token's weights over its region edges sum to 1, and so do the
+query node's weights over its tweet's tokens.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class HeteroGATFusion(StackedFusion):
 
     Shapes:
         x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; gate: ``[num_examples]``;
-        attention[region->token]: ``(edge_index [2, E], weights [E])``.
+        attention[region->token or token->query]: ``(edge_index [2, E], weights [E])``.
     """
 
     def __init__(

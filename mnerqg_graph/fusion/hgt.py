@@ -22,10 +22,13 @@ parameters instead of edge attributes, so ``edge_attr_dict`` is not used.
 Attention: HGTConv does not return its attention. With ``return_attention`` the last layer's
 cross-modal conv is run with a message hook that recomputes HGT's coefficients from the exact
 arguments its ``message`` receives (``softmax_j(<q_i, W_rel k_j> * mu_rel / sqrt(d))``), so the
-returned weights are the ones the conv used, averaged over heads. They come from the one softmax
-HGT takes over *all* incoming cross-modal edges of a token (query, image and the three region
-scales), so a token's weights on its region edges sum to at most 1; the remainder went to its query
-and image nodes.
+returned weights are the ones the conv used, averaged over heads, on the alignment edges
+(region->token and token->query). They come from the one softmax HGT takes over *all* incoming
+cross-modal edges of a node: a token's (query, image and the three region scales), so a token's
+weights on its region edges sum to at most 1, the remainder going to its query and image nodes;
+and the query node's (its tokens, the image node and the region cells), so the query's weights on
+its tokens sum to 1 in a text-only graph and to less where the graph has image nodes (also the
+learned "no image" node of a tweet without an image).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from torch_geometric.utils import softmax
 
 from mnerqg_graph.fusion.base import register_fusion
 from mnerqg_graph.fusion.layers import Attention, InteractionLayer, StackedFusion, gate_all
-from mnerqg_graph.graph.schema import EdgeType, NodeType, is_token_region, is_unimodal
+from mnerqg_graph.graph.schema import EdgeType, NodeType, is_alignment_edge, is_unimodal
 
 
 def hgt_attention(message_kwargs: dict[str, Any]) -> Tensor:
@@ -118,7 +121,7 @@ class _Layer(InteractionLayer):
             alpha = captured[0].mean(-1)  # [E_all]
             sizes = [e.size(1) for e in sub_ei.values()]
             for et, a in zip(sub_ei, alpha.split(sizes), strict=True):
-                if is_token_region(et):
+                if is_alignment_edge(et):
                     attn[et] = (sub_ei[et], a)
         return {nt: h - x[nt] for nt, h in out.items() if h is not None}
 
@@ -161,7 +164,7 @@ class HGTFusion(StackedFusion):
 
     Shapes:
         x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; gate: ``[num_examples]``;
-        attention[region->token]: ``(edge_index [2, E], weights [E])``.
+        attention[region->token or token->query]: ``(edge_index [2, E], weights [E])``.
     """
 
     def __init__(

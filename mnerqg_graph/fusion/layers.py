@@ -24,7 +24,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from mnerqg_graph.fusion.base import FusionModule, FusionOutput, gate_messages
-from mnerqg_graph.graph.schema import EdgeType, NodeType, is_token_region, is_unimodal
+from mnerqg_graph.graph.schema import EdgeType, NodeType, is_alignment_edge, is_unimodal
 
 Attention = dict[EdgeType, tuple[Tensor, Tensor]]
 
@@ -51,7 +51,7 @@ class InteractionLayer(nn.Module):
 
     Shapes:
         x[t]: ``[N_t, D]`` -> ``[N_t, D]``; batch[t]: ``[N_t]`` example index; gate:
-        ``[num_examples]`` or None (gating off); attention[region->token]:
+        ``[num_examples]`` or None (gating off); attention[region->token or token->query]:
         ``(edge_index [2, E], weights [E])``.
     """
 
@@ -91,7 +91,11 @@ class InteractionLayer(nn.Module):
         num_examples: int,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
-        """Cross-modal and multi-scale messages per node type; attention on region->token edges."""
+        """Cross-modal and multi-scale messages per node type; attention on alignment edges.
+
+        The attention (when ``want_attn``) covers every alignment edge type of ``ei``
+        (:func:`~mnerqg_graph.graph.schema.is_alignment_edge`): region->token and token->query.
+        """
         raise NotImplementedError
 
     def unimodal_messages(
@@ -186,9 +190,9 @@ class RelationConvLayer(InteractionLayer):
             conv = self.convs[edge_key(et)]
             msg = self.empty_message(conv, x[dst]) if ei[et].size(1) == 0 else None
             if msg is not None:
-                if want_attn and is_token_region(et):
+                if want_attn and is_alignment_edge(et):
                     attn[et] = (ei[et], x[dst].new_zeros(0))
-            elif want_attn and is_token_region(et):
+            elif want_attn and is_alignment_edge(et):
                 msg, (e_idx, alpha) = conv(
                     (x[src], x[dst]), ei[et], ea[et], return_attention_weights=True
                 )

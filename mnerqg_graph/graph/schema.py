@@ -79,3 +79,17 @@ def is_unimodal(edge_type: EdgeType) -> bool:
 def is_token_region(edge_type: EdgeType) -> bool:
     """Whether ``edge_type`` goes from a region node to a token node (the alignment edges drawn)."""
     return edge_type[0].startswith("region_") and edge_type[2] == TOKEN
+
+
+def is_query_token(edge_type: EdgeType) -> bool:
+    """Whether ``edge_type`` goes from a token node to the query node (``(token, cross, query)``).
+
+    Its attention is the query node's over its tweet's tokens; the other direction carries none
+    worth returning (a token has exactly one query neighbour, so its softmax weight is always 1).
+    """
+    return edge_type == (TOKEN, CROSS, QUERY)
+
+
+def is_alignment_edge(edge_type: EdgeType) -> bool:
+    """Whether fusion modules return attention on ``edge_type``: region->token or token->query."""
+    return is_token_region(edge_type) or is_query_token(edge_type)

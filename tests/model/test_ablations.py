@@ -216,5 +216,7 @@ def test_use_image_false_builds_no_image_branch(
     )
     out = model(batch, return_graph=True, return_attention=True)
     assert set(out.graph.node_types) == {"token", "query"}  # type: ignore[union-attr]
-    assert out.grounding_logits is None and not out.attention
+    assert out.grounding_logits is None
+    # text-only: the query's attention over its tokens is the only attention left
+    assert out.attention is not None and set(out.attention) == {("token", "cross", "query")}
     assert "grounding" not in model.losses(batch, out)

@@ -1,9 +1,9 @@
 """The shared fusion-layer template (:mod:`mnerqg_graph.fusion.layers`), used as a plugin would.
 
 A new module written on the template (GATv2 -> GAT v1, the README's example) must run inside the
-full model, return attention on region->token edges, keep the checkpoint parameter layout, and gate
-exactly the unimodal messages: with existence probability 0 the output is the output without any
-``uni`` edge.
+full model, return attention on the alignment edges (region->token and token->query), keep the
+checkpoint parameter layout, and gate exactly the unimodal messages: with existence probability 0
+the output is the output without any ``uni`` edge.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
 from mnerqg_graph.fusion.layers import RelationConvLayer, StackedFusion
 from mnerqg_graph.graph.schema import (
     EDGE_ATTR_DIM,
+    QUERY,
     TOKEN,
     EdgeType,
     NodeType,
-    is_token_region,
+    is_alignment_edge,
     is_unimodal,
 )
 from mnerqg_graph.model import build_model
@@ -98,10 +99,12 @@ def test_template_module_in_the_model(tmp_path: Path, encoder_dir: Path) -> None
     assert "layers.0.convs.token__uni__token.att_src" in names
     with torch.no_grad():
         out = model.eval()(batch, return_attention=True)
-    assert out.attention
+    assert out.attention and (TOKEN, "cross", QUERY) in out.attention
     for et, (edge_index, weights) in out.attention.items():
-        assert is_token_region(et) and weights.shape == (edge_index.size(1),)
-        if edge_index.size(1):  # one softmax per relation: a token's weights sum to 1
+        assert is_alignment_edge(et) and weights.shape == (edge_index.size(1),)
+        # one softmax per relation: a token's weights over a scale's cells sum to 1, and so do
+        # a query's over its tokens
+        if edge_index.size(1):
             dst = edge_index[1]
             sums = torch.zeros(int(dst.max()) + 1).index_add_(0, dst, weights)[dst.unique()]
             torch.testing.assert_close(sums, torch.ones_like(sums))

@@ -95,8 +95,10 @@ def test_model_forward_losses_and_no_image_path(tmp_path: Path, encoder_dir: Pat
     assert len(spans) == 3 * n_types
     assert all(boxes[i] is None for i in no_img)
     assert all(boxes[i] is not None for i in range(n_types))
-    for (src, _, dst), (ei, w) in (out.attention or {}).items():
-        assert src.startswith("region") and dst == "token" and ei.size(1) == w.numel()
+    assert out.attention and ("token", "cross", "query") in out.attention
+    for (src, _, dst), (ei, w) in out.attention.items():
+        assert (src.startswith("region") and dst == "token") or (src, dst) == ("token", "query")
+        assert ei.size(1) == w.numel()
 
 
 @pytest.mark.parametrize("fusion", ["none"])
