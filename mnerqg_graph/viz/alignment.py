@@ -4,14 +4,16 @@
 ``forward(batch, return_attention=True, return_graph=True)`` and cuts the batch graph into one
 :class:`Alignment` per (tweet, type): the tweet's token nodes (original tokens that kept at least
 one word piece, with their pieces), the query node, the image node and the region nodes of every
-scale (when the model has an image branch and the tweet an image), and **every** token-region edge
-with the attention weight the last fusion layer gave it for this input. Nothing here draws;
+scale (when the model has an image branch and the tweet an image), **every** token-region edge
+with the attention weight the last fusion layer gave it for this input, and every query-token edge
+with the query node's attention over its tokens in that layer. Nothing here draws;
 :mod:`mnerqg_graph.viz.draw` does.
 
-:func:`to_networkx` turns an alignment into a :class:`networkx.DiGraph` whose edges go region ->
-token (the direction of the message whose attention is recorded) and :func:`write_graph` saves it
-as GraphML and as node-link JSON. Node ids: ``query``, ``image``, ``token:<position>``,
-``region_s<k>:<cell>``. Node attributes:
+:func:`to_networkx` turns an alignment into a :class:`networkx.DiGraph` whose edges go the
+direction of the message whose attention is recorded: region -> token (``kind="region"``, a
+token's attention over the image cells) and token -> query (``kind="query"``, the query's attention
+over the tweet's tokens); :func:`write_graph` saves it as GraphML and as node-link JSON. Node ids:
+``query``, ``image``, ``token:<position>``, ``region_s<k>:<cell>``. Node attributes:
 
 =========  ===========================  ==================================================
 attribute  nodes                        meaning
@@ -30,9 +32,22 @@ box        region                       the cell in normalised xyxy (a list in J
 has_image  image                        False for the learned "no image" node
 =========  ===========================  ==================================================
 
-Edge attributes: ``weight`` (the attention value, float) and ``scale``. Graph attributes:
-``tweet_id``, ``type``, ``query``, ``fusion``, ``has_image``, ``attention`` (whether the fusion
-module returned attention at all).
+Edge attributes:
+
+=========  ===========================  ==================================================
+attribute  edges                        meaning
+=========  ===========================  ==================================================
+kind       all                          ``region`` (region -> token) or ``query``
+                                        (token -> query)
+weight     all                          the attention value (float): of the token over the
+                                        regions of one scale (``region``), of the query
+                                        over the tweet's tokens (``query``)
+scale      region                       the region's scale
+=========  ===========================  ==================================================
+
+The two kinds come from different softmaxes, so compare weights within a kind. A module without
+attention (``none``) gives no edges. Graph attributes: ``tweet_id``, ``type``, ``query``,
+``fusion``, ``has_image``, ``attention`` (whether the fusion module returned attention at all).
 """
 
 from __future__ import annotations
@@ -50,7 +65,7 @@ from torch import Tensor
 
 from mnerqg_graph.data.mrc import MrcExample, decode_spans
 from mnerqg_graph.data.types import Sample, Span
-from mnerqg_graph.graph.schema import CROSS, QUERY, TOKEN, EdgeType, region_types
+from mnerqg_graph.graph.schema import CROSS, QUERY, TOKEN, EdgeType, is_query_token, region_types
 
 #: A normalised ``(xmin, ymin, xmax, ymax)`` box in [0, 1] image coordinates.
 NormBox = tuple[float, float, float, float]
@@ -142,16 +157,17 @@ class Alignment:
         grids: ``(rows, cols)`` per scale of the model (also when this tweet has no image).
         image_branch: whether the model has image nodes at all.
         has_image: whether this tweet had an image.
-        attention: whether the fusion module returned token-region attention.
+        attention: whether the fusion module returned attention (token-region and query-token).
         edge_token: ``[E]`` position of each edge's token.
         edge_region: ``[E]`` index in :attr:`regions` of each edge's region.
         edge_weight: ``[E]`` attention weight of the last fusion layer (averaged over heads).
         query_token: ``[Q]`` positions of the tokens that the graph joins to the query node
-            (query-token edges, both directions; every token node of the example).
+            (query-token edges, both directions; every token node of the example), ascending.
+        query_weight: ``[Q]`` the last fusion layer's attention of the query node over each of
+            those tokens (token -> query edges, averaged over heads), aligned with
+            :attr:`query_token`; empty when the fusion module returns no attention.
         token_start: ``[len(tokens)]`` the span heads' probability that each token node starts
-            an entity of this type: what this type's query picked out of the tweet (the fusion
-            modules return attention only on region->token edges, so query-token edges carry
-            these probabilities instead).
+            an entity of this type: what this type's query picked out of the tweet.
         token_end: ``[len(tokens)]`` the same for ending an entity.
         entities: the tweet's predicted entities of every type, resolved across types, as
             ``(start, end_exclusive, type, score)``.
@@ -174,6 +190,7 @@ class Alignment:
     edge_region: np.ndarray
     edge_weight: np.ndarray
     query_token: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    query_weight: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     token_start: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     token_end: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     entities: list[tuple[int, int, str, float]] = field(default_factory=list)
@@ -310,6 +327,22 @@ def _token_region_attention(
     return out
 
 
+def _query_token_attention(
+    attention: dict[EdgeType, tuple[Tensor, Tensor]] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(query node ids, token node ids, weights)`` of the token -> query attention, or None.
+
+    Accepts weights with a trailing head dimension (averaged).
+    """
+    for et, (ei, w) in (attention or {}).items():
+        if is_query_token(et):
+            weights = w.detach().float()
+            if weights.dim() > 1:
+                weights = weights.flatten(1).mean(-1)
+            return ei[1].cpu().numpy(), ei[0].cpu().numpy(), weights.cpu().numpy()
+    return None
+
+
 def _query_token_edges(graph: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(query node, token node)`` of every query->token edge of a batch graph.
 
@@ -374,7 +407,8 @@ def explain(
             tok_pos = graph[TOKEN].pos.cpu().numpy()
             cells = {rt: graph[rt].cell.cpu().numpy() for rt in offset if rt in graph.node_types}
             attn = _token_region_attention(out.attention)
-            has_attention = bool(attn)
+            q_attn = _query_token_attention(out.attention)
+            has_attention = bool(attn) or q_attn is not None
             p_start, p_end, _, _ = model.span_probabilities(out)
             p_start = p_start[..., 0].float().cpu().numpy()  # [N, W]
             p_end = p_end[..., 0].float().cpu().numpy()  # [N, W]: token i ends a span
@@ -417,6 +451,14 @@ def explain(
                         e_w.append(w[sel])
                     pred = ex_boxes[row]
                     node_pos = np.asarray([t.position for t in tokens], dtype=np.int64)
+                    if q_attn is not None:
+                        sel = q_attn[0] == row
+                        q_pos = tok_pos[q_attn[1][sel]]
+                        order = np.argsort(q_pos, kind="stable")
+                        query_token, query_weight = q_pos[order], q_attn[2][sel][order]
+                    else:
+                        query_token = np.sort(tok_pos[q_tok[q_src == row]])
+                        query_weight = np.zeros(0, np.float32)
                     alignments[ex.type] = Alignment(
                         tweet_id=sample.tweet.id,
                         type=ex.type,
@@ -432,7 +474,8 @@ def explain(
                         edge_token=np.concatenate(e_tok) if e_tok else np.zeros(0, np.int64),
                         edge_region=np.concatenate(e_reg) if e_reg else np.zeros(0, np.int64),
                         edge_weight=np.concatenate(e_w) if e_w else np.zeros(0, np.float32),
-                        query_token=np.sort(tok_pos[q_tok[q_src == row]]),
+                        query_token=query_token,
+                        query_weight=query_weight,
                         token_start=p_start[row, node_pos],
                         token_end=p_end[row, node_pos],
                         entities=entities,
@@ -490,10 +533,11 @@ def grid_frame(al: Alignment) -> tuple[float, float, list[float]]:
 
 
 def to_networkx(al: Alignment) -> nx.DiGraph:
-    """The alignment as a graph: nodes with attributes, region -> token edges weighted by attention.
+    """The alignment as a graph: nodes with attributes, edges weighted by attention.
 
-    See the module docstring for the attributes. Every token-region edge of the example is there
-    (not only the strongest), so the data is complete.
+    Region -> token edges (``kind="region"``) and token -> query edges (``kind="query"``); see the
+    module docstring for the attributes. Every token-region and query-token edge with attention
+    is there (not only the strongest), so the data is complete.
     """
     pos = graph_layout(al)
     g = nx.DiGraph(
@@ -538,7 +582,10 @@ def to_networkx(al: Alignment) -> nx.DiGraph:
         al.edge_token.tolist(), al.edge_region.tolist(), al.edge_weight.tolist(), strict=True
     ):
         r = al.regions[ri]
-        g.add_edge(r.node_id, f"{TOKEN}:{p}", weight=float(w), scale=r.scale)
+        g.add_edge(r.node_id, f"{TOKEN}:{p}", kind="region", weight=float(w), scale=r.scale)
+    if al.query_weight.size:
+        for p, w in zip(al.query_token.tolist(), al.query_weight.tolist(), strict=True):
+            g.add_edge(f"{TOKEN}:{p}", QUERY, kind="query", weight=float(w))
     return g
 
 

@@ -6,7 +6,7 @@ For each tweet, in ``OUT/<tweet id>/``:
   the tweet has none;
 * per entity type ``T``: ``graph_T.png`` (the drawn graph), ``heatmap_T.png`` (one entity's
   attention over the image per scale), ``alignment_T.graphml`` and ``alignment_T.json`` (the graph
-  as data, every token-region edge weighted by its attention).
+  as data, every token-region and query-token edge weighted by its attention).
 
 The Sacred experiment calls :func:`visualize_samples` at the end of a run (``visualize=N``) and
 attaches the files as artifacts.

@@ -16,7 +16,13 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mnerqg_graph.data.types import Sample
-from mnerqg_graph.viz.alignment import TweetExplanation, explain, graph_layout, write_graph
+from mnerqg_graph.viz.alignment import (
+    TweetExplanation,
+    explain,
+    graph_layout,
+    to_networkx,
+    write_graph,
+)
 from mnerqg_graph.viz.artifacts import visualize_samples
 from mnerqg_graph.viz.draw import (
     boxes_figure,
@@ -103,6 +109,22 @@ def _direct_attention(setup: Setup, row: int) -> dict[tuple[int, int, int], floa
     return got
 
 
+def _direct_query_attention(setup: Setup, row: int) -> dict[int, float]:
+    """Token position -> the query's attention weight in example ``row``, by a direct model call."""
+    _, batch = items_and_batch(setup.samples, setup.encoder, setup.model.config)
+    with torch.no_grad():
+        out = setup.model(batch, return_attention=True)
+    tokens = (batch.first_piece >= 0).nonzero().tolist()  # [(example, position)]
+    ei, w = out.attention[("token", "cross", "query")]
+    got: dict[int, float] = {}
+    for t, q, v in zip(ei[0].tolist(), ei[1].tolist(), w.tolist(), strict=True):
+        ex, p = tokens[t]
+        assert ex == q  # a token hangs on its own example's query node
+        if ex == row:
+            got[p] = v
+    return got
+
+
 def test_graphml_nodes_edges_and_weights_match_the_model(setup: Setup, tmp_path: Path) -> None:
     t1 = setup.explained[0]
     al = t1.alignments["PER"]
@@ -116,13 +138,21 @@ def test_graphml_nodes_edges_and_weights_match_the_model(setup: Setup, tmp_path:
     assert kinds.count("token") == n_tok
     assert kinds.count("region") == n_cells
     assert kinds.count("query") == 1 and kinds.count("image") == 1
-    assert g.number_of_edges() == n_tok * n_cells == al.num_edges
+    assert n_tok * n_cells == al.num_edges
+    assert g.number_of_edges() == n_tok * n_cells + n_tok  # region -> token, token -> query
     # every edge weight is the model's attention value for this input (example 0 = t1, PER)
     direct = _direct_attention(setup, row=0)
-    from_file = {}
+    direct_query = _direct_query_attention(setup, row=0)
+    from_file, from_file_query = {}, {}
     for u, v, d in g.edges(data=True):
+        if d["kind"] == "query":
+            assert g.nodes[u]["kind"] == "token" and v == "query" and "scale" not in d
+            from_file_query[int(g.nodes[u]["position"])] = d["weight"]
+            continue
+        assert d["kind"] == "region"
         assert g.nodes[u]["kind"] == "region" and g.nodes[v]["kind"] == "token"
         key = (int(g.nodes[v]["position"]), int(g.nodes[u]["scale"]), int(g.nodes[u]["cell"]))
+        assert d["scale"] == key[1]
         from_file[key] = d["weight"]
     assert set(from_file) == set(direct)
     np.testing.assert_allclose(
@@ -131,6 +161,17 @@ def test_graphml_nodes_edges_and_weights_match_the_model(setup: Setup, tmp_path:
         rtol=0,
         atol=1e-6,
     )
+    # the query-token edges: the query's attention over its tokens (one GATv2 softmax: sum 1)
+    assert sorted(from_file_query) == sorted(direct_query) == al.query_token.tolist()
+    np.testing.assert_allclose(
+        [from_file_query[k] for k in sorted(direct_query)],
+        [direct_query[k] for k in sorted(direct_query)],
+        rtol=0,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(al.query_weight, [direct_query[k] for k in sorted(direct_query)],
+                               rtol=0, atol=1e-6)  # fmt: skip
+    assert sum(from_file_query.values()) == pytest.approx(1.0, abs=1e-5)
     # region attributes and the node-link JSON copy
     node = g.nodes["region_s2:5"]
     assert (node["row"], node["col"]) == (1, 1)
@@ -140,6 +181,9 @@ def test_graphml_nodes_edges_and_weights_match_the_model(setup: Setup, tmp_path:
     g2 = nx.node_link_graph(data, edges="edges")
     assert g2.number_of_nodes() == g.number_of_nodes()
     assert g2.number_of_edges() == g.number_of_edges()
+    assert sorted(d["kind"] for _, _, d in g2.edges(data=True)) == sorted(
+        d["kind"] for _, _, d in g.edges(data=True)
+    )
     assert g2.nodes["region_s2:5"]["box"] == [0.25, 0.25, 0.5, 0.5]
 
 
@@ -218,7 +262,11 @@ def test_no_image_draws_the_text_side_and_a_placeholder(setup: Setup, tmp_path: 
     assert "no image" in al.note()
     g = nx.read_graphml(write_graph(al, tmp_path)[0])
     kinds = [d["kind"] for _, d in g.nodes(data=True)]
-    assert kinds.count("token") == 6 and "region" not in kinds and g.number_of_edges() == 0
+    assert kinds.count("token") == 6 and "region" not in kinds
+    # only the query's attention over the tokens: the graph is not empty
+    assert g.number_of_edges() == 6
+    assert all(d["kind"] == "query" and v == "query" for _, v, d in g.edges(data=True))
+    assert sum(d["weight"] for _, _, d in g.edges(data=True)) == pytest.approx(1.0, abs=1e-5)
     compact = draw_graph(al, tmp_path / "graph.png", compact=True)
     _png_ok(compact)
     with Image.open(compact) as im:
@@ -245,7 +293,6 @@ def test_every_fusion_with_attention_gives_complete_weighted_graphs(
     setup: Setup, fusion: str
 ) -> None:
     from mnerqg_graph.model import build_model
-    from mnerqg_graph.viz.alignment import to_networkx
 
     torch.manual_seed(0)
     model = build_model(tiny_config(setup.encoder, fusion=fusion), weights=False).eval()
@@ -253,9 +300,14 @@ def test_every_fusion_with_attention_gives_complete_weighted_graphs(
     al = expl[0].alignments["LOC"]
     assert al.attention and not al.note()
     g = to_networkx(al)
-    assert g.number_of_edges() == 4 * 84 == al.num_edges
+    assert g.number_of_edges() == 4 * 84 + 4 and al.num_edges == 4 * 84
     assert np.isfinite(al.edge_weight).all() and (al.edge_weight >= 0).all()
-    assert not expl[1].alignments["LOC"].num_edges  # t2 has no image
+    assert al.query_token.tolist() == [0, 1, 2, 3] and al.query_weight.shape == (4,)
+    assert np.isfinite(al.query_weight).all() and (al.query_weight > 0).all()
+    assert al.query_weight.sum() <= 1 + 1e-5  # 1 per relation; less where image nodes share
+    t2 = expl[1].alignments["LOC"]
+    assert not t2.num_edges and t2.query_weight.size == len(t2.tokens) > 0  # t2 has no image
+    assert {d["kind"] for _, _, d in to_networkx(t2).edges(data=True)} == {"query"}
     # spans stay on token nodes (t1's 5th token, U+FE0F, has no word piece)
     assert all(0 <= a < b <= 4 for a, b, _, _ in al.entities)
 
@@ -271,6 +323,7 @@ def test_text_only_model_says_it_has_no_attention(setup: Setup, tmp_path: Path) 
     g = nx.read_graphml(write_graph(al, tmp_path)[0])
     assert sorted({d["kind"] for _, d in g.nodes(data=True)}) == ["query", "token"]
     assert g.graph["attention"] is False
+    assert al.query_weight.size == 0 and g.number_of_edges() == 0  # no attention, no edge
     fig = graph_figure(al)
     assert any("fusion 'none' has no image branch" in t for t in [fig.get_suptitle()])
     _png_ok(draw_graph(al, tmp_path / "graph.png"))
@@ -330,7 +383,9 @@ def test_cli_end_to_end(setup: Setup, tmp_path: Path) -> None:
     ]
     assert not (out / "t2").exists()
     g = nx.read_graphml(out / "t1" / "alignment_PER.graphml")
-    assert g.number_of_edges() == 4 * 84
+    assert g.number_of_edges() == 4 * 84 + 4
+    kinds = [d["kind"] for _, _, d in g.edges(data=True)]
+    assert kinds.count("region") == 4 * 84 and kinds.count("query") == 4
     # --text without an image
     assert (
         main(
@@ -417,26 +472,36 @@ def test_packed_queries_explain_every_type_with_the_tweet_pieces(setup: Setup) -
         assert al.attention and al.num_edges == per_type[typ].num_edges
 
 
-@pytest.mark.parametrize("with_image", [True, False])
-def test_query_token_edges_carry_the_span_probabilities(
-    setup: Setup, with_image: bool, tmp_path: Path
+@pytest.mark.parametrize("model_kind", ["image", "text_only_gat", "none"])
+def test_query_token_edges_carry_attention_and_span_probabilities(
+    setup: Setup, model_kind: str, tmp_path: Path
 ) -> None:
-    """Every token node hangs on its query node, text-only tweets and models included."""
+    """Every token node hangs on its query node, text-only tweets and models included.
+
+    The edge weighs the query's attention over the token (no edge without attention); the span
+    heads' probabilities ride along.
+    """
     from mnerqg_graph.model import build_model
 
     torch.manual_seed(0)
-    cfg = (
-        tiny_config(setup.encoder)
-        if with_image
-        else tiny_config(setup.encoder, fusion="none", use_image=False)
-    )
+    cfg = {
+        "image": tiny_config(setup.encoder),
+        "text_only_gat": tiny_config(setup.encoder, use_image=False),
+        "none": tiny_config(setup.encoder, fusion="none", use_image=False),
+    }[model_kind]
     model = build_model(cfg).eval()
     expl = explain(model, setup.tokenizer, setup.queries, setup.samples)
     _, batch = items_and_batch(setup.samples, setup.encoder, cfg)
     with torch.no_grad():
-        out = model(batch)
+        out = model(batch, return_attention=True)
     p_start = torch.sigmoid(out.span_logits[0])
     p_end = torch.sigmoid(out.span_logits[1])
+    tokens = (batch.first_piece >= 0).nonzero().tolist()  # [(example, position)]
+    direct: dict[tuple[int, int], float] = {}
+    if model_kind != "none":
+        ei, w = out.attention[("token", "cross", "query")]
+        for t, v in zip(ei[0].tolist(), w.tolist(), strict=True):
+            direct[(tokens[t][0], tokens[t][1])] = v
     row = 0
     for e in expl:
         for t, al in e.alignments.items():
@@ -444,5 +509,18 @@ def test_query_token_edges_carry_the_span_probabilities(
             assert al.query_token.tolist() == positions and positions, (e.tweet_id, t)
             np.testing.assert_allclose(al.token_start, p_start[row, positions], atol=1e-6)
             np.testing.assert_allclose(al.token_end, p_end[row, positions], atol=1e-6)
+            g = to_networkx(al)
+            q_edges = {u: d for u, v, d in g.edges(data=True) if d["kind"] == "query"}
+            if model_kind == "none":
+                assert al.query_weight.size == 0 and not q_edges and not al.attention
+            else:
+                want = [direct[(row, p)] for p in positions]
+                np.testing.assert_allclose(al.query_weight, want, rtol=0, atol=1e-6)
+                assert al.attention and sorted(q_edges) == sorted(f"token:{p}" for p in positions)
+                for p, wt in zip(positions, want, strict=True):
+                    assert q_edges[f"token:{p}"]["weight"] == pytest.approx(wt, abs=1e-6)
+                if model_kind == "text_only_gat":  # one GATv2 softmax per relation
+                    assert al.query_weight.sum() == pytest.approx(1.0, abs=1e-5)
+                    assert {d["kind"] for _, _, d in g.edges(data=True)} == {"query"}
             row += 1
     assert row == batch.first_piece.size(0)
