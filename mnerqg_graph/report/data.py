@@ -6,8 +6,9 @@ with the functions ``mnerqg evaluate`` and the experiment use (:mod:`mnerqg_grap
 :func:`~mnerqg_graph.evaluation.score_predictions`), names the kind of every gold and predicted
 entity (:func:`~mnerqg_graph.metrics.entity_kinds`), and runs
 :func:`~mnerqg_graph.viz.alignment.explain` for the graph of every (tweet, type): the data of
-``mnerqg visualize``'s GraphML plus the query-token edges. Entities always come from the
-prediction path; ``explain`` gives only the graph and its weights.
+``mnerqg visualize``'s GraphML (token-region and query-token edges weighted by the last fusion
+layer's attention) plus the span heads' start/end probabilities of each token. Entities always come
+from the prediction path; ``explain`` gives only the graph and its weights.
 
 The result is a plain, JSON-ready dict (:func:`~mnerqg_graph.report.html.render_html` embeds it):
 
@@ -31,9 +32,11 @@ The result is a plain, JSON-ready dict (:func:`~mnerqg_graph.report.html.render_
     downscaled JPEG data URI, or None), ``size`` (original width, height), ``gold_boxes`` (per
     type, pixel xyxy), ``pieces`` (word pieces per token, "" for a token without any) and
     ``graphs``: per type, ``nodes`` (token node positions), ``query`` (positions joined to the
-    query node), ``start``/``end`` (span-head probabilities per node), ``attn`` (token-region
-    attention, base64 of a uint8 ``[nodes, regions]`` matrix, each (node, scale) block scaled by
-    its maximum in ``amax``: weight = byte / 255 * amax) and ``note``.
+    query node), ``query_weight`` (the query node's attention over each of those tokens, aligned
+    with ``query``, 4 significant digits; empty when the fusion module returns no attention),
+    ``start``/``end`` (span-head probabilities per node), ``attn`` (token-region attention, base64
+    of a uint8 ``[nodes, regions]`` matrix, each (node, scale) block scaled by its maximum in
+    ``amax``: weight = byte / 255 * amax) and ``note``.
 
 Kinds of entities: gold ``correct``, ``wrong_type``, ``boundary``, ``missed``; predicted
 ``correct``, ``wrong_type``, ``boundary``, ``spurious`` (:func:`~mnerqg_graph.metrics.entity_kinds`,
@@ -166,6 +169,7 @@ def _graphs(expl: Any, n_scales: int) -> tuple[list[str], dict[str, Any]]:
         graphs[t] = {
             "nodes": [tok.position for tok in al.tokens],
             "query": [int(p) for p in al.query_token],
+            "query_weight": [float(f"{v:.4g}") for v in al.query_weight],
             "start": [_round(v, 3) for v in al.token_start],
             "end": [_round(v, 3) for v in al.token_end],
             "attn": attn,

@@ -150,6 +150,7 @@ def test_selecting_a_tweet_draws_its_image_boxes_and_graph(
     assert browser.evaluate("document.querySelectorAll('#detail .edge.query-token').length") == (
         len(g["query"])
     )
+    _assert_weighted_query_edges(browser, g)
     assert browser.evaluate("document.querySelectorAll('#detail .edge.token-region').length") > 0
     assert browser.evaluate("document.querySelector('#detail .imgwrap img').naturalWidth") > 0
     boxes = browser.evaluate("document.querySelectorAll('#detail .imgwrap svg rect').length")
@@ -173,7 +174,41 @@ def test_selecting_a_tweet_draws_its_image_boxes_and_graph(
     state = _state(browser)
     g = plain["graphs"][state["graphType"]]
     assert state["svgNodes"] == 1 + len(g["nodes"]) and state["svgEdges"] == len(g["query"]) > 0
-    assert browser.console_errors() == [] and state["errors"] == []
+    _assert_weighted_query_edges(browser, g)
+    # hovering a token of a text-only tweet reads out its query attention
+    browser.evaluate(
+        "document.querySelectorAll('#detail svg.graph .node.token')[0]"
+        ".dispatchEvent(new MouseEvent('mouseenter'))"
+    )
+    readout = browser.evaluate("document.getElementById('readout').textContent")
+    assert f"query attention {g['query_weight'][0]:.4f}" in readout, readout
+    assert browser.console_errors() == [] and _state(browser)["errors"] == []
+
+
+def _assert_weighted_query_edges(browser: HeadlessChromium, g: dict[str, Any]) -> None:
+    """The drawn query-token edges carry the query's attention: weight, width, tooltip."""
+    edges = browser.evaluate(
+        "Array.from(document.querySelectorAll('#detail .edge.query-token'), (e) => ({"
+        " node: Number(e.dataset.node), weight: Number(e.dataset.weight),"
+        " width: Number(e.getAttribute('stroke-width')),"
+        " opacity: Number(e.getAttribute('stroke-opacity')),"
+        " title: e.querySelector('title').textContent }))"
+    )
+    weights = g["query_weight"]
+    assert len(edges) == len(g["query"]) == len(weights) > 0
+    by_node = {e["node"]: e for e in edges}
+    strongest = max(weights)
+    for p, w in zip(g["query"], weights, strict=True):
+        k = g["nodes"].index(p)
+        e = by_node[k]
+        assert e["weight"] == pytest.approx(w), (p, e)
+        assert e["width"] == pytest.approx(0.5 + 4 * w / strongest, abs=1e-6)
+        assert e["opacity"] == pytest.approx(0.2 + 0.75 * w / strongest, abs=1e-6)
+        assert f"attention {w:.4f}" in e["title"] and f"start {g['start'][k]:.3f}" in e["title"]
+        assert f"end {g['end'][k]:.3f}" in e["title"]
+    if len(set(weights)) > 1:  # width follows the weight
+        widths = [by_node[g["nodes"].index(p)]["width"] for p in g["query"]]
+        assert widths.index(max(widths)) == weights.index(strongest)
 
 
 def test_the_hash_sets_the_view(built: Built, browser: HeadlessChromium) -> None:

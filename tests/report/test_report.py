@@ -115,13 +115,57 @@ def test_page_embeds_images_boxes_and_alignments(built: Built) -> None:
     for ty, g in t["graphs"].items():
         assert g["query"] == g["nodes"] and g["nodes"], ty
         assert len(g["start"]) == len(g["end"]) == len(g["nodes"])
+        # the query's attention over its tokens (hetero_gat: one softmax per relation)
+        assert len(g["query_weight"]) == len(g["query"])
+        assert sum(g["query_weight"]) == pytest.approx(1.0, abs=1e-3)
         raw = base64.b64decode(g["attn"])
         assert len(raw) == len(g["nodes"]) * n_regions
         assert len(g["amax"]) == len(g["nodes"]) and len(g["amax"][0]) == 3
         assert max(raw) == 255  # every (node, scale) block is scaled to its maximum
     no_image = [t for t in built.data["tweets"] if not t["image"]]
     for t in no_image:
-        assert all(g["attn"] is None and g["query"] for g in t["graphs"].values())
+        for g in t["graphs"].values():
+            assert g["attn"] is None and g["query"]
+            assert len(g["query_weight"]) == len(g["query"]) and min(g["query_weight"]) > 0
+
+
+def test_page_graphs_are_explains_alignments(built: Built) -> None:
+    """Every graph of the page is ``explain``'s alignment of its (tweet, type), weights included."""
+    import numpy as np
+
+    from mnerqg_graph.data.dataset import load_split
+    from mnerqg_graph.predict import Predictor
+    from mnerqg_graph.viz.alignment import explain
+
+    predictor = Predictor(str(built.checkpoint), "cpu")
+    valid = load_split(built.root, "valid", strict=False).samples
+    expl = explain(predictor.model, predictor.tokenizer, predictor.queries, valid)
+    tweets = built.data["tweets"]
+    n_regions = sum(r * c for r, c in built.data["meta"]["grids"])
+    assert [e.tweet_id for e in expl] == [t["id"] for t in tweets]
+    for e, t in zip(expl, tweets, strict=True):
+        assert list(t["graphs"]) == e.types
+        for ty, al in e.alignments.items():
+            g = t["graphs"][ty]
+            assert g["nodes"] == [tok.position for tok in al.tokens], (t["id"], ty)
+            assert g["query"] == al.query_token.tolist()
+            np.testing.assert_allclose(g["query_weight"], al.query_weight, rtol=1e-3, atol=1e-6)
+            np.testing.assert_allclose(g["start"], al.token_start, rtol=0, atol=1e-3)
+            np.testing.assert_allclose(g["end"], al.token_end, rtol=0, atol=1e-3)
+            assert g["note"] == al.note()
+            if not al.num_edges:
+                assert g["attn"] is None
+                continue
+            # the token-region weights, back from their bytes: within half a step of the byte
+            raw = np.frombuffer(base64.b64decode(g["attn"]), np.uint8).astype(np.float64)
+            raw = raw.reshape(len(al.tokens), n_regions)
+            scale = np.asarray([r.scale - 1 for r in al.regions])
+            amax = np.asarray(g["amax"])[:, scale]
+            row = {tok.position: k for k, tok in enumerate(al.tokens)}
+            rows = np.asarray([row[int(p)] for p in al.edge_token])
+            got = raw[rows, al.edge_region] / 255 * amax[rows, al.edge_region]
+            step = amax[rows, al.edge_region] / 255
+            assert np.all(np.abs(got - al.edge_weight) <= step / 2 + 1e-6 + 1e-4 * al.edge_weight)
 
 
 @pytest.mark.parametrize("model", ["hetero_gat", "none"])
@@ -153,6 +197,11 @@ def test_text_only_data_still_draws_query_token_graphs(
             assert g["query"] and g["query"] == g["nodes"] and g["attn"] is None
             assert all(0.0 <= p <= 1.0 for p in g["start"] + g["end"])
             assert "text side only" in g["note"]
+            if model == "none":  # no attention at all: the edges carry no weight
+                assert g["query_weight"] == []
+            else:  # the query's attention over the tweet's tokens weighs its edges
+                assert len(g["query_weight"]) == len(g["query"])
+                assert sum(g["query_weight"]) == pytest.approx(1.0, abs=1e-3)
 
 
 def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: str) -> None:

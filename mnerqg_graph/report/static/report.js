@@ -419,7 +419,11 @@
     const g = t.graphs[type];
     if (g.note) sec.appendChild(h("p", { class: "note", text: g.note }));
     sec.appendChild(h("div", { class: "graphwrap" }, drawGraph(t, type, g)));
-    sec.appendChild(h("div", { id: "readout", text: "Hover a token: its attention over the image regions. Query-token edges: the span heads' start/end probability of the token for this type." }));
+    const hasQueryWeights = (g.query_weight || []).length === g.query.length && g.query.length > 0;
+    const readout = hasQueryWeights
+      ? "Query-token edges: the query's attention over the tokens (width and opacity relative to the strongest; hover an edge for its weight and the span heads' start/end probabilities)."
+      : "Query-token edges: this fusion module returns no attention, so they are unweighted (hover one for the span heads' start/end probabilities).";
+    sec.appendChild(h("div", { id: "readout", text: (g.attn ? "Hover a token: its attention over the image regions. " : "") + readout }));
     return sec;
   }
 
@@ -477,16 +481,30 @@
     const qCenter = qx + qW / 2;
     nodeLayer.appendChild(s("g", { class: "node query" }, s("rect", { x: qx, y: 18, width: qW, height: 28, rx: 6 }), s("text", { x: qCenter, y: 36, "text-anchor": "middle", text: qLabel }), svgTitle(`query: ${META.queries[type] || type}`)));
 
-    // query-token edges (both directions in the model's graph; drawn once)
+    // query-token edges (both directions in the model's graph; drawn once), weighted by the
+    // query's attention over the tokens; unweighted (thin, dashed) where the module has none
     const nodeIndex = new Map(nodes.map((p, k) => [p, k]));
-    for (const p of g.query) {
+    const qWeight = (g.query_weight || []).length === g.query.length ? g.query_weight : null;
+    const qMax = qWeight && qWeight.length ? Math.max(...qWeight) || 1 : 1;
+    const queryWeightOf = new Map();
+    g.query.forEach((p, i) => {
       const k = nodeIndex.get(p);
-      if (k === undefined) continue;
-      const strength = Math.max(g.start[k], g.end[k]);
-      edges.appendChild(
-        s("line", { class: "edge query-token", x1: qCenter, y1: 46, x2: xs[k] + widths[k] / 2, y2: tokY, stroke: col, "stroke-width": 0.6 + 4 * strength, "stroke-opacity": 0.25 + 0.7 * strength, "data-node": k }, svgTitle(`${t.tokens[p]}: start ${g.start[k].toFixed(3)}, end ${g.end[k].toFixed(3)}`))
-      );
-    }
+      if (k === undefined) return;
+      const probs = `start ${g.start[k].toFixed(3)}, end ${g.end[k].toFixed(3)}`;
+      const attrs = { class: "edge query-token", x1: qCenter, y1: 46, x2: xs[k] + widths[k] / 2, y2: tokY, stroke: col, "data-node": k };
+      let tip;
+      if (qWeight) {
+        const w = qWeight[i];
+        const rel = w / qMax;
+        queryWeightOf.set(k, w);
+        Object.assign(attrs, { "stroke-width": 0.5 + 4 * rel, "stroke-opacity": 0.2 + 0.75 * rel, "data-weight": w });
+        tip = `query → ${t.tokens[p]}: attention ${w.toFixed(4)}\n${probs}`;
+      } else {
+        Object.assign(attrs, { "stroke-width": 0.8, "stroke-opacity": 0.35, "stroke-dasharray": "3 3" });
+        tip = `${t.tokens[p]}: no attention (fusion ${META.fusion})\n${probs}`;
+      }
+      edges.appendChild(s("line", attrs, svgTitle(tip)));
+    });
 
     // regions: one grid per scale over the image, coarsest first
     const cellRects = [];
@@ -535,17 +553,25 @@
       const grp = s("g", { class: "node token", "data-node": k, "data-position": p });
       grp.appendChild(s("rect", { x: xs[k], y: tokY, width: widths[k], height: tokH, rx: 4, style: entity ? `fill:${tint(color(entity.type), 0.25)}` : null }));
       grp.appendChild(s("text", { x: xs[k] + widths[k] / 2, y: tokY + 16, "text-anchor": "middle", text: t.tokens[p] }));
-      grp.appendChild(svgTitle(`${t.tokens[p]} (token ${p})\npieces: ${(t.pieces || [])[p] || ""}\nstart ${g.start[k].toFixed(3)}, end ${g.end[k].toFixed(3)}` + (entity ? `\npredicted ${entity.type}` : "")));
-      if (attn) {
-        grp.addEventListener("mouseenter", () => hoverToken(root, k, attn, cellRects, scaleOf, grids, t.tokens[p]));
-        grp.addEventListener("mouseleave", () => unhover(root, cellRects));
-      }
+      const qw = queryWeightOf.get(k);
+      const qText = qw === undefined ? "" : `query attention ${qw.toFixed(4)}, `;
+      grp.appendChild(svgTitle(`${t.tokens[p]} (token ${p})\npieces: ${(t.pieces || [])[p] || ""}\n${qText}start ${g.start[k].toFixed(3)}, end ${g.end[k].toFixed(3)}` + (entity ? `\npredicted ${entity.type}` : "")));
+      grp.addEventListener("mouseenter", () => hoverToken(root, k, attn, cellRects, scaleOf, grids, t.tokens[p], qText + `start ${g.start[k].toFixed(3)}, end ${g.end[k].toFixed(3)}`));
+      grp.addEventListener("mouseleave", () => unhover(root, cellRects));
       nodeLayer.appendChild(grp);
     });
     return root;
   }
 
-  function hoverToken(root, k, attn, cellRects, scaleOf, grids, word) {
+  function hoverToken(root, k, attn, cellRects, scaleOf, grids, word, probs) {
+    for (const e of root.querySelectorAll(".edge")) e.classList.toggle("dim", e.dataset.node !== String(k));
+    for (const n of root.querySelectorAll(".node.token")) n.classList.toggle("hover", n.dataset.node === String(k));
+    const readout = document.getElementById("readout");
+    if (!attn) {
+      if (readout) readout.textContent = `'${word}': ${probs}`;
+      writeState();
+      return;
+    }
     const best = [];
     for (let r = 0; r < cellRects.length; r++) best.push([attn(k, r, scaleOf[r]), r, scaleOf[r]]);
     // colour: from the scale's least (clear) to its most attended cell (opaque)
@@ -563,14 +589,11 @@
       cell.dataset.weight = w.toFixed(5);
       cell.firstChild.textContent = `scale ${sIdx + 1}, cell ${cell.dataset.cell}: ${w.toFixed(4)}`;
     }
-    for (const e of root.querySelectorAll(".edge")) e.classList.toggle("dim", e.dataset.node !== String(k));
-    for (const n of root.querySelectorAll(".node.token")) n.classList.toggle("hover", n.dataset.node === String(k));
     const parts = grids.map((_, sIdx) => {
       const here = best.filter((b) => b[2] === sIdx).sort((a, b) => b[0] - a[0])[0];
       return here ? `scale ${sIdx + 1}: cell ${cellRects[here[1]].dataset.cell} ${here[0].toFixed(3)}` : "";
     });
-    const readout = document.getElementById("readout");
-    if (readout) readout.textContent = `'${word}' attends most to ` + parts.filter(Boolean).join(", ");
+    if (readout) readout.textContent = `'${word}' (${probs}) attends most to ` + parts.filter(Boolean).join(", ");
     writeState();
   }
 
