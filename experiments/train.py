@@ -26,6 +26,7 @@ from experiments.ingredients.data import data_ingredient
 from experiments.ingredients.grounding import grounding_ingredient
 from experiments.ingredients.model import model_ingredient
 from experiments.ingredients.optim import optim_ingredient
+from mnerqg_graph.progress import pin_terminal
 
 ex = Experiment(
     "mnerqg",
@@ -150,7 +151,7 @@ def fast() -> None:
         "fusion_kwargs": {"heads": 2},
         "backbone_kwargs": {"width": 8, "out_channels": 16, "min_stride": 16},
     }
-    optim = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16}  # noqa: F841
+    optim = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "progress": False}  # noqa: F841
     visualize = 0  # noqa: F841
 
 
@@ -251,6 +252,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     # rank 0 only: other ranks' runs are unobserved (observe_main_rank_only)
     if is_main_rank() and not has_observer_flag and not (argv and argv[0] == "print_config"):
         ex.observers.append(FileStorageObserver(os.environ.get("MNERQG_RUNS_DIR", "runs")))
+    # Sacred's output capture turns stderr into a pipe during the run: a terminal keeps its bars
+    pin_terminal(sys.stderr.isatty())
     ex.run_commandline([sys.argv[0] if sys.argv else "train", *argv])
     return 0
 

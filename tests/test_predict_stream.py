@@ -106,11 +106,11 @@ def test_interrupted_run_leaves_no_partial_output(
     real = predict_mod.Predictor.predict
     calls = {"n": 0}
 
-    def interrupted(self: Any, samples: list[Any]) -> list[dict[str, Any]]:
+    def interrupted(self: Any, samples: list[Any], *args: Any) -> list[dict[str, Any]]:
         calls["n"] += 1
         if calls["n"] == 2:  # the first chunk has been written to the temporary file
             raise KeyboardInterrupt
-        return real(self, samples)
+        return real(self, samples, *args)
 
     monkeypatch.setattr(predict_mod.Predictor, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
