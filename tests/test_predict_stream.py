@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.throughput import set_span_bias
+from mnerqg_graph.bench.throughput import set_span_bias
 from tests.helpers import TWEETS, tiny_config, tiny_encoder
 
 #: Tweets of very different lengths, so that sorting by length inside a chunk reorders them.
