@@ -73,7 +73,7 @@ def tiny_checkpoint(
     import torch
     from transformers import AutoTokenizer
 
-    from benchmarks.throughput import set_span_bias
+    from mnerqg_graph.bench.throughput import set_span_bias
     from mnerqg_graph.config import ModelConfig
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.encoders.tiny import build_tiny_encoder

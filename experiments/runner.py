@@ -152,6 +152,7 @@ def choose_decoding(
     batch_size: int,
     device: torch.device,
     pad_id: int,
+    progress: bool = False,
 ) -> tuple[tuple[str, float, float], dict[str, float], dict[str, float]]:
     """The decoder and thresholds that score best on the validation split.
 
@@ -170,6 +171,7 @@ def choose_decoding(
         batch_size: tweets per forward pass.
         device: where the model runs.
         pad_id: the tokenizer's padding id.
+        progress: show each forward pass's progress on stderr.
 
     Returns:
         ``((decoder, span_threshold, existence_threshold), its validation scores, the best
@@ -177,6 +179,7 @@ def choose_decoding(
     """
     from mnerqg_graph.evaluation import score_predictions
     from mnerqg_graph.pipeline import predict_thresholds
+    from mnerqg_graph.progress import Progress
 
     cfg = model.config
     grid = [(a, b) for b in EXISTENCE_THRESHOLDS for a in SPAN_THRESHOLDS]
@@ -186,9 +189,18 @@ def choose_decoding(
         thresholds = (
             grid if dec == "span" else [(cfg.span_threshold, b) for b in EXISTENCE_THRESHOLDS]
         )
-        by_t = predict_thresholds(
-            model, items, samples, thresholds, batch_size, device, pad_id, decoder=dec
-        )
+        with Progress(len(items), f"decoding ({dec})", "tweet", enabled=progress) as bar:
+            by_t = predict_thresholds(
+                model,
+                items,
+                samples,
+                thresholds,
+                batch_size,
+                device,
+                pad_id,
+                decoder=dec,
+                progress=bar,
+            )
         for t, p in by_t.items():
             scored[(dec, *t)] = score_predictions(samples, p, types, ambiguous)
     trained = (float(cfg.span_threshold), float(cfg.existence_threshold))
@@ -224,6 +236,7 @@ def run_experiment(
     from mnerqg_graph.evaluation import score_predictions, write_predictions
     from mnerqg_graph.model import build_model
     from mnerqg_graph.pipeline import item_options, predict, prepare_items
+    from mnerqg_graph.progress import Progress
     from mnerqg_graph.training import distributed as ddp
     from mnerqg_graph.training.checkpoint import load_model, save_model
     from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
@@ -286,9 +299,16 @@ def run_experiment(
             print(f"environment: {describe(info['environment'])}")
 
         def evaluate(m: Any) -> dict[str, float]:
-            preds = predict(
-                m, items["valid"], splits["valid"], tcfg.eval_batch_size, device, pad_id
-            )
+            with Progress(len(items["valid"]), "valid", "tweet", enabled=tcfg.progress) as bar:
+                preds = predict(
+                    m,
+                    items["valid"],
+                    splits["valid"],
+                    tcfg.eval_batch_size,
+                    device,
+                    pad_id,
+                    progress=bar,
+                )
             return score_predictions(splits["valid"], preds, list(queries), ambiguous.get("valid"))
 
         trainer = Trainer(
@@ -326,6 +346,7 @@ def run_experiment(
                 tcfg.eval_batch_size,
                 device,
                 pad_id,
+                progress=tcfg.progress,
             )
             if scored[tcfg.select_metric] > valid_best.get(tcfg.select_metric, -1.0):
                 best.config.decoder = chosen[0]
@@ -344,7 +365,16 @@ def run_experiment(
                 + ", ".join(f"{d} {v:.4f}" for d, v in by_decoder.items())
                 + ")"
             )
-        preds = predict(best, items["test"], splits["test"], tcfg.eval_batch_size, device, pad_id)
+        with Progress(len(items["test"]), "test", "tweet", enabled=tcfg.progress) as bar:
+            preds = predict(
+                best,
+                items["test"],
+                splits["test"],
+                tcfg.eval_batch_size,
+                device,
+                pad_id,
+                progress=bar,
+            )
         test = score_predictions(splits["test"], preds, list(queries), ambiguous.get("test"))
         out = {f"test/{k}": float(v) for k, v in test.items()}
         out.update({f"valid/{k}": float(v) for k, v in valid_best.items()})

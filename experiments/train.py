@@ -6,7 +6,8 @@ Named configs: ``synthetic`` (default), ``twitter2015``, ``twitter2017`` (``data
 overrides where the data lives), ``minilm`` (the offline MiniLM encoder), ``text_only``, ``fast``
 (a tiny smoke run), and the paper's ablations ``no_grounding_loss``, ``no_existence_loss``,
 ``single_scale``, ``no_existence_gating``. A FileStorageObserver under ``runs/`` (or
-``$MNERQG_RUNS_DIR``) is attached unless an observer flag (``-F/-m/-s/...``) is given.
+``$MNERQG_RUNS_DIR``) is attached unless an observer flag (``-F/-m/-s/...``) is given. Under
+``torchrun`` only rank 0's run is observed, whatever the flags (one run per job).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from experiments.ingredients.data import data_ingredient
 from experiments.ingredients.grounding import grounding_ingredient
 from experiments.ingredients.model import model_ingredient
 from experiments.ingredients.optim import optim_ingredient
+from mnerqg_graph.progress import pin_terminal
 
 ex = Experiment(
     "mnerqg",
@@ -150,7 +152,7 @@ def fast() -> None:
         "fusion_kwargs": {"heads": 2},
         "backbone_kwargs": {"width": 8, "out_channels": 16, "min_stride": 16},
     }
-    optim = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16}  # noqa: F841
+    optim = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "progress": False}  # noqa: F841
     visualize = 0  # noqa: F841
     report = False  # noqa: F841
 
@@ -221,15 +223,41 @@ _OBSERVER_FLAGS = (
 )
 
 
+def is_main_rank() -> bool:
+    """Whether this process is rank 0 of a distributed job, or not in one (no ``RANK``)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@ex.option_hook
+def observe_main_rank_only(options: dict[str, Any]) -> None:
+    """Record one Sacred run per job: on ranks other than 0 the run is unobserved.
+
+    Sacred adds the observers named by command-line flags (``-F DIR``, ``-m``, ``-s``, ...) to
+    the run when it creates it, after :func:`cli_main` has set up ``ex.observers``; this hook runs
+    just before that, so it drops those flags (no observer is even built: no folder, no database
+    connection) and sets ``--unobserved``, which also empties the run's observers of any that
+    came another way (``ex.observers``, a plugin's option) (sacred issue 772).
+
+    Args:
+        options: Sacred's command-line options of this run (modified in place).
+    """
+    if is_main_rank():
+        return
+    for flag in _OBSERVER_FLAGS:
+        if flag.startswith("--") and options.get(flag):
+            options[flag] = None
+    options["--unobserved"] = True
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m experiments.train`` and ``mnerqg train``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    is_rank0 = int(os.environ.get("RANK", "0")) == 0
     has_observer_flag = any(a.split("=")[0] in _OBSERVER_FLAGS for a in argv)
-    if is_rank0 and not has_observer_flag and not (argv and argv[0] == "print_config"):
+    # rank 0 only: other ranks' runs are unobserved (observe_main_rank_only)
+    if is_main_rank() and not has_observer_flag and not (argv and argv[0] == "print_config"):
         ex.observers.append(FileStorageObserver(os.environ.get("MNERQG_RUNS_DIR", "runs")))
-    if not is_rank0:  # observers on rank 0 only (sacred issue 772)
-        ex.observers.clear()
+    # Sacred's output capture turns stderr into a pipe during the run: a terminal keeps its bars
+    pin_terminal(sys.stderr.isatty())
     ex.run_commandline([sys.argv[0] if sys.argv else "train", *argv])
     return 0
 

@@ -79,7 +79,7 @@ COMMANDS: dict[str, Command] = {
         "write weak grounding labels (VOC XML) with a visual-grounding model",
     ),
     "bench": Command(
-        "benchmarks.throughput:main",
+        "mnerqg_graph.bench.throughput:main",
         "run the throughput benchmark",
     ),
     "train": Command(

@@ -22,6 +22,7 @@ from mnerqg_graph.data.tags import spans_from_tags, tags_from_spans
 from mnerqg_graph.data.types import Sample, Span
 from mnerqg_graph.encoders.features import token_shapes
 from mnerqg_graph.errors import DataError
+from mnerqg_graph.progress import Progress
 
 
 @dataclass
@@ -139,10 +140,16 @@ def predict(
     batch_size: int = 32,
     device: torch.device | str = "cpu",
     pad_id: int = 0,
+    progress: Progress | None = None,
 ) -> Predictions:
-    """Run ``model`` over ``items`` and decode with its config's decoder and thresholds."""
+    """Run ``model`` over ``items`` and decode with its config's decoder and thresholds.
+
+    ``progress`` counts the tweets done (see :func:`predict_thresholds`).
+    """
     key = (float(model.config.span_threshold), float(model.config.existence_threshold))
-    return predict_thresholds(model, items, samples, [key], batch_size, device, pad_id)[key]
+    return predict_thresholds(
+        model, items, samples, [key], batch_size, device, pad_id, progress=progress
+    )[key]
 
 
 def predict_samples(
@@ -152,6 +159,7 @@ def predict_samples(
     samples: Sequence[Sample],
     batch_size: int = 32,
     device: torch.device | str = "cpu",
+    progress: Progress | None = None,
 ) -> tuple[Predictions, PrepareReport]:
     """Predict on samples the way ``mnerqg predict`` does, results in the samples' order.
 
@@ -167,6 +175,7 @@ def predict_samples(
         samples: the tweets.
         batch_size: tweets per forward pass.
         device: where the model runs.
+        progress: told the tweets of each batch as it is done (None: nothing shown).
 
     Returns:
         The predictions (index = position in ``samples``) and the preparation report (its
@@ -176,7 +185,7 @@ def predict_samples(
     ordered = [samples[i] for i in order]
     items, report = prepare_items(ordered, tokenizer, queries, **item_options(model))
     pad_id = tokenizer.pad_token_id or 0
-    got = predict(model, items, ordered, batch_size, device, pad_id)
+    got = predict(model, items, ordered, batch_size, device, pad_id, progress)
     back = [0] * len(samples)
     for j, i in enumerate(order):
         back[i] = j
@@ -242,6 +251,7 @@ def predict_thresholds(
     device: torch.device | str = "cpu",
     pad_id: int = 0,
     decoder: str | None = None,
+    progress: Progress | None = None,
 ) -> dict[tuple[float, float], Predictions]:
     """One forward pass over ``items``, decoded at several thresholds (for validation tuning).
 
@@ -256,6 +266,8 @@ def predict_thresholds(
         pad_id: the tokenizer's padding id.
         decoder: ``span`` (the MRC span heads) or ``tags`` (the auxiliary tagger, which needs
             ``tag_head``; the span threshold does not apply to it); None: the model config's.
+        progress: told the tweets of each batch when the batch is decoded (the caller makes it
+            and closes it); None: nothing shown.
 
     Returns:
         ``{(span_threshold, existence_threshold): Predictions}``; boxes are the same for all.
@@ -337,4 +349,6 @@ def predict_thresholds(
                 score = {(a, b, typ): sc for a, b, typ, sc in cands}
                 spans[t][it.index] = [(sp, score[(sp.start, sp.end, sp.type)]) for sp in accepted]
                 tags[t][it.index] = tags_from_spans(n_tok, accepted)
+        if progress is not None:
+            progress.update(len(chunk))
     return {t: Predictions(spans[t], tags[t], boxes, confs) for t in ts}

@@ -25,6 +25,7 @@ from typing import Any
 
 from mnerqg_graph.data.types import Sample, Tweet
 from mnerqg_graph.errors import DataError
+from mnerqg_graph.progress import Progress
 
 _TOKEN = re.compile(r"https?://\S+|[@#]?\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
 
@@ -139,13 +140,26 @@ class Predictor:
         self.truncated: list[str] = []  # IMGIDs cut to max_length (reported by main)
         self.unreadable: list[str] = []  # images that failed to load (those tweets: text-only)
 
-    def predict(self, samples: list[Sample]) -> list[dict[str, Any]]:
-        """JSON records for ``samples`` (in their order); sorted by length internally."""
+    def predict(
+        self, samples: list[Sample], progress: Progress | None = None
+    ) -> list[dict[str, Any]]:
+        """JSON records for ``samples`` (in their order); sorted by length internally.
+
+        Args:
+            samples: the tweets.
+            progress: told the tweets of each batch as it is done (None: nothing shown).
+        """
         from mnerqg_graph.evaluation import prediction_record
         from mnerqg_graph.pipeline import predict_samples
 
         preds, report = predict_samples(
-            self.model, self.tokenizer, self.queries, samples, self.batch_size, self.device
+            self.model,
+            self.tokenizer,
+            self.queries,
+            samples,
+            self.batch_size,
+            self.device,
+            progress,
         )
         self.truncated += report.mrc.truncated_ids
         self.unreadable += report.unreadable_images
@@ -170,7 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--chunk-size", type=int, default=2048, help="tweets held in memory at once")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress on stderr for --input (default: a bar on a terminal, else a line "
+        "every 30 s)",
+    )
     args = ap.parse_args(argv)
     predictor = Predictor(args.checkpoint, args.device, args.batch_size)
     if args.text is not None:
@@ -189,14 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         out_fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
     else:
         out_fh = sys.stdout
-    progress = None
-    if not args.no_progress and args.input:
-        from tqdm import tqdm
-
-        progress = tqdm(unit="tweet", file=sys.stderr, desc="predict")
+    progress = Progress(
+        None, "predict", "tweet", enabled=not args.no_progress and bool(args.input), leave=True
+    )
     try:
         for chunk in _chunks(samples, args.chunk_size):
-            for rec in predictor.predict(chunk):
+            for rec in predictor.predict(chunk, progress):
                 if conll:
                     out_fh.write(f"IMGID:{rec['id']}\n")
                     out_fh.writelines(
@@ -206,8 +223,6 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     rec.pop("tags")
                     out_fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            if progress is not None:
-                progress.update(len(chunk))
         if tmp_path is not None:
             out_fh.flush()
             os.fsync(out_fh.fileno())
@@ -226,8 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
     finally:
-        if progress is not None:
-            progress.close()
+        progress.close()
         if tmp_path is not None:
             out_fh.close()
             os.unlink(tmp_path)

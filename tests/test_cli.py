@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -78,6 +79,38 @@ def test_python_m_runs_the_cli() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("mnerqg ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        # imports the model, PyTorch Geometric included, then stops at the missing checkpoint
+        ["mnerqg_graph", "predict", "--checkpoint", "{tmp}/missing", "--text", "Kelvo visits"],
+        ["experiments.train", "print_config"],  # imports sacred
+    ],
+    ids=["predict", "train-print_config"],
+)
+def test_ordinary_commands_print_no_library_warnings(tmp_path: Path, argv: list[str]) -> None:
+    """Neither PyG's ``torch.jit.script`` FutureWarning nor sacred's ``pkg_resources`` one."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", *(a.format(tmp=tmp_path) for a in argv)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    for text in ("torch.jit.script", "pkg_resources", "Warning:"):
+        assert text not in result.stderr, result.stderr
+    if argv[1] == "predict":  # nothing but the one-line error
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [
+            f"mnerqg predict: error: checkpoint directory does not exist: {tmp_path}/missing"
+        ]
+    else:
+        assert result.returncode == 0, result.stderr
 
 
 def test_arguments_after_the_command_are_passed_through(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks.throughput import set_span_bias
+from mnerqg_graph.bench.throughput import set_span_bias
 from tests.helpers import TWEETS, tiny_config, tiny_encoder
 
 #: Tweets of very different lengths, so that sorting by length inside a chunk reorders them.
@@ -106,11 +106,11 @@ def test_interrupted_run_leaves_no_partial_output(
     real = predict_mod.Predictor.predict
     calls = {"n": 0}
 
-    def interrupted(self: Any, samples: list[Any]) -> list[dict[str, Any]]:
+    def interrupted(self: Any, samples: list[Any], *args: Any) -> list[dict[str, Any]]:
         calls["n"] += 1
         if calls["n"] == 2:  # the first chunk has been written to the temporary file
             raise KeyboardInterrupt
-        return real(self, samples)
+        return real(self, samples, *args)
 
     monkeypatch.setattr(predict_mod.Predictor, "predict", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -123,3 +123,35 @@ def test_interrupted_run_leaves_no_partial_output(
     calls["n"] = -100  # no interruption this time
     assert _run(checkpoint, tmp_path / "in.jsonl", out, chunk=3) == 0
     assert len(_records(out)) == len(LENGTHS)
+
+
+def test_predict_text_imports_nothing_it_does_not_use(checkpoint: Path) -> None:
+    """``mnerqg predict --text`` is mostly imports (issue 23): only those it uses.
+
+    Not plotting, the experiment, benchmarks or detector training; torch, transformers and PyG
+    (graph builder, fusion modules) it needs.
+    """
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from mnerqg_graph.cli import main
+        argv = ["predict", "--checkpoint", {str(checkpoint)!r}, "--text", "Kelvo visits Marn"]
+        assert main([*argv, "--device", "cpu"]) == 0
+        unused = ["matplotlib", "networkx", "sacred", "experiments", "benchmarks", "seqeval",
+                  "mnerqg_graph.viz", "detectors.detector", "detectors.grounder",
+                  "detectors.weak_labels"]
+        loaded = [m for m in unused if m in sys.modules]
+        assert not loaded, loaded
+        assert "torch_geometric" in sys.modules  # (what the model's forward needs)
+        """
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["tokens"] == ["Kelvo", "visits", "Marn"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import throughput
+from mnerqg_graph.bench import throughput
 
 SMALL = [
     "--tweets",
@@ -89,7 +89,7 @@ def test_tagger_row_and_query_encodings_in_one_run(
 def test_reference_tagger_tags_every_token(tmp_path: Path) -> None:
     from transformers import AutoTokenizer
 
-    from benchmarks.tagger_reference import PlainTagger
+    from mnerqg_graph.bench.tagger_reference import PlainTagger
     from tests.helpers import TWEETS, tiny_encoder
 
     enc = str(tiny_encoder(tmp_path))

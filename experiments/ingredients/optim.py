@@ -22,3 +22,4 @@ def optim_config() -> None:
     select_metric = "f1"  # validation metric choosing the best epoch
     eval_batch_size = 64
     length_buckets = 0  # N > 0: batch tweets of similar length (pools of N batches), less padding
+    progress = True  # steps, loss, ETA of epochs and evaluations on stderr (bar, or a line / 30 s)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.errors import TrainingError
+from mnerqg_graph.progress import Progress
 from mnerqg_graph.training.checkpoint import (
     load_training_state,
     save_model,
@@ -54,6 +55,9 @@ class TrainConfig:
         length_buckets: 0 shuffles tweets freely; ``N`` > 0 shuffles, then sorts each pool of
             ``N`` batches by sequence length and shuffles the batches (less padding: real tweets
             vary in length); ignored under a distributed sampler.
+        progress: show each epoch's steps, running loss and ETA on stderr (main process only):
+            a bar on a terminal, a line every 30 s in a log (:class:`~mnerqg_graph.progress.
+            Progress`).
     """
 
     epochs: int = 10
@@ -69,6 +73,7 @@ class TrainConfig:
     select_metric: str = "f1"
     eval_batch_size: int = 32
     length_buckets: int = 0
+    progress: bool = True
 
 
 @dataclass
@@ -190,7 +195,8 @@ class Trainer:
         wrap: optional wrapper applied to the model for the forward pass (e.g. DDP).
         sampler_fn: ``sampler_fn(epoch)`` -> sampler for distributed training (None: shuffle).
         is_main: only the main process writes checkpoints and logs.
-        progress: ``progress(line)`` receives a one-line summary per epoch (e.g. ``print``).
+        progress: ``progress(line)`` receives a one-line summary per epoch (e.g. ``print``);
+            the steps inside an epoch are shown by ``config.progress``.
     """
 
     def __init__(
@@ -292,17 +298,23 @@ class Trainer:
             n_batches = 0
             first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
             bad_loss = torch.zeros((), device=self.device)
-            for batch in loader:
-                losses = self._step(batch.to(self.device, non_blocking=True), step)
-                for k, part in losses.items():
-                    sums[k] = sums[k] + part if k in sums else part
-                new_bad = (first_bad < 0) & ~torch.isfinite(losses["total"])
-                first_bad = torch.where(new_bad, step, first_bad)
-                bad_loss = torch.where(new_bad, losses["total"].float(), bad_loss)
-                n_batches += 1
-                step += 1
-                if step % self.check_every == 0:
-                    self._check_finite(first_bad, bad_loss)
+            with Progress(
+                self.steps_per_epoch,
+                f"epoch {epoch + 1}/{cfg.epochs}",
+                enabled=cfg.progress and self.is_main,
+            ) as bar:
+                for batch in loader:
+                    losses = self._step(batch.to(self.device, non_blocking=True), step)
+                    for k, part in losses.items():
+                        sums[k] = sums[k] + part if k in sums else part
+                    new_bad = (first_bad < 0) & ~torch.isfinite(losses["total"])
+                    first_bad = torch.where(new_bad, step, first_bad)
+                    bad_loss = torch.where(new_bad, losses["total"].float(), bad_loss)
+                    n_batches += 1
+                    step += 1
+                    if step % self.check_every == 0:
+                        self._check_finite(first_bad, bad_loss)
+                    bar.update(loss=partial(_running_mean, sums["total"], n_batches))
             self._check_finite(first_bad, bad_loss)
             # averaged over every rank's batches under DDP (one read-back per epoch)
             metrics = {f"train/loss_{k}": v for k, v in mean_over_ranks(sums, n_batches).items()}
@@ -375,6 +387,15 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         return {k: v.detach() for k, v in losses.items()}
+
+
+def _running_mean(total: torch.Tensor, n: int) -> float:
+    """The epoch's mean loss so far, for the progress display.
+
+    It reads the loss back from the device, so the display calls it only when it draws a line or
+    the bar's loss (at most once a second), never at every step.
+    """
+    return float(total) / max(n, 1)
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

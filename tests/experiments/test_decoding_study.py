@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from benchmarks import decoding_study as ds
-from benchmarks.throughput import set_span_bias
+from mnerqg_graph.bench.throughput import set_span_bias
 from tests.helpers import TWEETS, tiny_config, tiny_encoder
 
 

@@ -11,7 +11,7 @@ import torch
 
 import experiments.runner as runner
 from benchmarks import rechoose_decoding as rc
-from benchmarks.throughput import set_span_bias
+from mnerqg_graph.bench.throughput import set_span_bias
 from tests.helpers import TWEETS, tiny_config, tiny_encoder
 
 

@@ -213,3 +213,26 @@ def test_packed_run_saves_the_mode_and_predict_follows_it(
     assert predict_main([*argv, "--no-progress"]) == 0
     assert seen and set(seen) == {"packed"}
     assert out.read_text() == (Path(obs.dir) / "test-predictions.conll").read_text()
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_only_rank_0_observes_whatever_the_observer_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rank: str
+) -> None:
+    """The run Sacred creates for ``-F DIR`` (as ``run_commandline`` does) is observed on rank 0."""
+    monkeypatch.setenv("RANK", rank)
+    obs = FileStorageObserver(str(tmp_path / "attached"))
+    ex.observers.append(obs)
+    try:
+        run = ex._create_run(options={"--file_storage": str(tmp_path / "flag")})
+    finally:
+        ex.observers.remove(obs)
+    if rank == "0":
+        assert not run.unobserved
+        assert {o.basedir for o in run.observers} == {
+            str(tmp_path / "attached"),
+            str(tmp_path / "flag"),
+        }
+    else:
+        assert run.unobserved  # Run.__call__ then drops every observer before it starts
+        assert [o.basedir for o in run.observers] == [str(tmp_path / "attached")]  # -F built none
