@@ -210,8 +210,8 @@ class MnerqgModel(nn.Module):
         the losses and decoding (at thresholds ``>= span_floor``) are the same as when every
         span is scored.
         """
-        # Each stage runs under a ``mnerqg::<stage>`` profiler label (mnerqg_graph/bench/throughput.py
-        # reads them); record_function costs next to nothing when no profiler is active.
+        # Each stage runs under a ``mnerqg::<stage>`` profiler label (``mnerqg bench`` reads them);
+        # record_function costs next to nothing when no profiler is active.
         with record_function("mnerqg::text_encoder"):
             text = self.text_nodes(batch)
             tok, query = text.tokens(), text.query
