@@ -100,7 +100,7 @@ def test_ordinary_commands_print_no_library_warnings(tmp_path: Path, argv: list[
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
     )
     for text in ("torch.jit.script", "pkg_resources", "Warning:"):
         assert text not in result.stderr, result.stderr

@@ -151,7 +151,7 @@ def test_predict_text_imports_nothing_it_does_not_use(checkpoint: Path) -> None:
     )
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=240
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["tokens"] == ["Kelvo", "visits", "Marn"]

@@ -64,8 +64,8 @@ def test_build_is_vectorised_and_fast() -> None:
     has_img = torch.ones(256, dtype=torch.bool)
     spec = GraphSpec(grids=((2, 2), (4, 4), (8, 8)))
     build_graph(valid, has_img, spec)
-    t = time.perf_counter()
+    t = time.process_time()  # this process's CPU time: a busy machine does not count
     data = build_graph(valid, has_img, spec)
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert data["token", "cross", "region_s3"].edge_index.size(1) == 256 * 40 * 64
     assert elapsed < 0.5, f"graph build of 256 examples took {elapsed:.2f}s"
