@@ -21,9 +21,11 @@ epochs (each a row of its own), test micro P/R/F1 and F1 per type
 (conlleval counting), validation F1 of the chosen epoch, mean ± sample std over seeds, the
 training time per run, and the published text-only BERT-base CRF for reference.
 
-``--checkpoints DIR`` keeps each run's chosen model (safetensors + JSON, with the decoding
-thresholds chosen on validation) under ``DIR/DATASET/VARIANT-seedN/checkpoint`` and its test
-predictions under ``.../predictions``, and names them in the run's record, for ``mnerqg predict``
+``--checkpoints DIR`` also makes a rerun continue an interrupted run from its last finished
+epoch (the experiment's exact ``resume``). It keeps each run's chosen model (safetensors + JSON,
+with the decoding thresholds chosen on validation) under
+``DIR/DATASET/VARIANT-seedN/checkpoint`` and its test predictions under ``.../predictions``,
+and names them in the run's record, for ``mnerqg predict``
 (then ``evaluate``) or decoding studies without retraining. The resume state (optimizer, last
 model) is removed once the run has finished.
 """
@@ -135,8 +137,8 @@ def _run_updates(
         updates = merge(updates, {"data": {"root": str(args.data_root)}})
     for text in args.updates:
         updates = merge(updates, parse_update(text))
-    if args.checkpoints is not None:
-        updates = merge(updates, {"output_dir": str(run_dir(args, variant, seed))})
+    if args.checkpoints is not None:  # an interrupted run continues from its last epoch
+        updates = merge(updates, {"output_dir": str(run_dir(args, variant, seed)), "resume": True})
     return [args.dataset, *configs], updates
 
 

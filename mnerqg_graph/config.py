@@ -82,6 +82,9 @@ class ModelConfig:
         packed_attention: ``full`` or ``isolated`` (a packed query sees only itself, ``[CLS]``
             and the tweet).
         packed_positions: ``sequential`` or ``per_query`` position ids of a packed sequence.
+        packed_separators: a separator after every packed query (True) or one after the last
+            (False: ``[CLS] q_1 ... q_T [SEP] tweet [SEP]``; with one-word queries, ``words``,
+            the queries cost ``T + 1`` pieces a tweet).
         dropout: dropout in fusion and heads.
         loss_weights: weight of each loss part: start, end, match, existence, grounding, tags.
         decoder: how spans are decoded: ``span`` (the MRC span heads) or ``tags`` (the auxiliary
@@ -117,6 +120,7 @@ class ModelConfig:
     query_encoding: str = "per_type"
     packed_attention: str = "full"
     packed_positions: str = "sequential"
+    packed_separators: bool = True
     dropout: float = 0.1
     loss_weights: dict[str, float] = field(default_factory=default_loss_weights)
     decoder: str = "span"

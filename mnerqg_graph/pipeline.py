@@ -58,6 +58,7 @@ def item_options(model: Any) -> dict[str, Any]:
         "url_word": cfg.url_word,
         "query_encoding": cfg.query_encoding,
         "packed_positions": cfg.packed_positions,
+        "packed_separators": cfg.packed_separators,
         "max_positions": getattr(model.text_encoder, "max_positions", None),
     }
 
@@ -73,10 +74,12 @@ def prepare_items(
     query_encoding: str = "per_type",
     packed_positions: str = "sequential",
     max_positions: int | None = None,
+    packed_separators: bool = True,
 ) -> tuple[list[TweetItem], PrepareReport]:
     """Turn samples into tweet items; ``image_size=None`` skips images (text-only model).
 
-    ``url_word``, ``query_encoding``, ``packed_positions`` and ``max_positions`` are passed to
+    ``url_word``, ``query_encoding``, ``packed_positions``, ``max_positions`` and
+    ``packed_separators`` are passed to
     :func:`build_mrc_examples`; :func:`item_options` gives all the model-decided arguments.
     """
     examples, mrc_report = build_mrc_examples(
@@ -89,6 +92,7 @@ def prepare_items(
         query_encoding=query_encoding,
         packed_positions=packed_positions,
         max_positions=max_positions,
+        packed_separators=packed_separators,
     )
     report = PrepareReport(mrc_report)
     items: list[TweetItem] = []

@@ -71,7 +71,7 @@ def test_tagger_row_and_query_encodings_in_one_run(
     monkeypatch.setenv("MNERQG_BENCH_CACHE", str(tmp_path / "cache"))
     assert throughput.main([*SMALL, "--query-encoding", "packed,per_type", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["query_encoding"] == "packed"
+    assert r["query_encoding"] == "packed" and r["model_overrides"] == {}
     assert set(r["by_query_encoding"]) == {"packed", "per_type"}
     for key in ("tagger_tweets_per_s", "tagger_train_tweets_per_s", "inference_vs_tagger"):
         assert isinstance(r[key], float) and r[key] > 0, key
@@ -84,6 +84,25 @@ def test_tagger_row_and_query_encodings_in_one_run(
     assert "plain BIO tagger" in table and "full, per_type" in table and "full, packed" in table
     with pytest.raises(SystemExit, match="--query-encoding takes"):
         throughput.main(["--query-encoding", "packed,packed"])
+    # one-word queries without separators: the packed sequence is T + 1 pieces over the tweet's
+    compact_args = ["--queries", "words", "--model", "packed_separators=False"]
+    assert (
+        throughput.main([*SMALL, "--query-encoding", "packed,per_type", "--json", *compact_args])
+        == 0
+    )
+    compact = json.loads(capsys.readouterr().out)
+    assert compact["queries"] == "words"
+    assert compact["model_overrides"] == {"packed_separators": False}
+    per_type = compact["by_query_encoding"]["per_type"]["pieces_per_tweet"]
+    tweet = per_type / 4 - 4  # per type: [CLS] q [SEP] tweet [SEP], q one piece
+    # packed: [CLS] q_1 q_2 q_3 q_4 [SEP] tweet [SEP]
+    assert compact["by_query_encoding"]["packed"]["pieces_per_tweet"] == pytest.approx(tweet + 7)
+    assert (
+        compact["by_query_encoding"]["packed"]["pieces_per_tweet"]
+        < r["by_query_encoding"]["packed"]["pieces_per_tweet"] - 10
+    )
+    with pytest.raises(SystemExit, match="--model expects KEY=VALUE"):
+        throughput.parse_overrides(["types=3"])
 
 
 def test_reference_tagger_tags_every_token(tmp_path: Path) -> None:

@@ -15,6 +15,6 @@ def data_config() -> None:
     images_dir = None  # override of ROOT/images (real tweet images live elsewhere)
     boxes_dir = None  # override of ROOT/boxes
     use_images = True  # False: ignore images even when present
-    queries = None  # a JSON query file, or a packaged one by name (default | short); None: default
+    queries = None  # a JSON query file, or a packaged one by name (default | short | words)
     limit = None  # keep only the first N tweets of each split (smoke runs)
     synth = {"seed": 0, "train": 2000, "valid": 400, "test": 400}  # generator sizes when absent

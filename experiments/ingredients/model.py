@@ -33,6 +33,7 @@ def model_config() -> None:
     query_encoding = "per_type"  # per_type (a sequence per type) | packed (one per tweet)
     packed_attention = "full"  # full | isolated (a packed query sees itself, [CLS], the tweet)
     packed_positions = "sequential"  # sequential | per_query (each query restarts after [CLS])
+    packed_separators = True  # False: [CLS] q_1 ... q_T [SEP] tweet [SEP] (queries 'words')
     dropout = 0.1
     loss_weights = default_loss_weights()  # start, end, match, existence (0.5), grounding, tags
     decoder = "span"  # span | tags (needs tag_head; tune_threshold=True re-chooses it on valid)

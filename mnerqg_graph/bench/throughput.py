@@ -144,6 +144,18 @@ class ModelUnderTest:
     query_encoding: str = "per_type"
 
 
+def pieces_per_tweet(items: Sequence[Any]) -> float:
+    """Mean word pieces the text encoder reads per tweet (every distinct sequence, no padding).
+
+    A packed tweet's examples share one ``input_ids`` list; per type, each example has its own.
+    """
+    total = 0
+    for item in items:
+        seqs = {id(ex.input_ids): len(ex.input_ids) for ex in item.examples}
+        total += sum(seqs.values())
+    return total / max(len(items), 1)
+
+
 def _log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -249,12 +261,14 @@ def build_models(
     device: torch.device,
     modes: Sequence[str] = ("per_type",),
     real_data: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> list[ModelUnderTest]:
     """The full models and the text-only model, with their prepared training items.
 
     One full model per query encoding of ``modes`` (named ``full`` for the first, else
     ``full/<mode>``), and the text-only (``none``) model in the first mode; ``real_data``: with
-    the real-data model's settings (:data:`REAL_DATA_MODEL`).
+    the real-data model's settings (:data:`REAL_DATA_MODEL`); ``overrides``: ``ModelConfig``
+    fields set in every model (``--model KEY=VALUE``), after those.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -282,7 +296,12 @@ def build_models(
                 types=list(queries),
                 text_encoder=encoder,
                 hidden_dim=hidden_dim,
-                **{**MODEL_DEFAULTS, **(REAL_DATA_MODEL if real_data else {}), **over},
+                **{
+                    **MODEL_DEFAULTS,
+                    **(REAL_DATA_MODEL if real_data else {}),
+                    **(overrides or {}),
+                    **over,
+                },
             )
         )
         set_span_bias(net, SPAN_BIAS)  # few span candidates, as after training (docstring)
@@ -527,6 +546,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device,
         modes,
         real_data=args.encoder == "minilm",
+        overrides=parse_overrides(args.model),
     )
     n_types = len(queries)
     from mnerqg_graph.bench.tagger_reference import PlainTagger
@@ -652,6 +672,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "train_step_s": step[m.name].median,
             "inference_vs_tagger": inf_ratio,
             "train_vs_tagger": tr_ratio,
+            "pieces_per_tweet": pieces_per_tweet(m.train_items),
         }
     result: dict[str, Any] = {
         "encoder": args.encoder,
@@ -661,6 +682,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images": bool(args.images),
         "fusion": args.fusion,
         "query_encoding": modes[0],
+        "queries": args.queries or "default",
+        "model_overrides": parse_overrides(args.model),
         "hidden_dim": full.model.config.hidden_dim,
         "tweets": len(samples),
         "types_per_tweet": n_types,
@@ -858,8 +881,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="write the profiled inference pass as a Chrome trace",
     )
+    ap.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a ModelConfig field for every model, e.g. packed_separators=False (repeatable)",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``["packed_separators=False", "hidden_dim=128"]`` -> a dict of ``ModelConfig`` fields.
+
+    Values are read as Python literals (``False``, ``128``, ``"x"``), else kept as strings.
+
+    Raises:
+        SystemExit: an item without ``=``, or a key that is not a ``ModelConfig`` field (or one
+            the bench sets itself: ``types``, ``text_encoder``, ``query_encoding``).
+    """
+    import ast
+    import dataclasses
+
+    from mnerqg_graph.config import ModelConfig
+
+    allowed = {f.name for f in dataclasses.fields(ModelConfig)} - {
+        "types",
+        "text_encoder",
+        "query_encoding",
+    }
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in allowed:
+            raise SystemExit(
+                f"bench: --model expects KEY=VALUE with KEY one of {', '.join(sorted(allowed))}; "
+                f"got {item!r}"
+            )
+        try:
+            out[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            out[key] = raw
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

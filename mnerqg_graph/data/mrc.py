@@ -18,7 +18,9 @@ Query encodings (:data:`QUERY_ENCODINGS`), with the tokenizer's own special toke
   Position ids (:data:`PACKED_POSITIONS`): ``sequential`` counts through the whole sequence;
   ``per_query`` restarts every query after ``[CLS]`` and places the tweet as if it followed the
   longest query alone, so each query and the tweet sit where ``per_type`` puts them and no
-  position exceeds ``max_length``.
+  position exceeds ``max_length``. ``packed_separators=False`` drops the separator between
+  queries, ``[CLS] q_1 q_2 ... q_T [SEP] tweet [SEP]``: with one-word queries (the ``words``
+  query file) the queries then cost ``T + 1`` pieces a tweet.
 
 Efficiency: the tweets' tokens are word-piece tokenised once, in one batched call; each query once;
 the ``len(queries)`` examples of a tweet are assembled by list concatenation.
@@ -301,6 +303,7 @@ def build_mrc_examples(
     query_encoding: str = "per_type",
     packed_positions: str = "sequential",
     max_positions: int | None = None,
+    packed_separators: bool = True,
 ) -> tuple[list[MrcExample], MrcReport]:
     """Build the MRC examples of a list of tweets: one per (tweet, type), types in query order.
 
@@ -319,6 +322,8 @@ def build_mrc_examples(
         packed_positions: ``sequential`` or ``per_query`` position ids of packed sequences.
         max_positions: the encoder's position limit (``max_position_embeddings``), checked
             against the longest packed position id (None: not checked).
+        packed_separators: packed only: a separator after every query (True) or only after the
+            last one (False).
 
     Returns:
         The examples and a report of truncations, long entities, zero-piece tokens and boxes
@@ -348,7 +353,9 @@ def build_mrc_examples(
             max_length,
             max_span_len,
             url_word,
-            _Packing(packed_positions, max_positions) if query_encoding == "packed" else None,
+            _Packing(packed_positions, max_positions, packed_separators)
+            if query_encoding == "packed"
+            else None,
         )
 
 
@@ -358,6 +365,7 @@ class _Packing:
 
     positions: str
     max_positions: int | None
+    separators: bool = True
 
 
 @dataclass(frozen=True)
@@ -372,20 +380,35 @@ class _PackedHead:
     tweet_position: int  # position id of the tweet's first piece
 
     @staticmethod
-    def build(template: _PairTemplate, query_ids: list[list[int]], positions: str) -> _PackedHead:
-        """``pre q_1 mid q_2 mid ... q_T mid`` with its segment ids, position ids and slots."""
+    def build(
+        template: _PairTemplate,
+        query_ids: list[list[int]],
+        positions: str,
+        separators: bool = True,
+    ) -> _PackedHead:
+        """``pre q_1 mid q_2 mid ... q_T mid`` with its segment ids, position ids and slots.
+
+        Without ``separators``: ``pre q_1 ... q_T mid``, the one ``mid`` shared (slot -1).
+        """
         ids, types = list(template.pre), list(template.pre_types)
         pos, slots = list(range(len(template.pre))), [-1] * len(template.pre)
         spans: list[tuple[int, int]] = []
         longest = max(len(q) for q in query_ids)
         for slot, q in enumerate(query_ids):
             spans.append((len(ids), len(ids) + len(q)))
-            part = q + template.mid
+            sep = template.mid if separators else []
+            part = q + sep
             ids += part
-            types += [template.a_type] * len(q) + template.mid_types
+            types += [template.a_type] * len(q) + (template.mid_types if separators else [])
             slots += [slot] * len(part)
             first = len(template.pre) if positions == "per_query" else len(pos)
             pos += range(first, first + len(part))
+        if not separators:  # one separator between the queries and the tweet
+            first = len(template.pre) + longest if positions == "per_query" else len(pos)
+            ids += template.mid
+            types += template.mid_types
+            slots += [-1] * len(template.mid)
+            pos += range(first, first + len(template.mid))
         tweet_position = (
             len(template.pre) + longest + len(template.mid)
             if positions == "per_query"
@@ -470,7 +493,7 @@ def _build(
         query_spans = [(len(template.pre), len(template.pre) + len(q)) for q in query_ids]
         packed = None
     else:  # one head for all types
-        packed = _PackedHead.build(template, query_ids, packing.positions)
+        packed = _PackedHead.build(template, query_ids, packing.positions, packing.separators)
         offsets = [len(packed.ids)] * len(query_ids)
         query_spans = packed.spans
         last_position = packed.tweet_position + budget + len(template.post) - 1

@@ -10,6 +10,8 @@ Twitter-2017 may say ``MISC``; it is the same type as ``OTHER``. The default fil
 package (``mnerqg_graph/data/queries/default.json``); users add types or rewrite queries by pointing
 the toolkit at their own file. ``short`` (``queries/short.json``: two to six words a type) is also
 packaged: it halves the encoder's work per tweet, which is what an uncased MiniLM on a CPU needs.
+``words`` (one word a type: ``person``, ``location``, ``organization``, ``other``) is the compact
+end, for packed queries without separators (``ModelConfig.packed_separators``).
 """
 
 from __future__ import annotations
@@ -43,8 +45,8 @@ def load_queries(path: str | Path | None = None) -> dict[str, str]:
     """Read a query file: entity type -> query sentence, in the file's order.
 
     Args:
-        path: a JSON query file, or the name of a packaged one (``default``, ``short``) when no
-            such file exists; the package's default file when None.
+        path: a JSON query file, or the name of a packaged one (``default``, ``short``,
+            ``words``) when no such file exists; the package's default file when None.
 
     Returns:
         An ordered dict from canonical entity type (``MISC`` read as ``OTHER``) to its query, with

@@ -77,6 +77,47 @@ def test_per_query_positions_restart_after_cls_and_place_the_tweet_after_the_lon
     )
 
 
+def test_packed_without_separators_has_one_sep_before_the_tweet() -> None:
+    tok = tiny_tokenizer()
+    cls, sep = tok.cls_token_id, tok.sep_token_id
+    q = [pieces(tok, QUERIES[t]) for t in QUERIES]
+    tweet_pieces = [p for w in TWEET.tokens for p in pieces(tok, w)]
+    examples, _ = build_mrc_examples(
+        [TWEET], tok, QUERIES, query_encoding="packed", packed_separators=False
+    )
+    head = [cls] + [p for qi in q for p in qi] + [sep]
+    first = examples[0]
+    assert first.input_ids == head + tweet_pieces + [sep]
+    assert first.token_type_ids == [0] * len(head) + [1] * (len(tweet_pieces) + 1)
+    assert first.position_ids == list(range(len(first.input_ids)))
+    assert first.query_slot is not None
+    start = 1
+    for t, (e, qi) in enumerate(zip(examples, q, strict=True)):
+        a, b = e.query_span
+        assert (a, b) == (start, start + len(qi)) and e.input_ids[a:b] == qi
+        assert first.query_slot[a:b] == [t] * len(qi)  # its pieces only: no separator of its own
+        start = b
+    assert first.query_slot[len(head) - 1] == -1  # the one [SEP] is shared, like [CLS]
+    assert first.first_piece[0] == len(head)
+    # same tweet budget, same labels as with separators
+    sep_examples, _ = build_mrc_examples([TWEET], tok, QUERIES, query_encoding="packed")
+    assert [e.spans for e in examples] == [e.spans for e in sep_examples]
+    # per_query positions: the tweet sits where per_type puts it after the longest query
+    pq, _ = build_mrc_examples(
+        [TWEET],
+        tok,
+        QUERIES,
+        query_encoding="packed",
+        packed_positions="per_query",
+        packed_separators=False,
+    )
+    e = pq[0]
+    assert e.position_ids is not None
+    longest = max(map(len, q))
+    assert e.position_ids[len(head) - 1] == 1 + longest  # the [SEP] right after the longest
+    assert e.position_ids[e.first_piece[0]] == 2 + longest
+
+
 def test_six_types_any_query_file() -> None:
     tok = tiny_tokenizer()
     queries = {**QUERIES, "EVENT": "lol the", "PRODUCT": "Cubs"}

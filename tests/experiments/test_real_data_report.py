@@ -171,6 +171,7 @@ def test_checkpoints_option_gives_each_run_its_own_output_dir(tmp_path: Path) ->
     assert named == ["twitter2017", "no_existence_loss"]
     out = Path(updates["output_dir"])
     assert out == tmp_path / "twitter2017" / "casing_dim=0+no_existence_loss+optim.epochs=5-seed2"
+    assert updates["resume"] is True  # a rerun continues an interrupted run in that folder
     others = {
         real_data.run_dir(args, "casing_dim=0+no_existence_loss", 3),
         real_data.run_dir(args, "default", 2),
@@ -181,7 +182,7 @@ def test_checkpoints_option_gives_each_run_its_own_output_dir(tmp_path: Path) ->
     odd = real_data.run_dir(args, "fusion_kwargs.heads=2+data.queries=/x y", 1)
     assert odd.parent == tmp_path / "twitter2017" and " " not in odd.name and "/" not in odd.name
     plain = real_data.parse_args(["--dataset", "twitter2017"])
-    assert "output_dir" not in real_data._run_updates(plain, "default", 1)[1]
+    assert not {"output_dir", "resume"} & set(real_data._run_updates(plain, "default", 1)[1])
 
 
 def test_prune_run_dir_keeps_the_chosen_model_and_predictions_only(tmp_path: Path) -> None:

@@ -114,13 +114,20 @@ def test_isolated_queries_see_only_themselves_and_the_tweet(
 
 
 @pytest.mark.parametrize("fusion", FUSION_REGISTRY.names())
-@pytest.mark.parametrize("positions", ["sequential", "per_query"])
+@pytest.mark.parametrize(
+    ("positions", "separators"), [("sequential", True), ("per_query", True), ("sequential", False)]
+)
 def test_every_fusion_module_trains_a_step_on_packed_queries(
-    tmp_path: Path, encoder_dir: Path, fusion: str, positions: str
+    tmp_path: Path, encoder_dir: Path, fusion: str, positions: str, separators: bool
 ) -> None:
     torch.manual_seed(0)
     cfg = tiny_config(
-        encoder_dir, fusion=fusion, tag_head=True, packed_positions=positions, **PACKED
+        encoder_dir,
+        fusion=fusion,
+        tag_head=True,
+        packed_positions=positions,
+        packed_separators=separators,
+        **PACKED,
     )
     model = build_model(cfg)
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
@@ -143,20 +150,27 @@ def test_checkpoint_keeps_the_mode_and_predicts_identically(
 ) -> None:
     torch.manual_seed(0)
     cfg = tiny_config(
-        encoder_dir, packed_attention="isolated", packed_positions="per_query", **PACKED
+        encoder_dir,
+        packed_attention="isolated",
+        packed_positions="per_query",
+        packed_separators=False,
+        **PACKED,
     )
     model = build_model(cfg).eval()
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
     ckpt = save_model(model, cfg, load_queries(), tok, tmp_path / "ckpt")
     loaded, cfg2, queries, tok2 = load_model(ckpt)
-    assert (cfg2.query_encoding, cfg2.packed_attention, cfg2.packed_positions) == (
-        "packed",
-        "isolated",
-        "per_query",
-    )
+    assert (
+        cfg2.query_encoding,
+        cfg2.packed_attention,
+        cfg2.packed_positions,
+        cfg2.packed_separators,
+    ) == ("packed", "isolated", "per_query", False)
     smp = samples(tmp_path)
     items, _ = prepare_items(smp, tok2, queries, **item_options(loaded))
     assert all(ex.packed for it in items for ex in it.examples)
+    ex = items[0].examples[0]  # one [SEP] between the last query and the tweet, none between
+    assert ex.input_ids.count(tok2.sep_token_id) == 2
     a, b = predict(model, items, smp), predict(loaded, items, smp)
     assert a.tags == b.tags and a.spans == b.spans and a.grounding_conf == b.grounding_conf
 
