@@ -19,7 +19,7 @@ image when its size is known (:func:`ground`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
@@ -125,7 +125,7 @@ class Predictions:
             self.grounding_conf[i],
         )
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[TweetPrediction]:
         return (self[i] for i in range(len(self)))
 
     def select(self, order: Sequence[int]) -> Predictions:

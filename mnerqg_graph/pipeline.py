@@ -16,7 +16,7 @@ and the benchmarks all decode through :func:`~mnerqg_graph.decoding.decode_batch
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +243,6 @@ class Pipeline:
                 list of one.
             progress: told the tweets of each batch as it is done.
         """
-        if isinstance(samples, Sample | str) or isinstance(samples, dict):
+        if isinstance(samples, Sample | str | Mapping):
             samples = [samples]
-        return self.run(list(samples), progress)[0]  # type: ignore[arg-type]
+        return self.run(list(samples), progress)[0]

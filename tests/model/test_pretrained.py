@@ -235,3 +235,31 @@ def test_the_readme_snippet_runs(tmp_path: Path, encoder_dir: Path) -> None:
     again = MnerqgModel.from_pretrained(tmp_path / "my_model")
     proc = MnerqgProcessor.from_pretrained(tmp_path / "my_model")
     assert again.predict(proc(smp)).spans == model.predict(proc(smp)).spans
+
+
+def test_both_decoders_from_one_forward_pass_decode_as_each_alone(
+    tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mnerqg_graph.decoding import Decoding
+    from mnerqg_graph.pipeline import predict, predict_grid
+
+    model = _model(encoder_dir, tag_head=True)
+    with torch.no_grad():
+        model.tag_head.mlp[-1].bias[0] -= 5.0  # type: ignore[union-attr,index]
+    inputs = _processor(encoder_dir, model)(samples(tmp_path))
+    grid = [Decoding("span", t, e) for t in (0.1, 0.2, 0.4) for e in (0.0, 0.5)]
+    grid += [Decoding("tags", 0.5, e) for e in (0.0, 0.5)]
+    calls: list[float | None] = []
+    forward = type(model).forward
+
+    def counted(self: Any, batch: Any, *a: Any, **k: Any) -> Any:
+        calls.append(k.get("span_floor"))
+        return forward(self, batch, *a, **k)
+
+    monkeypatch.setattr(type(model), "forward", counted)
+    got = predict_grid(model, inputs, grid, batch_size=8)
+    assert calls == [0.1]  # one batch, one forward pass, scored from the lowest span threshold
+    assert sum(len(s) for s in got[grid[0]].spans) > 0 and got[grid[-2]].tags != got[grid[0]].tags
+    for d in grid:
+        alone = predict(model, inputs, decoding=d, batch_size=8)
+        assert (alone.spans, alone.tags, alone.boxes) == (got[d].spans, got[d].tags, got[d].boxes)
