@@ -94,7 +94,7 @@ def encode_image(sample: Sample, side: int) -> tuple[str | None, list[int] | Non
             image.draft("RGB", (side, side))  # a JPEG is decoded at a reduced scale
             rgb = image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None, None  # prepare_items counted it: the tweet ran text-only
+        return None, None  # the processor counted it: the tweet ran text-only
     rgb.thumbnail((side, side), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", quality=80)
