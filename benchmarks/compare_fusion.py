@@ -200,23 +200,23 @@ def time_inference(
 ) -> dict[str, float]:
     """Reload the chosen checkpoint, time ``predict`` over the test items, count parameters."""
     from experiments.runner import load_data
-    from mnerqg_graph.pipeline import item_options, predict, prepare_items
-    from mnerqg_graph.training.checkpoint import load_model
+    from mnerqg_graph.pipeline import predict
+    from mnerqg_graph.training.checkpoint import load_checkpoint
     from mnerqg_graph.training.loop import resolve_device
 
     device = resolve_device(device_name)
-    model, cfg, queries, tokenizer = load_model(checkpoint, device)
+    model, processor = load_checkpoint(checkpoint, device)
     test = load_data(data, seed)["test"]
-    items, _ = prepare_items(test, tokenizer, queries, **item_options(model))
-    pad_id = tokenizer.pad_token_id or 0
-    predict(model, items[:batch_size], test, batch_size, device, pad_id)  # warm-up
+    warm = processor(test[:batch_size])
+    predict(model, warm, batch_size=batch_size, device=device)  # warm-up
+    inputs = processor(test)
     _sync(device)
     t0 = time.perf_counter()
-    predict(model, items, test, batch_size, device, pad_id)
+    predict(model, inputs, batch_size=batch_size, device=device)
     _sync(device)
     seconds = time.perf_counter() - t0
     return {
-        "infer_tweets_s": len(items) / max(seconds, 1e-9),
+        "infer_tweets_s": len(inputs) / max(seconds, 1e-9),
         "params": count_params(model),
         "fusion_params": count_params(model.fusion),
     }

@@ -64,7 +64,7 @@ def collect(
 
     Args:
         model: an ``MnerqgModel`` in eval mode.
-        items: tweet items from :func:`mnerqg_graph.pipeline.prepare_items`.
+        items: tweet items (``MnerqgProcessor(samples).items``).
         batch_size: tweets per forward pass.
         pad_id: the tokenizer's padding id.
     """
@@ -218,19 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     from mnerqg_graph.data.types import Sample
     from mnerqg_graph.errors import MnerqgError
     from mnerqg_graph.io import atomic_write_text
-    from mnerqg_graph.pipeline import item_options, prepare_items
-    from mnerqg_graph.training.checkpoint import load_model
+    from mnerqg_graph.training.checkpoint import load_checkpoint
 
     try:
         tweets = read_conll(args.input).tweets
-        model, cfg, queries, tok = load_model(args.checkpoint, torch.device("cpu"))
+        model, processor = load_checkpoint(args.checkpoint, torch.device("cpu"))
     except (MnerqgError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     model.eval()
-    samples = [Sample(t) for t in tweets]
-    items, _ = prepare_items(samples, tok, queries, **{**item_options(model), "image_size": None})
-    probs = collect(model, items, args.batch_size, tok.pad_token_id or 0)
+    cfg = model.config
+    inputs = processor.replace(image_size=None)([Sample(t) for t in tweets])
+    probs = collect(model, inputs.items, args.batch_size, inputs.pad_id)
     own = (float(cfg.span_threshold), float(cfg.existence_threshold))
     result = study(probs, [list(t.tags) for t in tweets], own)
     text = markdown(result, own, args.checkpoint)

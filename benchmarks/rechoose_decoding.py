@@ -48,25 +48,19 @@ def rechoose(record: dict[str, Any], data_root: Path, batch_size: int = 32) -> d
     from experiments.runner import choose_decoding
     from mnerqg_graph.data.dataset import load_split
     from mnerqg_graph.evaluation import score_predictions
-    from mnerqg_graph.pipeline import item_options, predict, prepare_items
-    from mnerqg_graph.training.checkpoint import load_model, save_model
+    from mnerqg_graph.pipeline import predict
+    from mnerqg_graph.training.checkpoint import load_checkpoint
 
     ckpt = Path(record["checkpoint"])
     device = torch.device("cpu")
-    model, cfg, queries, tok = load_model(ckpt, device)
+    model, processor = load_checkpoint(ckpt, device)
+    cfg = model.config
     model.eval()
-    pad_id = tok.pad_token_id or 0
-    split_items = {}
-    for split in ("valid", "test"):
-        samples = [s for s in load_split(data_root, split).samples]
-        items, _ = prepare_items(
-            samples, tok, queries, **{**item_options(model), "image_size": None}
-        )
-        split_items[split] = (samples, items)
-    v_samples, v_items = split_items["valid"]
-    types = list(queries)
+    text_only = processor.replace(image_size=None)  # the real-data runs had no images
+    inputs = {split: text_only(load_split(data_root, split).samples) for split in ("valid", "test")}
+    types = list(processor.queries)
     chosen, scored, by_decoder = choose_decoding(
-        model, v_items, v_samples, types, None, "f1", batch_size, device, pad_id
+        model, inputs["valid"], types, None, "f1", batch_size, device
     )
     own = (cfg.decoder, float(cfg.span_threshold), float(cfg.existence_threshold))
     print(f"{ckpt}: kept {own}, valid f1 {record['result'].get('valid/f1', float('nan')):.4f}")
@@ -76,10 +70,9 @@ def rechoose(record: dict[str, Any], data_root: Path, batch_size: int = 32) -> d
         return record
     cfg.decoder = chosen[0]
     cfg.span_threshold, cfg.existence_threshold = chosen[1], chosen[2]
-    save_model(model, cfg, queries, tok, ckpt)
-    t_samples, t_items = split_items["test"]
-    preds = predict(model, t_items, t_samples, batch_size, device, pad_id)
-    test = score_predictions(t_samples, preds, types)
+    model.save_pretrained(ckpt, processor)
+    preds = predict(model, inputs["test"], batch_size=batch_size, device=device)
+    test = score_predictions(inputs["test"].samples, preds, types)
     result = dict(record["result"])
     result.update({f"test/{k}": float(v) for k, v in test.items()})
     result.update({f"valid/{k}": float(v) for k, v in scored.items()})

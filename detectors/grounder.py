@@ -127,7 +127,7 @@ class VisualGrounder(nn.Module):
         grids = tuple((image_size // s.stride, image_size // s.stride) for s in specs)
         self.region_proj = nn.ModuleList(nn.Linear(s.channels, hidden_dim) for s in specs)
         self.query_emb = nn.Embedding(len(self.types), hidden_dim)
-        self.head = GroundingHead(hidden_dim, hidden_dim, grids, hidden_dim, threshold)
+        self.head = GroundingHead(hidden_dim, hidden_dim, grids, hidden_dim)
 
     def config(self) -> dict[str, Any]:
         """JSON-ready constructor arguments."""

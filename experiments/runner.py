@@ -142,67 +142,70 @@ def apply_grounding_supervision(
     return out, {"manual_tweets": float(len(keep)), "weak_tweets": float(n_weak)}
 
 
+def decoding_grid(model: Any) -> list[Any]:
+    """The decodings :func:`choose_decoding` scores for ``model``.
+
+    Every ``(span_threshold, existence_threshold)`` of :data:`SPAN_THRESHOLDS` x
+    :data:`EXISTENCE_THRESHOLDS` with the span heads, and, for a model with the auxiliary
+    tagger, the tagger at each existence threshold (at the config's span threshold, which it
+    does not read).
+    """
+    from mnerqg_graph.decoding import Decoding
+
+    cfg = model.config
+    grid = [Decoding("span", a, b) for b in EXISTENCE_THRESHOLDS for a in SPAN_THRESHOLDS]
+    if model.tag_head is not None:
+        grid += [Decoding("tags", float(cfg.span_threshold), b) for b in EXISTENCE_THRESHOLDS]
+    return grid
+
+
 def choose_decoding(
     model: Any,
-    items: list[Any],
-    samples: list[Sample],
+    inputs: Any,
     types: list[str],
     ambiguous: Any,
     metric: str,
     batch_size: int,
-    device: torch.device,
-    pad_id: int,
+    device: torch.device | str,
     progress: bool = False,
 ) -> tuple[tuple[str, float, float], dict[str, float], dict[str, float]]:
     """The decoder and thresholds that score best on the validation split.
 
-    Every ``(span_threshold, existence_threshold)`` of :data:`SPAN_THRESHOLDS` x
-    :data:`EXISTENCE_THRESHOLDS` with the span heads, and, for a model with the auxiliary tagger,
-    the tagger at each existence threshold (one more forward pass). Ties go to the span heads and
-    to the thresholds nearest the model's config.
+    The grid of :func:`decoding_grid`, decoded from one forward pass
+    (:func:`mnerqg_graph.pipeline.predict_grid`). Ties go to the span heads and to the
+    thresholds nearest the model's config.
 
     Args:
         model: the trained model (its config's decoder and thresholds are the reference).
-        items: the validation tweets.
-        samples: the validation samples.
+        inputs: the validation tweets, prepared by the model's processor.
         types: entity types scored.
         ambiguous: the validation split's ambiguous-type annotations, or None.
         metric: the score compared (e.g. ``f1``).
         batch_size: tweets per forward pass.
         device: where the model runs.
-        pad_id: the tokenizer's padding id.
-        progress: show each forward pass's progress on stderr.
+        progress: show the forward pass's progress on stderr.
 
     Returns:
         ``((decoder, span_threshold, existence_threshold), its validation scores, the best
         validation score of each decoder tried)``.
     """
+    from mnerqg_graph import pipeline
     from mnerqg_graph.evaluation import score_predictions
-    from mnerqg_graph.pipeline import predict_thresholds
     from mnerqg_graph.progress import Progress
 
     cfg = model.config
-    grid = [(a, b) for b in EXISTENCE_THRESHOLDS for a in SPAN_THRESHOLDS]
-    scored: dict[tuple[str, float, float], dict[str, float]] = {}
-    decoders = ["span", "tags"] if model.tag_head is not None else ["span"]
-    for dec in decoders:
-        thresholds = (
-            grid if dec == "span" else [(cfg.span_threshold, b) for b in EXISTENCE_THRESHOLDS]
+    grid = decoding_grid(model)
+    with Progress(len(inputs), "decoding", "tweet", enabled=progress) as bar:
+        by_d = pipeline.predict_grid(
+            model, inputs, grid, batch_size=batch_size, device=device, progress=bar
         )
-        with Progress(len(items), f"decoding ({dec})", "tweet", enabled=progress) as bar:
-            by_t = predict_thresholds(
-                model,
-                items,
-                samples,
-                thresholds,
-                batch_size,
-                device,
-                pad_id,
-                decoder=dec,
-                progress=bar,
-            )
-        for t, p in by_t.items():
-            scored[(dec, *t)] = score_predictions(samples, p, types, ambiguous)
+    scored: dict[tuple[str, float, float], dict[str, float]] = {
+        (d.decoder, d.span_threshold, d.existence_threshold): score_predictions(
+            inputs.samples, p, types, ambiguous
+        )
+        for d, p in by_d.items()
+    }
+    decoders = list(dict.fromkeys(d.decoder for d in grid))
     trained = (float(cfg.span_threshold), float(cfg.existence_threshold))
 
     def rank(k: tuple[str, float, float]) -> tuple[float, bool, float]:
@@ -235,10 +238,11 @@ def run_experiment(
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.evaluation import score_predictions, write_predictions
     from mnerqg_graph.model import build_model
-    from mnerqg_graph.pipeline import item_options, predict, prepare_items
+    from mnerqg_graph.pipeline import predict
+    from mnerqg_graph.processing import MnerqgProcessor
     from mnerqg_graph.progress import Progress
     from mnerqg_graph.training import distributed as ddp
-    from mnerqg_graph.training.checkpoint import load_model, save_model
+    from mnerqg_graph.training.checkpoint import load_checkpoint
     from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
 
     data, model, optim, grounding = (_clean(d) for d in (data, model, optim, grounding))
@@ -278,22 +282,21 @@ def run_experiment(
         )
         torch.manual_seed(seed)
         net = build_model(cfg)
-        prep = {}
-        items = {}
+        processor = MnerqgProcessor.from_model(net, tokenizer, queries)
+        inputs = {}
         for split, samples in (
             ("train", train_samples),
             ("valid", splits["valid"]),
             ("test", splits["test"]),
         ):
-            items[split], prep[split] = prepare_items(
-                samples, tokenizer, queries, **item_options(net)
-            )
-            info[f"prepare_{split}"] = prep[split].summary()
-            print(f"[{split}] {prep[split].summary()}")
+            inputs[split] = processor(samples)
+            info[f"prepare_{split}"] = inputs[split].report.summary()
+            print(f"[{split}] {inputs[split].report.summary()}")
+        items = {split: got.items for split, got in inputs.items()}
         ambiguous = _ambiguous(data)
         tcfg = TrainConfig(seed=seed, **optim)
         device = resolve_device(tcfg.device)
-        pad_id = tokenizer.pad_token_id or 0
+        pad_id = processor.pad_id
         info["environment"] = environment(device)  # what differs when two machines disagree
         if dist_env.is_main:
             print(f"environment: {describe(info['environment'])}")
@@ -301,13 +304,7 @@ def run_experiment(
         def evaluate(m: Any) -> dict[str, float]:
             with Progress(len(items["valid"]), "valid", "tweet", enabled=tcfg.progress) as bar:
                 preds = predict(
-                    m,
-                    items["valid"],
-                    splits["valid"],
-                    tcfg.eval_batch_size,
-                    device,
-                    pad_id,
-                    progress=bar,
+                    m, inputs["valid"], batch_size=tcfg.eval_batch_size, device=device, progress=bar
                 )
             return score_predictions(splits["valid"], preds, list(queries), ambiguous.get("valid"))
 
@@ -333,25 +330,23 @@ def run_experiment(
             f"{result.best_metrics.get(tcfg.select_metric, float('nan')):.4f}), "
             f"{result.seconds:.1f} s"
         )
-        best, _, _, _ = load_model(work / "best", device)
+        best, best_processor = load_checkpoint(work / "best", device)
         valid_best = result.best_metrics
         if tune_threshold:  # decoder and thresholds are chosen on valid too, saved with the model
             chosen, scored, by_decoder = choose_decoding(
                 best,
-                items["valid"],
-                splits["valid"],
+                inputs["valid"],
                 list(queries),
                 ambiguous.get("valid"),
                 tcfg.select_metric,
                 tcfg.eval_batch_size,
                 device,
-                pad_id,
                 progress=tcfg.progress,
             )
             if scored[tcfg.select_metric] > valid_best.get(tcfg.select_metric, -1.0):
                 best.config.decoder = chosen[0]
                 best.config.span_threshold, best.config.existence_threshold = chosen[1:]
-                save_model(best, best.config, queries, tokenizer, work / "best")
+                best.save_pretrained(work / "best", best_processor)
                 valid_best = scored
             info["decoder"] = best.config.decoder
             info["valid_best_by_decoder"] = by_decoder
@@ -367,13 +362,7 @@ def run_experiment(
             )
         with Progress(len(items["test"]), "test", "tweet", enabled=tcfg.progress) as bar:
             preds = predict(
-                best,
-                items["test"],
-                splits["test"],
-                tcfg.eval_batch_size,
-                device,
-                pad_id,
-                progress=bar,
+                best, inputs["test"], batch_size=tcfg.eval_batch_size, device=device, progress=bar
             )
         test = score_predictions(splits["test"], preds, list(queries), ambiguous.get("test"))
         out = {f"test/{k}": float(v) for k, v in test.items()}
@@ -409,7 +398,7 @@ def run_experiment(
             from mnerqg_graph.viz.artifacts import visualize_samples
 
             vis_dir = work / "visualize"
-            visualize_samples(best, tokenizer, queries, splits["valid"][:visualize], vis_dir)
+            visualize_samples(best, best_processor, splits["valid"][:visualize], vis_dir)
             for f in sorted(vis_dir.rglob("*")):
                 if f.is_file():
                     add_artifact(f, "visualize-" + "-".join(f.relative_to(vis_dir).parts))
@@ -421,8 +410,7 @@ def run_experiment(
             write_report(
                 page,
                 best,
-                tokenizer,
-                queries,
+                best_processor,
                 splits["valid"],
                 meta=meta,
                 ambiguous=ambiguous.get("valid"),

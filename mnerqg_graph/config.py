@@ -29,7 +29,8 @@ _JSON_KINDS: dict[str, tuple[type, ...]] = {
 #: ``[CLS]`` and the tweet (the tweet and ``[CLS]`` see everything).
 PACKED_ATTENTION = ("full", "isolated")
 
-#: How spans are decoded: the MRC span heads, or the auxiliary BIO tagger (``tag_head``).
+#: The built-in decoders (:data:`mnerqg_graph.decoding.DECODER_REGISTRY` holds them and plugins'):
+#: the MRC span heads, or the auxiliary BIO tagger (``tag_head``).
 DECODERS = ("span", "tags")
 
 
@@ -139,8 +140,12 @@ class ModelConfig:
                 raise ConfigError(
                     f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}"
                 )
-        if self.decoder not in DECODERS:
-            raise ConfigError(f"decoder must be one of {', '.join(DECODERS)}, not {self.decoder!r}")
+        if self.decoder not in DECODERS:  # a plugin's decoder: in the registry
+            from mnerqg_graph.decoding import DECODER_REGISTRY
+
+            if self.decoder not in DECODER_REGISTRY:
+                known = ", ".join(DECODER_REGISTRY.names())
+                raise ConfigError(f"decoder must be one of {known}, not {self.decoder!r}")
         if self.decoder == "tags" and not self.tag_head:
             raise ConfigError("decoder 'tags' needs tag_head=True (the tagger it decodes with)")
 

@@ -41,6 +41,8 @@ tweet's first pieces, its casing and the asked type. :meth:`MnerqgModel.forward`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -56,6 +58,11 @@ from mnerqg_graph.graph.builder import GraphSpec, build_graph
 from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types, region_types
 from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead, TagHead
 from mnerqg_graph.heads.features import TokenFeatures
+
+if TYPE_CHECKING:
+    from mnerqg_graph.decoding import Decoding, Predictions
+    from mnerqg_graph.processing import MnerqgProcessor, ModelInputs
+    from mnerqg_graph.progress import Progress
 
 #: Size of the entity-type embedding appended to every token node (the query's type).
 TYPE_DIM = 16
@@ -170,9 +177,7 @@ class MnerqgModel(nn.Module):
         self.span_head = SpanHead(out[TOKEN] + token_in, config.max_span_len, config.dropout)
         self.existence_head = ExistenceHead(out[QUERY], config.dropout)
         self.grounding_head = (
-            GroundingHead(
-                out[region_types(1)[0]], out[QUERY], grids, threshold=config.grounding_threshold
-            )
+            GroundingHead(out[region_types(1)[0]], out[QUERY], grids)
             if backbone is not None
             else None
         )
@@ -424,13 +429,13 @@ class MnerqgModel(nn.Module):
         return torch.sigmoid(start_l).unsqueeze(-1), pe, torch.sigmoid(match_l), cand
 
     @torch.no_grad()
-    def decode(
+    def span_candidates(
         self,
         out: ModelOutput,
         span_threshold: float | None = None,
         existence_threshold: float | None = None,
-    ) -> tuple[list[list[tuple[int, int, float]]], list[tuple[list[float], float] | None]]:
-        """Span candidates and grounding predictions per example.
+    ) -> list[list[tuple[int, int, float]]]:
+        """The spans of each example that pass the thresholds (the span decoder's candidates).
 
         Args:
             out: the forward pass's output.
@@ -440,8 +445,8 @@ class MnerqgModel(nn.Module):
                 (None: the config's ``existence_threshold``; 0: off).
 
         Returns:
-            per example: list of ``(start, end_exclusive, score)`` spans that pass the thresholds;
-            per example: ``(box xyxy normalised, confidence)``, or None without an image.
+            Per example, ``(start, end_exclusive, score)``; the score is the geometric mean of
+            the start, end and match probabilities.
         """
         t = self.config.span_threshold if span_threshold is None else span_threshold
         ps, pe, pm, cand = self.span_probabilities(out)
@@ -452,10 +457,20 @@ class MnerqgModel(nn.Module):
         score = (ps * pe * pm * cand).clamp(min=1e-12) ** (1 / 3)  # geometric mean
         ex, i, k = ok.nonzero(as_tuple=True)
         sc = score[ex, i, k]
-        n = ps.size(0)
-        spans: list[list[tuple[int, int, float]]] = [[] for _ in range(n)]
+        spans: list[list[tuple[int, int, float]]] = [[] for _ in range(ps.size(0))]
         for e, a, b, v in zip(ex.tolist(), i.tolist(), k.tolist(), sc.tolist(), strict=True):
             spans[e].append((a, a + b + 1, v))
+        return spans
+
+    @torch.no_grad()
+    def ground(self, out: ModelOutput) -> list[tuple[list[float], float] | None]:
+        """Each example's grounding: ``(box xyxy normalised, confidence)``, None without image.
+
+        The box is the most confident cell's over every scale, whatever its confidence; the
+        decoding step (:func:`mnerqg_graph.decoding.ground`) says "not in the image" under the
+        config's ``grounding_threshold``.
+        """
+        n = out.existence_logits.size(0)
         boxes: list[tuple[list[float], float] | None] = [None] * n
         if (
             self.grounding_head is not None
@@ -468,7 +483,79 @@ class MnerqgModel(nn.Module):
                 out.image_examples.tolist(), box.tolist(), conf.tolist(), strict=True
             ):
                 boxes[e] = (bx, c)
-        return spans, boxes
+        return boxes
+
+    @torch.no_grad()
+    def decode(
+        self,
+        out: ModelOutput,
+        span_threshold: float | None = None,
+        existence_threshold: float | None = None,
+    ) -> tuple[list[list[tuple[int, int, float]]], list[tuple[list[float], float] | None]]:
+        """Span candidates (:meth:`span_candidates`) and groundings (:meth:`ground`) per example.
+
+        This is the span heads' raw output per (tweet, type); per-tweet predictions (resolved
+        entities, BIO tags, boxes in pixels) come from :meth:`predict`.
+        """
+        return self.span_candidates(out, span_threshold, existence_threshold), self.ground(out)
+
+    # ---------------------------------------------------------------------------------------------
+    def predict(
+        self,
+        inputs: ModelInputs,
+        *,
+        batch_size: int = 32,
+        device: torch.device | str | None = None,
+        decoding: Decoding | None = None,
+        progress: Progress | None = None,
+    ) -> Predictions:
+        """Per-tweet predictions of prepared inputs: entities, BIO tags, boxes in pixels.
+
+        The one inference path (:func:`mnerqg_graph.pipeline.predict`): ``mnerqg predict``,
+        evaluation, ``mnerqg visualize`` and the report decode this way.
+
+        Args:
+            inputs: from :class:`~mnerqg_graph.processing.MnerqgProcessor` (``processor(samples)``).
+            batch_size: tweets per forward pass.
+            device: where to run (None: where the model is).
+            decoding: decoder and thresholds (None: the config's).
+            progress: told the tweets of each batch as it is done.
+
+        Returns:
+            The predictions, in the order of ``inputs.samples``.
+        """
+        from mnerqg_graph.pipeline import predict
+
+        return predict(
+            self, inputs, batch_size=batch_size, device=device, decoding=decoding, progress=progress
+        )
+
+    def save_pretrained(
+        self, directory: str | Path, processor: MnerqgProcessor | None = None
+    ) -> Path:
+        """Write a checkpoint folder atomically: weights, config and the processor's files.
+
+        Without ``processor`` the processor files already in ``directory`` are kept (so that
+        ``model.save_pretrained(d)`` and ``processor.save_pretrained(d)`` may come in any order).
+        See :mod:`mnerqg_graph.training.checkpoint` for the layout.
+        """
+        from mnerqg_graph.training.checkpoint import write_checkpoint
+
+        return write_checkpoint(self, self.config, processor, directory)
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, device: torch.device | str = "cpu"
+    ) -> MnerqgModel:
+        """Rebuild a model from a checkpoint folder (in eval mode on ``device``).
+
+        Raises:
+            CheckpointError: files missing, or weights that do not fit the config.
+            ConfigError: a config.json this code cannot build.
+        """
+        from mnerqg_graph.training.checkpoint import read_model
+
+        return read_model(directory, device)
 
 
 def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:

@@ -122,7 +122,7 @@ def _chunks(it: Iterator[Sample], size: int) -> Iterator[list[Sample]]:
 
 
 class Predictor:
-    """A loaded checkpoint that predicts on lists of samples.
+    """A loaded checkpoint that predicts on lists of samples (``mnerqg predict``'s loop).
 
     Args:
         checkpoint: checkpoint directory.
@@ -131,11 +131,16 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: str, device: str = "auto", batch_size: int = 32) -> None:
-        from mnerqg_graph.training.checkpoint import load_model
+        from mnerqg_graph.pipeline import Pipeline
         from mnerqg_graph.training.loop import resolve_device
 
         self.device = resolve_device(device)
-        self.model, self.config, self.queries, self.tokenizer = load_model(checkpoint, self.device)
+        self.pipeline = Pipeline.from_pretrained(checkpoint, self.device, batch_size)
+        self.model = self.pipeline.model
+        self.config = self.model.config
+        self.processor = self.pipeline.processor
+        self.queries = self.processor.queries
+        self.tokenizer = self.processor.tokenizer
         self.batch_size = batch_size
         self.truncated: list[str] = []  # IMGIDs cut to max_length (reported by main)
         self.unreadable: list[str] = []  # images that failed to load (those tweets: text-only)
@@ -143,32 +148,16 @@ class Predictor:
     def predict(
         self, samples: list[Sample], progress: Progress | None = None
     ) -> list[dict[str, Any]]:
-        """JSON records for ``samples`` (in their order); sorted by length internally.
+        """JSON records for ``samples`` (in their order), with ``tags``; sorted internally.
 
         Args:
             samples: the tweets.
             progress: told the tweets of each batch as it is done (None: nothing shown).
         """
-        from mnerqg_graph.evaluation import prediction_record
-        from mnerqg_graph.pipeline import predict_samples
-
-        preds, report = predict_samples(
-            self.model,
-            self.tokenizer,
-            self.queries,
-            samples,
-            self.batch_size,
-            self.device,
-            progress,
-        )
+        preds, report = self.pipeline.run(samples, progress)
         self.truncated += report.mrc.truncated_ids
         self.unreadable += report.unreadable_images
-        records: list[dict[str, Any]] = []
-        for i, sample in enumerate(samples):
-            rec = prediction_record(sample, preds.spans[i], preds.boxes[i])
-            rec["tags"] = preds.tags[i]
-            records.append(rec)
-        return records
+        return [tweet.to_record() for tweet in preds]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,9 +218,10 @@ def main(argv: list[str] | None = None) -> int:
             out_fh.close()
             os.replace(tmp_path, args.output)
             tmp_path = None
+        max_length = predictor.processor.max_length
         for what, items, fallback in (
             ("tweet(s) truncated", predictor.truncated,
-             f"to max_length={predictor.config.max_length} word pieces; cut tokens are tagged O"),
+             f"to max_length={max_length} word pieces; cut tokens are tagged O"),
             ("image(s) unreadable", predictor.unreadable, "those tweets ran text-only"),
         ):  # fmt: skip
             if items:

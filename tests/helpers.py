@@ -9,6 +9,7 @@ import torch
 from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.data.types import Box, Sample, Span, Tweet
+from mnerqg_graph.processing import MnerqgProcessor
 
 TWEETS = [
     Tweet("t1", ["Kelvo", "visits", "Marn", "today", "\ufe0f"], ["B-PER", "O", "B-LOC", "O", "O"]),
@@ -75,24 +76,29 @@ def tiny_config(encoder: Path, **over: object) -> ModelConfig:
     return ModelConfig(**kw)  # type: ignore[arg-type]
 
 
+def processor(encoder: Path, cfg: ModelConfig) -> MnerqgProcessor:
+    """The processor of ``cfg`` with the default queries (images at ``cfg.image_size``)."""
+    from transformers import AutoTokenizer
+
+    from mnerqg_graph.data.queries import load_queries
+    from mnerqg_graph.processing import MnerqgProcessor
+
+    tok = AutoTokenizer.from_pretrained(str(encoder))
+    return MnerqgProcessor(
+        tok,
+        load_queries(),
+        max_length=cfg.max_length,
+        max_span_len=cfg.max_span_len,
+        image_size=cfg.image_size,
+        query_encoding=cfg.query_encoding,
+        packed_positions=cfg.packed_positions,
+    )
+
+
 def items_and_batch(
     smp: list[Sample], encoder: Path, cfg: ModelConfig
 ) -> tuple[list[TweetItem], MrcBatch]:
     """Tweet items and their collated batch."""
-    from transformers import AutoTokenizer
-
-    from mnerqg_graph.data.queries import load_queries
-    from mnerqg_graph.pipeline import prepare_items
-
-    tok = AutoTokenizer.from_pretrained(str(encoder))
-    items, _ = prepare_items(
-        smp,
-        tok,
-        load_queries(),
-        cfg.max_length,
-        cfg.max_span_len,
-        cfg.image_size,
-        query_encoding=cfg.query_encoding,
-        packed_positions=cfg.packed_positions,
-    )
-    return items, collate(items, cfg.max_span_len, cfg.image_size, tok.pad_token_id)
+    proc = processor(encoder, cfg)
+    items = proc(smp).items
+    return items, collate(items, cfg.max_span_len, cfg.image_size, proc.tokenizer.pad_token_id)

@@ -274,7 +274,7 @@ def build_models(
 
     from mnerqg_graph.config import ModelConfig
     from mnerqg_graph.model import build_model
-    from mnerqg_graph.pipeline import item_options, prepare_items
+    from mnerqg_graph.processing import MnerqgProcessor
 
     tok = AutoTokenizer.from_pretrained(encoder)
     if hidden_dim is None:  # the encoder's width: 64 for tiny, 384 for MiniLM (as the configs)
@@ -306,28 +306,10 @@ def build_models(
         )
         set_span_bias(net, SPAN_BIAS)  # few span candidates, as after training (docstring)
         net.to(device)
-        opts = item_options(net)
-        items, _ = prepare_items(samples, tok, queries, **opts)
-        out.append(ModelUnderTest(name, net, items, opts["image_size"], over["query_encoding"]))
+        processor = MnerqgProcessor.from_model(net, tok, queries)
+        items = processor(samples).items
+        out.append(ModelUnderTest(name, net, items, processor.image_size, over["query_encoding"]))
     return out
-
-
-class _LabelledDecode:
-    """A model proxy for :func:`mnerqg_graph.pipeline.predict` that labels ``decode``."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.config = model.config
-
-    def eval(self) -> Any:
-        return self.model.eval()
-
-    def __call__(self, batch: Any, **kwargs: Any) -> Any:
-        return self.model(batch, **kwargs)
-
-    def decode(self, out: Any, *args: Any, **kwargs: Any) -> Any:
-        with record_function("mnerqg::decode"):
-            return self.model.decode(out, *args, **kwargs)
 
 
 @contextmanager
@@ -352,19 +334,23 @@ def run_inference(
     queries: dict[str, str],
     batch_size: int,
     device: torch.device,
-    labelled: bool = False,
 ) -> float:
-    """One end-to-end inference pass over ``samples`` (as ``mnerqg predict``); seconds."""
-    from mnerqg_graph.pipeline import item_options, predict, prepare_items
+    """One end-to-end inference pass over ``samples`` (as ``mnerqg predict``); seconds.
+
+    The pipeline labels its decoding step ``mnerqg::decode`` itself (the collate label comes
+    from :func:`_labelled_collate` when profiled).
+    """
+    from mnerqg_graph.pipeline import predict
+    from mnerqg_graph.processing import MnerqgProcessor
 
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
     ordered = [samples[i] for i in order]
-    model: Any = _LabelledDecode(mut.model) if labelled else mut.model
+    processor = MnerqgProcessor.from_model(mut.model, tokenizer, queries)
     _sync(device)
     t0 = time.perf_counter()
     with record_function("mnerqg::tokenise"):
-        items, _ = prepare_items(ordered, tokenizer, queries, **item_options(mut.model))
-    predict(model, items, ordered, batch_size, device, tokenizer.pad_token_id or 0)
+        inputs = processor(ordered)
+    predict(mut.model, inputs, batch_size=batch_size, device=device)
     _sync(device)
     return time.perf_counter() - t0
 
@@ -621,9 +607,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         full = models[0]
         with profile(activities=_profile_activities(device)) as prof, _labelled_collate():
-            t_inf = run_inference(
-                full, samples, tokenizer, queries, args.batch_size, device, labelled=True
-            )
+            t_inf = run_inference(full, samples, tokenizer, queries, args.batch_size, device)
         infer_shares = stage_shares(prof, INFER_STAGES, t_inf, device)
         if args.trace:
             prof.export_chrome_trace(str(args.trace))

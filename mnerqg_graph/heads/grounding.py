@@ -3,7 +3,8 @@
 For each (tweet, type) example with an image, every region cell of every scale predicts a confidence
 that it holds the centre of a box of type t, and a box (centre offsets inside the cell, width and
 height relative to the image). The predicted box of the type is that of the most confident cell over
-all scales; a confidence below the threshold means "type t is not in the image".
+all scales; the caller's threshold on its confidence says "type t is not in the image" (the
+decoding step reads the model config's ``grounding_threshold``).
 
 Targets: a gold box is assigned, at every scale, to the cell that contains its centre.
 """
@@ -41,7 +42,6 @@ class GroundingHead(nn.Module):
         query_dim: query feature size after fusion.
         grids: ``(rows, cols)`` per scale, coarsest first.
         hidden_dim: MLP width.
-        threshold: confidence under which the prediction is "not in the image".
 
     Shapes:
         regions: list over scales of ``[M, rows*cols, region_dim]``; query: ``[M, query_dim]``
@@ -56,11 +56,9 @@ class GroundingHead(nn.Module):
         query_dim: int,
         grids: tuple[tuple[int, int], ...],
         hidden_dim: int = 128,
-        threshold: float = 0.5,
     ) -> None:
         super().__init__()
         self.grids = grids
-        self.threshold = threshold
         self.region_proj = nn.Linear(region_dim, hidden_dim)
         self.query_proj = nn.Linear(query_dim, hidden_dim)
         self.scale_emb = nn.Embedding(len(grids), hidden_dim)

@@ -4,7 +4,7 @@ The span heads answer one query ("where are the PER entities?"); this head asks 
 every (tweet, type) sequence for its tag over *all* types (``O``, ``B-t``, ``I-t``), the training
 signal of a plain BIO tagger, so the shared token features also learn what is an entity of another
 type. Its loss trains the features the span heads read; it can also decode on its own
-(``ModelConfig.decoder="tags"``, :func:`mnerqg_graph.pipeline.tag_head_spans`), which the
+(``ModelConfig.decoder="tags"``, :func:`mnerqg_graph.decoding.tag_head_spans`), which the
 experiment weighs against the span heads on validation. Tag ids:
 :func:`mnerqg_graph.data.collate.bio_tag_names`.
 """

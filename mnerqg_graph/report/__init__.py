@@ -28,8 +28,7 @@ __all__ = ["build_report_data", "extract_data", "render_html", "write_report"]
 def write_report(
     path: str | Path,
     model: Any,
-    tokenizer: Any,
-    queries: dict[str, str],
+    processor: Any,
     samples: Any,
     title: str | None = None,
     **options: Any,
@@ -39,8 +38,7 @@ def write_report(
     Args:
         path: the HTML file (its folder is created).
         model: an :class:`~mnerqg_graph.model.MnerqgModel`.
-        tokenizer: its tokenizer.
-        queries: entity type -> query sentence, as the model was trained.
+        processor: its :class:`~mnerqg_graph.processing.MnerqgProcessor`.
         samples: the split's tweets with their gold tags.
         title: the page title (default from the split's name).
         **options: keyword arguments of
@@ -53,7 +51,7 @@ def write_report(
     from mnerqg_graph.report.data import build_report_data
     from mnerqg_graph.report.html import render_html
 
-    data = build_report_data(model, tokenizer, queries, samples, **options)
+    data = build_report_data(model, processor, samples, **options)
     atomic_write_text(path, render_html(data, title))
     return data
 

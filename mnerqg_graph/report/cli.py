@@ -102,8 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     report = write_report(
         out,
         predictor.model,
-        predictor.tokenizer,
-        predictor.queries,
+        predictor.processor,
         samples,
         title=args.title,
         meta=meta,

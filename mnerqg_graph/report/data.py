@@ -1,7 +1,7 @@
 """The data behind ``mnerqg report``: a split's predictions, scores, errors and alignments.
 
 :func:`build_report_data` runs a model over a split once the way ``mnerqg predict`` does
-(:func:`~mnerqg_graph.pipeline.predict_samples`, so any decoder and query encoding), scores it
+(:meth:`~mnerqg_graph.pipeline.Pipeline.run`, so any decoder and query encoding), scores it
 with the functions ``mnerqg evaluate`` and the experiment use (:mod:`mnerqg_graph.metrics`,
 :func:`~mnerqg_graph.evaluation.score_predictions`), names the kind of every gold and predicted
 entity (:func:`~mnerqg_graph.metrics.entity_kinds`), and runs
@@ -94,7 +94,7 @@ def encode_image(sample: Sample, side: int) -> tuple[str | None, list[int] | Non
             image.draft("RGB", (side, side))  # a JPEG is decoded at a reduced scale
             rgb = image.convert("RGB")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None, None  # prepare_items counted it: the tweet ran text-only
+        return None, None  # the processor counted it: the tweet ran text-only
     rgb.thumbnail((side, side), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", quality=80)
@@ -179,33 +179,18 @@ def _graphs(expl: Any, n_scales: int) -> tuple[list[str], dict[str, Any]]:
     return pieces, graphs
 
 
-def _predict_chunks(
-    model: Any,
-    tokenizer: Any,
-    queries: dict[str, str],
-    samples: Sequence[Sample],
-    batch_size: int,
-    device: Any,
-) -> Predictions:
-    """:func:`~mnerqg_graph.pipeline.predict_samples` over chunks, as ``mnerqg predict`` runs."""
-    from mnerqg_graph.pipeline import predict_samples
-
+def _predict_chunks(pipeline: Any, samples: Sequence[Sample]) -> Predictions:
+    """:meth:`~mnerqg_graph.pipeline.Pipeline.run` over chunks, as ``mnerqg predict`` runs."""
     out = Predictions([], [], [], [])
     for i in range(0, len(samples), PREDICT_CHUNK):
-        got, _ = predict_samples(
-            model, tokenizer, queries, samples[i : i + PREDICT_CHUNK], batch_size, device
-        )
-        out.spans += got.spans
-        out.tags += got.tags
-        out.boxes += got.boxes
-        out.grounding_conf += got.grounding_conf
+        got, _ = pipeline.run(samples[i : i + PREDICT_CHUNK])
+        out.extend(got)
     return out
 
 
 def build_report_data(
     model: Any,
-    tokenizer: Any,
-    queries: dict[str, str],
+    processor: Any,
     samples: Sequence[Sample],
     *,
     batch_size: int = 32,
@@ -219,8 +204,8 @@ def build_report_data(
 
     Args:
         model: an :class:`~mnerqg_graph.model.MnerqgModel` (its decoder and thresholds apply).
-        tokenizer: its tokenizer.
-        queries: entity type -> query sentence, as the model was trained.
+        processor: its :class:`~mnerqg_graph.processing.MnerqgProcessor` (tokenizer, queries,
+            preprocessing), as ``mnerqg predict`` loads it.
         samples: the split's tweets, with gold tags (and images and gold boxes when known).
         batch_size: tweets per forward pass of the prediction.
         device: where the model runs.
@@ -235,12 +220,15 @@ def build_report_data(
     """
     from mnerqg_graph.evaluation import prediction_record, score_predictions
     from mnerqg_graph.metrics import entity_kinds, entity_prf, error_breakdown
+    from mnerqg_graph.pipeline import Pipeline
     from mnerqg_graph.viz.alignment import explain
 
     samples = list(samples)
     cfg = model.config
+    queries = processor.queries
     types = list(queries)
-    preds = _predict_chunks(model, tokenizer, queries, samples, batch_size, device)
+    pipeline = Pipeline(model, processor, batch_size, device)
+    preds = _predict_chunks(pipeline, samples)
     gold_tags = [s.tweet.tags for s in samples]
     gold_spans = [s.tweet.entities for s in samples]
     pred_spans = [[sp for sp, _ in spans] for spans in preds.spans]
@@ -296,7 +284,7 @@ def build_report_data(
     has_attention = False
     for start in range(0, len(samples), explain_batch):
         chunk = samples[start : start + explain_batch]
-        for k, expl in enumerate(explain(model, tokenizer, queries, chunk, explain_batch)):
+        for k, expl in enumerate(explain(model, processor, chunk, explain_batch)):
             pieces, graphs = _graphs(expl, len(grids))
             tweets[start + k]["pieces"] = pieces
             tweets[start + k]["graphs"] = graphs

@@ -4,8 +4,14 @@ A model checkpoint is a directory::
 
     model.safetensors     every weight (text encoder included)
     config.json           the ModelConfig (everything needed to rebuild the model)
+    text_encoder/         the encoder's Hugging Face config (the model's) and tokenizer files
     queries.json          the entity-type queries the model was trained with
-    text_encoder/         the encoder's Hugging Face config and tokenizer files (no weights)
+    processor.json        the preprocessing options (``MnerqgProcessor``)
+
+The model's files are read by :meth:`MnerqgModel.from_pretrained
+<mnerqg_graph.model.MnerqgModel.from_pretrained>`, the tokenizer, queries and processor.json by
+:meth:`MnerqgProcessor.from_pretrained <mnerqg_graph.processing.MnerqgProcessor.from_pretrained>`
+(a checkpoint written before processor.json existed takes its config.json's options).
 
 A training state (for resuming) is a directory ``state/`` beside it with ``optimizer.safetensors``
 (optimizer tensors, flattened), ``trainer.json`` (epoch, step, scheduler, history, optimizer
@@ -37,6 +43,60 @@ MODEL_FILES = (
     "text_encoder/config.json",
     "text_encoder/tokenizer.json",  # without it transformers builds an empty-vocabulary tokenizer
 )
+#: What the model alone needs (the rest is the processor's).
+WEIGHT_FILES = ("model.safetensors", "config.json", "text_encoder/config.json")
+
+
+def _processor_files(directory: Path) -> list[Path]:
+    """The processor's files in a checkpoint folder (relative paths), as far as they exist."""
+    from mnerqg_graph.processing import PROCESSOR_FILE, QUERIES_FILE, TOKENIZER_DIR
+
+    found = [Path(n) for n in (PROCESSOR_FILE, QUERIES_FILE) if (directory / n).is_file()]
+    tok = directory / TOKENIZER_DIR
+    if tok.is_dir():
+        found += [
+            f.relative_to(directory)
+            for f in sorted(tok.iterdir())
+            if f.is_file() and f.name != "config.json"  # the encoder's config: the model's
+        ]
+    return found
+
+
+def write_checkpoint(
+    model: nn.Module, config: ModelConfig, processor: Any | None, out_dir: str | Path
+) -> Path:
+    """Write a model checkpoint directory atomically (see the module docstring).
+
+    Args:
+        model: the model (its weights and its text encoder's config are written).
+        config: the config saved as ``config.json`` (usually ``model.config``).
+        processor: a :class:`~mnerqg_graph.processing.MnerqgProcessor` whose files go beside
+            (None: the processor files already in ``out_dir`` are kept).
+        out_dir: the checkpoint folder; replaced as a whole once everything is written.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(tmp / "model.safetensors"))
+        enc = tmp / "text_encoder"
+        enc.mkdir()
+        if processor is not None:
+            processor.write_files(tmp)
+        elif out_dir.is_dir():
+            for rel in _processor_files(out_dir):
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(out_dir / rel, tmp / rel)
+        model.text_encoder.model.config.save_pretrained(str(enc))  # type: ignore[union-attr,operator]
+        cfg = ModelConfig.from_dict(config.to_dict())
+        cfg.text_encoder = "text_encoder"
+        cfg.save(tmp / "config.json")
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
 
 
 def save_model(
@@ -46,80 +106,51 @@ def save_model(
     tokenizer: Any,
     out_dir: str | Path,
 ) -> Path:
-    """Write a model checkpoint directory atomically (see the module docstring)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
-        enc = tmp / "text_encoder"
-        enc.mkdir()
-        model.text_encoder.model.config.save_pretrained(str(enc))  # type: ignore[union-attr,operator]
-        tokenizer.save_pretrained(str(enc))
-        cfg = ModelConfig.from_dict(config.to_dict())
-        cfg.text_encoder = "text_encoder"
-        cfg.save(tmp / "config.json")
-        atomic_write_text(tmp / "queries.json", json.dumps(queries, indent=2) + "\n")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir
+    """Write a model checkpoint with the processor that reads as ``model`` does.
+
+    The processor is :meth:`~mnerqg_graph.processing.MnerqgProcessor.from_model` of ``model``,
+    ``tokenizer`` and ``queries`` (see :func:`write_checkpoint`).
+    """
+    from mnerqg_graph.processing import MnerqgProcessor
+
+    processor = MnerqgProcessor.from_model(model, tokenizer, queries).replace(
+        max_length=int(config.max_length), url_word=str(config.url_word)
+    )
+    return write_checkpoint(model, config, processor, out_dir)
 
 
-def check_checkpoint_dir(ckpt: str | Path) -> Path:
+def check_checkpoint_dir(ckpt: str | Path, files: tuple[str, ...] = MODEL_FILES) -> Path:
     """Raise a one-line CheckpointError when ``ckpt`` is not a complete checkpoint directory."""
     ckpt = Path(ckpt)
     if not ckpt.is_dir():
         raise CheckpointError(f"checkpoint directory does not exist: {ckpt}")
-    for name in MODEL_FILES:
+    for name in files:
         if not (ckpt / name).is_file():
             raise CheckpointError(f"{ckpt}: checkpoint is missing {name}")
     return ckpt
 
 
-def load_model(
-    ckpt: str | Path, device: str | torch.device = "cpu"
-) -> tuple[Any, ModelConfig, dict[str, str], Any]:
+def read_model(ckpt: str | Path, device: str | torch.device = "cpu") -> Any:
     """Rebuild a model from a checkpoint directory, without unpickling anything.
 
     Returns:
-        ``(model, config, queries, tokenizer)``; the model is in eval mode on ``device``.
+        The :class:`~mnerqg_graph.model.MnerqgModel`, in eval mode on ``device``.
 
     Raises:
         CheckpointError: files missing, or weights that do not fit the config.
         ConfigError: a config.json this code cannot build.
     """
-    from transformers import AutoTokenizer
-
-    from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.model import build_model
 
-    ckpt = check_checkpoint_dir(ckpt)
+    ckpt = check_checkpoint_dir(ckpt, WEIGHT_FILES)
     config = ModelConfig.load(ckpt / "config.json")
     config.text_encoder = str(ckpt / "text_encoder")
-    queries = load_queries(ckpt / "queries.json")
-    if list(queries) != list(config.types):
-        raise ConfigError(
-            f"{ckpt}: queries.json types {list(queries)} differ from config types {config.types}"
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(config.text_encoder)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{ckpt}: cannot load the tokenizer: {exc}".splitlines()[0]) from None
     try:
         model = build_model(config, weights=False)
     except (ConfigError, TypeError, ValueError, OSError) as exc:  # a config from another model
         msg = f"{ckpt}: cannot build the model of config.json + text_encoder/config.json: {exc}"
         raise CheckpointError(msg.splitlines()[0]) from None
     enc_cfg = getattr(getattr(model.text_encoder, "model", None), "config", None)
-    vocab = getattr(enc_cfg, "vocab_size", None)
-    if vocab is not None and len(tokenizer) > vocab:
-        raise CheckpointError(
-            f"{ckpt / 'text_encoder'}: the tokenizer has {len(tokenizer)} tokens, the encoder "
-            f"only {vocab} embeddings (tokenizer files of another model?)"
-        )
     positions = getattr(enc_cfg, "max_position_embeddings", None)
     if positions is not None and config.max_length > positions:
         raise CheckpointError(
@@ -145,7 +176,64 @@ def load_model(
         raise CheckpointError(f"{ckpt}: weights do not match config.json ({detail})")
     model.load_state_dict(state)
     model.to(device).eval()
-    return model, config, queries, tokenizer
+    return model
+
+
+def load_checkpoint(ckpt: str | Path, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """A checkpoint's model and processor, checked against each other.
+
+    A checkpoint without ``processor.json`` (written before it existed) gets the processor that
+    reads as its model does (:meth:`~mnerqg_graph.processing.MnerqgProcessor.from_model`).
+
+    Returns:
+        ``(model, processor)``; the model is in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: files missing, weights that do not fit the config, or a tokenizer of
+            another encoder.
+        ConfigError: a config.json or processor.json this code cannot use, or a processor
+            that does not fit the model.
+    """
+    from mnerqg_graph.processing import PROCESSOR_FILE, MnerqgProcessor
+
+    ckpt = check_checkpoint_dir(ckpt)
+    config = ModelConfig.load(ckpt / "config.json")  # (config errors before the queries')
+    processor = MnerqgProcessor.from_pretrained(ckpt)
+    if list(processor.queries) != list(config.types):
+        raise ConfigError(
+            f"{ckpt}: queries.json types {list(processor.queries)} differ from config types "
+            f"{config.types}"
+        )
+    model = read_model(ckpt, device)
+    tokenizer = processor.tokenizer
+    enc_cfg = getattr(getattr(model.text_encoder, "model", None), "config", None)
+    vocab = getattr(enc_cfg, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        raise CheckpointError(
+            f"{ckpt / 'text_encoder'}: the tokenizer has {len(tokenizer)} tokens, the encoder "
+            f"only {vocab} embeddings (tokenizer files of another model?)"
+        )
+    if not (ckpt / PROCESSOR_FILE).is_file():
+        processor = MnerqgProcessor.from_model(model, tokenizer, processor.queries)
+    processor.check_model(model)
+    return model, processor
+
+
+def load_model(
+    ckpt: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Any, ModelConfig, dict[str, str], Any]:
+    """Rebuild a model from a checkpoint directory, without unpickling anything.
+
+    Returns:
+        ``(model, config, queries, tokenizer)``; the model is in eval mode on ``device``
+        (:func:`load_checkpoint` gives the model and its processor).
+
+    Raises:
+        CheckpointError: files missing, or weights that do not fit the config.
+        ConfigError: a config.json this code cannot build.
+    """
+    model, processor = load_checkpoint(ckpt, device)
+    return model, model.config, processor.queries, processor.tokenizer
 
 
 def save_training_state(

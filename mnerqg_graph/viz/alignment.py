@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from mnerqg_graph.data.mrc import MrcExample, decode_spans
+from mnerqg_graph.data.mrc import MrcExample
 from mnerqg_graph.data.types import Sample, Span
 from mnerqg_graph.graph.schema import CROSS, QUERY, TOKEN, EdgeType, is_query_token, region_types
 
@@ -363,17 +363,21 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 @torch.no_grad()
 def explain(
     model: Any,
-    tokenizer: Any,
-    queries: dict[str, str],
+    processor: Any,
     samples: Sequence[Sample],
     batch_size: int = 8,
 ) -> list[TweetExplanation]:
     """Run ``model`` over ``samples`` and return one explanation per tweet, in input order.
 
+    Entities and boxes are decoded by the one decoding step
+    (:func:`~mnerqg_graph.decoding.decode_batch`) with the model config's decoder and
+    thresholds, as ``mnerqg predict`` decodes them; the forward pass also returns the attention
+    and the graph drawn.
+
     Args:
         model: a :class:`~mnerqg_graph.model.MnerqgModel` (its train/eval mode is restored).
-        tokenizer: the checkpoint's tokenizer.
-        queries: entity type -> query sentence, the ones the model was trained with.
+        processor: its :class:`~mnerqg_graph.processing.MnerqgProcessor` (tokenizer, queries,
+            preprocessing options).
         samples: the tweets (an image path, when there is one; gold boxes are only carried along).
         batch_size: tweets per forward pass.
 
@@ -381,14 +385,16 @@ def explain(
         One :class:`TweetExplanation` per tweet, in input order.
     """
     from mnerqg_graph.data.collate import collate
-    from mnerqg_graph.pipeline import item_options, prepare_items
+    from mnerqg_graph.decoding import DecoderInput, Decoding, check_decodings, decode_batch
 
     cfg = model.config
     device = next(model.parameters()).device
     samples = list(samples)
-    items, _ = prepare_items(samples, tokenizer, queries, **item_options(model))
+    tokenizer, queries = processor.tokenizer, processor.queries
+    decoding = Decoding.of(cfg)
+    check_decodings(model, [decoding])
+    items, _ = processor.prepare(samples)
     special = set(tokenizer.all_special_ids)
-    pad_id = tokenizer.pad_token_id or 0
     grids: tuple[tuple[int, int], ...] = tuple(model.spec.grids) if model.spec.use_image else ()
     regions_all = grid_regions(grids) if grids else []
     offset: dict[str, int] = {}
@@ -399,9 +405,9 @@ def explain(
     result: list[TweetExplanation] = []
     try:
         for chunk in _chunks(items, max(1, batch_size)):
-            batch = collate(chunk, cfg.max_span_len, cfg.image_size, pad_id).to(device)
+            batch = collate(chunk, cfg.max_span_len, cfg.image_size, processor.pad_id).to(device)
             out = model(batch, return_attention=True, return_graph=True)
-            ex_spans, ex_boxes = model.decode(out)
+            decoded = decode_batch(model, DecoderInput(out, chunk, samples), [decoding])
             graph = out.graph
             tok_batch = graph[TOKEN].batch.cpu().numpy()
             tok_pos = graph[TOKEN].pos.cpu().numpy()
@@ -414,23 +420,12 @@ def explain(
             p_end = p_end[..., 0].float().cpu().numpy()  # [N, W]: token i ends a span
             q_src, q_tok = _query_token_edges(graph)
             row = 0
-            for it in chunk:
+            for k_tweet, it in enumerate(chunk):
                 sample = samples[it.index]
                 n_tok = len(sample.tweet.tokens)
-                # spans must start and end on token nodes (decode can reach into the padding of
-                # a shorter tweet, or onto a token without word pieces)
-                nodes = set(tok_pos[tok_batch == row].tolist())
-                cands = [
-                    (a, b, ex.type, sc)
-                    for k, ex in enumerate(it.examples)
-                    for a, b, sc in ex_spans[row + k]
-                    if b <= n_tok and a in nodes and b - 1 in nodes
-                ]
-                score = {(a, b, t): s for a, b, t, s in cands}
-                accepted = decode_spans(n_tok, cands)
                 entities = [
-                    (sp.start, sp.end, sp.type, score[(sp.start, sp.end, sp.type)])
-                    for sp in accepted
+                    (sp.start, sp.end, sp.type, sc)
+                    for sp, sc in decoded.entities[decoding][k_tweet]
                 ]
                 has_image = bool(it.image is not None and grids)
                 alignments: dict[str, Alignment] = {}
@@ -449,7 +444,7 @@ def explain(
                         e_tok.append(tok_pos[t_ids[sel]])
                         e_reg.append(offset[rtype] + cells[rtype][r_ids[sel]])
                         e_w.append(w[sel])
-                    pred = ex_boxes[row]
+                    pred = decoded.normalised[k_tweet][ex.type]
                     node_pos = np.asarray([t.position for t in tokens], dtype=np.int64)
                     if q_attn is not None:
                         sel = q_attn[0] == row

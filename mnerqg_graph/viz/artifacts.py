@@ -78,8 +78,7 @@ def visualize_tweet(
 
 def visualize_samples(
     model: Any,
-    tokenizer: Any,
-    queries: dict[str, str],
+    processor: Any,
     samples: Sequence[Sample],
     out_dir: str | Path,
     top_k: int | None = DEFAULT_TOP_K,
@@ -94,14 +93,14 @@ def visualize_samples(
 
     Args:
         model: a :class:`~mnerqg_graph.model.MnerqgModel` (CPU or GPU; its mode is restored).
-        tokenizer: its tokenizer.
-        queries: entity type -> query sentence, as the model was trained with.
+        processor: its :class:`~mnerqg_graph.processing.MnerqgProcessor` (tokenizer, queries,
+            preprocessing options).
         samples: the tweets (with image paths and, for the gold panel, gold boxes).
         out_dir: the output folder (created).
         top_k: strongest token-region edges drawn per scale (None: no limit).
         threshold: draw only edges at least this strong (None: no limit).
         gold: draw the gold boxes panel (None: for tweets that have gold boxes).
-        types: entity types to draw (None: every type of ``queries``).
+        types: entity types to draw (None: every type of the processor's queries).
         batch_size: tweets per forward pass.
         dpi: resolution of the PNGs.
         compact: write 256-colour PNGs (about a third of the size).
@@ -113,6 +112,7 @@ def visualize_samples(
     Raises:
         ConfigError: ``types`` names a type without a query, or ``top_k < 1``.
     """
+    queries = processor.queries
     if types is not None:
         unknown = [t for t in types if t not in queries]
         if unknown:
@@ -125,7 +125,7 @@ def visualize_samples(
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     paths: list[Path] = []
-    for expl in explain(model, tokenizer, queries, samples, batch_size=batch_size):
+    for expl in explain(model, processor, samples, batch_size=batch_size):
         base = name = safe_name(expl.tweet_id)
         k = 2
         while name in used:

@@ -161,8 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     paths = visualize_samples(
         model,
-        predictor.tokenizer,
-        predictor.queries,
+        predictor.processor,
         samples,
         args.out,
         top_k=top_k,

@@ -14,7 +14,7 @@ from experiments.runner import EXISTENCE_THRESHOLDS, SPAN_THRESHOLDS, choose_dec
 from experiments.train import ex
 from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.types import Sample
-from mnerqg_graph.pipeline import Predictions
+from mnerqg_graph.pipeline import ModelInputs, Predictions
 from tests.helpers import TWEETS
 
 SETTINGS.CAPTURE_MODE = "sys"
@@ -36,29 +36,33 @@ class _Model:
 def _fake_predictions(
     monkeypatch: pytest.MonkeyPatch, samples: list[Sample], good: dict[str, Any]
 ) -> list[str]:
-    """``predict_thresholds`` returning gold tags where ``good(decoder, key)``, else all ``O``."""
-    calls: list[str] = []
+    """``predict_grid`` returning gold tags where ``good[decoder](thresholds)``, else all ``O``.
 
-    def fake(model: Any, items: Any, smp: Any, thresholds: Any, *a: Any, **kw: Any) -> Any:
-        dec = kw["decoder"]
-        calls.append(dec)
+    Returns the decoders asked of each call (one call: one forward pass).
+    """
+    calls: list[list[str]] = []
+
+    def fake(model: Any, inputs: Any, decodings: Any, **kw: Any) -> Any:
+        calls.append(list(dict.fromkeys(d.decoder for d in decodings)))
         out = {}
-        for t in thresholds:
+        for d in decodings:
             tags = [
-                list(s.tweet.tags) if good[dec](t) else ["O"] * len(s.tweet.tokens) for s in samples
+                list(s.tweet.tags) if good[d.decoder](d.thresholds) else ["O"] * len(s.tweet.tokens)
+                for s in inputs.samples
             ]
-            out[t] = Predictions([[] for _ in samples], tags, [{} for _ in samples], [{}] * 3)
+            out[d] = Predictions([[] for _ in samples], tags, [{} for _ in samples], [{}] * 3)
         return out
 
-    monkeypatch.setattr(pipeline, "predict_thresholds", fake)
-    return calls
+    monkeypatch.setattr(pipeline, "predict_grid", fake)
+    return calls  # type: ignore[return-value]
 
 
 def _choose(
     model: _Model, samples: list[Sample]
 ) -> tuple[tuple[str, float, float], float, dict[str, float]]:
     types = list(model.config.types)
-    args = (model, [], samples, types, None, "f1", 8, "cpu", 0)
+    inputs = ModelInputs(samples, [], None)  # type: ignore[arg-type]
+    args = (model, inputs, types, None, "f1", 8, "cpu")
     chosen, scores, by_decoder = choose_decoding(*args)  # type: ignore[arg-type]
     return chosen, scores["f1"], by_decoder
 
@@ -73,7 +77,7 @@ def test_the_tagger_is_chosen_only_where_it_scores_better(monkeypatch: pytest.Mo
     chosen, f1, by_decoder = _choose(_Model(tag_head=True), samples)
     assert chosen == ("tags", 0.4, 0.0) and f1 == 1.0
     assert by_decoder == {"span": 0.0, "tags": 1.0}  # each decoder's best, for the record
-    assert calls == ["span", "tags"]  # one forward pass per decoder
+    assert calls == [["span", "tags"]]  # one forward pass for every decoder and threshold
     # a tie goes to the span heads, at the thresholds nearest the config's (0.4, off)
     _fake_predictions(monkeypatch, samples, {"tags": lambda t: True, "span": lambda t: True})
     assert _choose(_Model(tag_head=True), samples)[0] == ("span", 0.4, 0.0)
@@ -89,7 +93,7 @@ def test_the_tagger_is_chosen_only_where_it_scores_better(monkeypatch: pytest.Mo
     )
     chosen, _, by_decoder = _choose(_Model(tag_head=False), samples)
     assert chosen[0] == "span" and set(by_decoder) == {"span"}
-    assert calls == ["span"]
+    assert calls == [["span"]]
 
 
 def test_a_run_with_the_tagger_saves_its_chosen_decoder(tmp_path: Path) -> None:

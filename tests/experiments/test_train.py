@@ -106,18 +106,18 @@ def test_predict_reads_urls_as_the_model_was_trained(
     fast_run: tuple[object, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``mnerqg predict`` on the checkpoint gives the run's own test predictions, URLs included."""
-    import mnerqg_graph.pipeline as pipeline
+    import mnerqg_graph.processing as processing
     from mnerqg_graph.predict import main as predict_main
 
     _, tmp, run_dir = fast_run
     seen: list[str] = []
-    real = pipeline.build_mrc_examples
+    real = processing.build_mrc_examples
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.append(str(kwargs.get("url_word")))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "build_mrc_examples", spy)
+    monkeypatch.setattr(processing, "build_mrc_examples", spy)
     out = tmp_path / "pred.conll"
     argv = [
         "--checkpoint",
@@ -180,7 +180,7 @@ def test_packed_run_saves_the_mode_and_predict_follows_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A packed-query run's checkpoint says packed; ``mnerqg predict`` reads it the same way."""
-    import mnerqg_graph.pipeline as pipeline
+    import mnerqg_graph.processing as processing
     from mnerqg_graph.predict import main as predict_main
 
     obs = FileStorageObserver(str(tmp_path / "runs"))
@@ -200,13 +200,13 @@ def test_packed_run_saves_the_mode_and_predict_follows_it(
     cfg = json.loads((ckpt / "config.json").read_text())
     assert (cfg["query_encoding"], cfg["packed_attention"]) == ("packed", "isolated")
     seen: list[object] = []
-    real = pipeline.build_mrc_examples
+    real = processing.build_mrc_examples
 
     def spy(*args: object, **kwargs: object) -> object:
         seen.append(kwargs.get("query_encoding"))
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline, "build_mrc_examples", spy)
+    monkeypatch.setattr(processing, "build_mrc_examples", spy)
     out = tmp_path / "pred.conll"
     argv = ["--checkpoint", str(ckpt), "--input", str(tmp_path / "synth" / "test.txt")]
     argv += ["--images", str(tmp_path / "synth" / "images"), "--output", str(out)]

@@ -12,10 +12,10 @@ from transformers import AutoTokenizer
 from mnerqg_graph.data.queries import load_queries
 from mnerqg_graph.errors import CheckpointError, ConfigError
 from mnerqg_graph.model import build_model
-from mnerqg_graph.pipeline import predict, prepare_items
+from mnerqg_graph.pipeline import predict
 from mnerqg_graph.training.checkpoint import load_model, save_model
 from mnerqg_graph.training.loop import TrainConfig, Trainer
-from tests.helpers import samples, tiny_config
+from tests.helpers import processor, samples, tiny_config
 
 
 def _save(tmp_path: Path, encoder_dir: Path) -> tuple[Path, torch.nn.Module]:
@@ -32,13 +32,14 @@ def test_round_trip_predicts_identically(tmp_path: Path, encoder_dir: Path) -> N
         "model.safetensors",
         "config.json",
         "queries.json",
+        "processor.json",
         "text_encoder",
     }
     loaded, cfg, queries, tok = load_model(ckpt)
     smp = samples(tmp_path)
-    items, _ = prepare_items(smp, tok, queries, cfg.max_length, cfg.max_span_len, cfg.image_size)
-    a = predict(model, items, smp)
-    b = predict(loaded, items, smp)
+    inputs = processor(encoder_dir, cfg)(smp)
+    a = predict(model, inputs)
+    b = predict(loaded, inputs)
     assert a.tags == b.tags and a.grounding_conf == b.grounding_conf
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
@@ -72,9 +73,7 @@ def _trainer(tmp_path: Path, encoder_dir: Path, epochs: int, out: Path) -> Train
     model = build_model(cfg)
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
     smp = samples(tmp_path)
-    items, _ = prepare_items(
-        smp, tok, load_queries(), cfg.max_length, cfg.max_span_len, cfg.image_size
-    )
+    items = processor(encoder_dir, cfg)(smp).items
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
         # a deterministic function of the weights: identical models select identical epochs

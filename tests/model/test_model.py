@@ -186,17 +186,21 @@ def test_batch_without_any_grounding_label_gives_a_finite_zero_grounding_loss(
 def test_one_pass_decoded_at_several_thresholds_matches_predict(
     tmp_path: Path, encoder_dir: Path
 ) -> None:
-    from mnerqg_graph.pipeline import predict, predict_thresholds
+    from mnerqg_graph.decoding import Decoding
+    from mnerqg_graph.pipeline import predict, predict_grid
+    from tests.helpers import processor
 
     torch.manual_seed(0)
     cfg = tiny_config(encoder_dir)
     model = build_model(cfg)
     smp = samples(tmp_path)
-    items, _ = items_and_batch(smp, encoder_dir, cfg)
-    t = (cfg.span_threshold, cfg.existence_threshold)
-    by_t = predict_thresholds(model, items, smp, [(0.0, 0.0), t, (1.0, 0.0), (0.0, 1.0)], 2)
-    ref = predict(model, items, smp, batch_size=2)
-    assert by_t[t].tags == ref.tags and by_t[t].spans == ref.spans and by_t[t].boxes == ref.boxes
+    inputs = processor(encoder_dir, cfg)(smp)
+    t = Decoding.of(cfg)
+    grid = [Decoding("span", *k) for k in [(0.0, 0.0), t.thresholds, (1.0, 0.0), (0.0, 1.0)]]
+    by_t = {d.thresholds: p for d, p in predict_grid(model, inputs, grid, batch_size=2).items()}
+    ref = predict(model, inputs, batch_size=2)
+    k = t.thresholds
+    assert by_t[k].tags == ref.tags and by_t[k].spans == ref.spans and by_t[k].boxes == ref.boxes
     assert all(not s for s in by_t[(1.0, 0.0)].spans)  # no probability passes 1.0
     assert all(s for s in by_t[(0.0, 0.0)].spans)  # every candidate passes 0.0: all get spans
     assert all(tag != "O" for tags in by_t[(0.0, 0.0)].tags for tag in tags[:1])

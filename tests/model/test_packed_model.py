@@ -13,8 +13,9 @@ from mnerqg_graph.data.collate import collate
 from mnerqg_graph.data.queries import load_queries
 from mnerqg_graph.fusion import FUSION_REGISTRY
 from mnerqg_graph.model import build_model
-from mnerqg_graph.pipeline import item_options, predict, prepare_items
-from mnerqg_graph.training.checkpoint import load_model, save_model
+from mnerqg_graph.pipeline import predict
+from mnerqg_graph.processing import MnerqgProcessor
+from mnerqg_graph.training.checkpoint import load_checkpoint, load_model, save_model
 from tests.helpers import items_and_batch, samples, tiny_config
 
 PACKED = {"query_encoding": "packed"}
@@ -76,7 +77,7 @@ def test_one_type_packed_reads_exactly_what_per_type_reads(
     for mode in ("per_type", "packed"):
         torch.manual_seed(0)
         model = build_model(tiny_config(encoder_dir, types=["PER"], query_encoding=mode)).eval()
-        items, _ = prepare_items(smp, tok, queries, **item_options(model))
+        items = MnerqgProcessor.from_model(model, tok, queries)(smp).items
         batch = collate(items, 8, 64, tok.pad_token_id)
         with torch.no_grad():
             feats[mode] = model.text_nodes(batch).tokens()
@@ -166,12 +167,18 @@ def test_checkpoint_keeps_the_mode_and_predicts_identically(
         cfg2.packed_positions,
         cfg2.packed_separators,
     ) == ("packed", "isolated", "per_query", False)
+    _, proc = load_checkpoint(ckpt)
+    assert (proc.query_encoding, proc.packed_positions, proc.packed_separators) == (
+        "packed",
+        "per_query",
+        False,
+    )
     smp = samples(tmp_path)
-    items, _ = prepare_items(smp, tok2, queries, **item_options(loaded))
-    assert all(ex.packed for it in items for ex in it.examples)
-    ex = items[0].examples[0]  # one [SEP] between the last query and the tweet, none between
-    assert ex.input_ids.count(tok2.sep_token_id) == 2
-    a, b = predict(model, items, smp), predict(loaded, items, smp)
+    inputs = proc(smp)
+    assert all(ex.packed for it in inputs.items for ex in it.examples)
+    ex = inputs.items[0].examples[0]  # one [SEP] between the last query and the tweet, none between
+    assert ex.input_ids.count(proc.tokenizer.sep_token_id) == 2
+    a, b = predict(model, inputs), predict(loaded, inputs)
     assert a.tags == b.tags and a.spans == b.spans and a.grounding_conf == b.grounding_conf
 
 

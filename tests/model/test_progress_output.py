@@ -14,10 +14,9 @@ from mnerqg_graph import cli
 from mnerqg_graph import progress as progress_mod
 from mnerqg_graph.data.queries import load_queries
 from mnerqg_graph.model import build_model
-from mnerqg_graph.pipeline import prepare_items
 from mnerqg_graph.training.checkpoint import save_model
 from mnerqg_graph.training.loop import TrainConfig, Trainer
-from tests.helpers import TWEETS, samples, tiny_config
+from tests.helpers import TWEETS, processor, samples, tiny_config
 
 
 @pytest.fixture(autouse=True)
@@ -31,9 +30,7 @@ def _trainer(tmp_path: Path, encoder_dir: Path, progress: bool) -> Trainer:
     torch.manual_seed(0)
     cfg = tiny_config(encoder_dir)
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
-    items, _ = prepare_items(
-        samples(tmp_path), tok, load_queries(), cfg.max_length, cfg.max_span_len, cfg.image_size
-    )
+    items = processor(encoder_dir, cfg)(samples(tmp_path)).items
     tcfg = TrainConfig(epochs=2, batch_size=2, seed=0, device="cpu", progress=progress)
     return Trainer(
         build_model(cfg), tok, load_queries(), items, lambda m: {"f1": 0.0}, tcfg, tmp_path / "o"

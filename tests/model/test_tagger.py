@@ -96,7 +96,7 @@ def _tokenizer(encoder: Path) -> object:
 
 def test_tag_head_spans_average_readings_gate_types_and_mask_unseen_tokens() -> None:
     from mnerqg_graph.data.types import Span
-    from mnerqg_graph.pipeline import tag_head_spans
+    from mnerqg_graph.decoding import tag_head_spans
 
     types = ["PER", "LOC"]  # tag ids: O, B-PER, I-PER, B-LOC, I-LOC
 
@@ -138,20 +138,24 @@ def test_decoder_config_is_checked() -> None:
 
 
 def test_tags_decoder_predictions_follow_the_tagger(tmp_path: Path, encoder_dir: Path) -> None:
-    from mnerqg_graph.pipeline import predict, predict_thresholds, tag_head_spans
+    from mnerqg_graph.decoding import Decoding, tag_head_spans
+    from mnerqg_graph.errors import ConfigError
+    from mnerqg_graph.pipeline import predict, predict_grid
+    from tests.helpers import processor
 
     torch.manual_seed(0)
     cfg = tiny_config(encoder_dir, tag_head=True)
     model = build_model(cfg).eval()
     smp = samples(tmp_path)
-    items, batch = items_and_batch(smp, encoder_dir, cfg)
+    _, batch = items_and_batch(smp, encoder_dir, cfg)
+    inputs = processor(encoder_dir, cfg)(smp)
     with torch.no_grad():  # make the tagger say B-<first type> on every token, sure of it
         last = model.tag_head.mlp[-1]  # type: ignore[union-attr,index]
         last.weight.zero_()
         last.bias.fill_(-10.0)
         last.bias[1] = 10.0
-    keys = [(0.5, 0.0), (0.3, 0.0)]
-    by_t = predict_thresholds(model, items, smp, keys, decoder="tags")
+    keys = [Decoding("tags", 0.5, 0.0), Decoding("tags", 0.3, 0.0)]
+    by_t = {d.thresholds: p for d, p in predict_grid(model, inputs, keys).items()}
     first = cfg.types[0]
     for s, tags in zip(smp, by_t[(0.5, 0.0)].tags, strict=True):
         # t1's last token (U+FE0F) has no word piece, so no node: O whatever the tagger says
@@ -160,7 +164,7 @@ def test_tags_decoder_predictions_follow_the_tagger(tmp_path: Path, encoder_dir:
         assert tags == want
     assert by_t[(0.3, 0.0)].tags == by_t[(0.5, 0.0)].tags  # the span threshold does not apply
     cfg.decoder = "tags"  # predict() follows the config's decoder
-    assert predict(model, items, smp).tags == by_t[(0.5, 0.0)].tags
+    assert predict(model, inputs).tags == by_t[(0.5, 0.0)].tags
     with torch.no_grad():
         out = model(batch)
     assert out.tag_logits is not None
@@ -170,5 +174,5 @@ def test_tags_decoder_predictions_follow_the_tagger(tmp_path: Path, encoder_dir:
     plain = build_model(tiny_config(encoder_dir))
     import pytest
 
-    with pytest.raises(ValueError, match="tag_head=True"):
-        predict_thresholds(plain, items, smp, keys, decoder="tags")
+    with pytest.raises(ConfigError, match="tag_head=True"):
+        predict_grid(plain, inputs, keys)

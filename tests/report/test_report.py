@@ -139,7 +139,7 @@ def test_page_graphs_are_explains_alignments(built: Built) -> None:
 
     predictor = Predictor(str(built.checkpoint), "cpu")
     valid = load_split(built.root, "valid", strict=False).samples
-    expl = explain(predictor.model, predictor.tokenizer, predictor.queries, valid)
+    expl = explain(predictor.model, predictor.processor, valid)
     tweets = built.data["tweets"]
     n_regions = sum(r * c for r, c in built.data["meta"]["grids"])
     assert [e.tweet_id for e in expl] == [t["id"] for t in tweets]
@@ -292,7 +292,7 @@ def test_any_decoder_and_query_encoding_gives_the_entities_of_predict(
     predictor = Predictor(str(ckpt), "cpu")
     for key, value in options.items():
         assert getattr(predictor.model.config, key) == value
-    data = build_report_data(predictor.model, predictor.tokenizer, predictor.queries, valid)
+    data = build_report_data(predictor.model, predictor.processor, valid)
     records = predictor.predict(valid)
     assert [t["entities"] for t in data["tweets"]] == [r["entities"] for r in records]
     assert [t["boxes"] for t in data["tweets"]] == [r["boxes"] for r in records]

@@ -75,7 +75,7 @@ def _trainer(encoder: Path, out: Path, batch_size: int, device: str, **kwargs: A
 
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.model import build_model
-    from mnerqg_graph.pipeline import prepare_items
+    from mnerqg_graph.processing import MnerqgProcessor
     from mnerqg_graph.training.loop import TrainConfig, Trainer
     from tests.helpers import tiny_config
 
@@ -88,9 +88,8 @@ def _trainer(encoder: Path, out: Path, batch_size: int, device: str, **kwargs: A
     model = build_model(cfg)
     tok = AutoTokenizer.from_pretrained(str(encoder))
     queries = load_queries()
-    items, _ = prepare_items(
-        [Sample(t) for t in TWEETS], tok, queries, cfg.max_length, cfg.max_span_len, cfg.image_size
-    )
+    proc = MnerqgProcessor(tok, queries, cfg.max_length, cfg.max_span_len, cfg.image_size)
+    items = proc([Sample(t) for t in TWEETS]).items
     evaluate = kwargs.pop("evaluate", _evaluate)
     tcfg = TrainConfig(
         epochs=EPOCHS,

@@ -42,13 +42,13 @@ def test_loader_with_length_buckets_yields_every_tweet_once(tmp_path: Path) -> N
 
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.encoders.text import minilm_path
-    from mnerqg_graph.pipeline import prepare_items
+    from mnerqg_graph.processing import MnerqgProcessor
     from mnerqg_graph.training.loop import make_loader
     from tests.helpers import samples
 
     smp = samples(tmp_path) * 10  # 30 tweets of three lengths
     tok = AutoTokenizer.from_pretrained(minilm_path())  # the tokenizer only: no model to build
-    items, _ = prepare_items(smp, tok, load_queries(), 128, 8, None)
+    items = MnerqgProcessor(tok, load_queries(), 128, 8, image_size=None)(smp).items
     seen: list[int] = []
     for batch in make_loader(items, 4, 8, 64, 0, shuffle=True, seed=1, length_buckets=3):
         tweets = batch.tweet_index.unique().tolist()

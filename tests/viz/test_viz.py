@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mnerqg_graph.data.types import Sample
+from mnerqg_graph.processing import MnerqgProcessor
 from mnerqg_graph.viz.alignment import (
     TweetExplanation,
     explain,
@@ -68,7 +69,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Setup:
     tok = AutoTokenizer.from_pretrained(str(enc))
     queries = load_queries()
     smp = samples(tmp)
-    return Setup(tmp, enc, model, tok, queries, smp, explain(model, tok, queries, smp))
+    return Setup(
+        tmp,
+        enc,
+        model,
+        tok,
+        queries,
+        smp,
+        explain(model, MnerqgProcessor.from_model(model, tok, queries), smp),
+    )
+
+
+def _proc(model: Any, setup: Setup) -> MnerqgProcessor:
+    """The processor that reads as ``model`` does, with the setup's tokenizer and queries."""
+    return MnerqgProcessor.from_model(model, setup.tokenizer, setup.queries)
 
 
 def _png_ok(path: Path) -> np.ndarray:
@@ -228,8 +242,7 @@ def test_edge_selection_top_k_per_scale_and_threshold(setup: Setup) -> None:
 def test_pictures_decode_and_are_not_blank(setup: Setup, tmp_path: Path) -> None:
     paths = visualize_samples(
         setup.model,
-        setup.tokenizer,
-        setup.queries,
+        _proc(setup.model, setup),
         setup.samples[:1],
         tmp_path,
         top_k=5,
@@ -275,7 +288,7 @@ def test_no_image_draws_the_text_side_and_a_placeholder(setup: Setup, tmp_path: 
     fig = boxes_figure(expl, load_picture(expl.sample))
     assert "no image" in _texts(fig)
     paths = visualize_samples(
-        setup.model, setup.tokenizer, setup.queries, [expl.sample], tmp_path / "out", types=["PER"]
+        setup.model, _proc(setup.model, setup), [expl.sample], tmp_path / "out", types=["PER"]
     )
     _png_ok(next(p for p in paths if p.name == "boxes.png"))
 
@@ -296,7 +309,7 @@ def test_every_fusion_with_attention_gives_complete_weighted_graphs(
 
     torch.manual_seed(0)
     model = build_model(tiny_config(setup.encoder, fusion=fusion), weights=False).eval()
-    expl = explain(model, setup.tokenizer, setup.queries, setup.samples[:2])
+    expl = explain(model, _proc(model, setup), setup.samples[:2])
     al = expl[0].alignments["LOC"]
     assert al.attention and not al.note()
     g = to_networkx(al)
@@ -317,7 +330,7 @@ def test_text_only_model_says_it_has_no_attention(setup: Setup, tmp_path: Path) 
 
     torch.manual_seed(0)
     model = build_model(tiny_config(setup.encoder, fusion="none", use_image=False)).eval()
-    [expl] = explain(model, setup.tokenizer, setup.queries, setup.samples[:1])
+    [expl] = explain(model, _proc(model, setup), setup.samples[:1])
     al = expl.alignments["LOC"]
     assert not al.image_branch and al.num_edges == 0 and "no image branch" in al.note()
     g = nx.read_graphml(write_graph(al, tmp_path)[0])
@@ -464,7 +477,7 @@ def test_packed_queries_explain_every_type_with_the_tweet_pieces(setup: Setup) -
     torch.manual_seed(0)
     cfg = tiny_config(setup.encoder, query_encoding="packed")
     model = build_model(cfg, weights=False).eval()
-    expl = explain(model, setup.tokenizer, setup.queries, setup.samples[:2])
+    expl = explain(model, _proc(model, setup), setup.samples[:2])
     per_type = setup.explained[0].alignments
     for typ, al in expl[0].alignments.items():
         # the same token nodes and word pieces as per_type: only the sequence around them differs
@@ -490,7 +503,7 @@ def test_query_token_edges_carry_attention_and_span_probabilities(
         "none": tiny_config(setup.encoder, fusion="none", use_image=False),
     }[model_kind]
     model = build_model(cfg).eval()
-    expl = explain(model, setup.tokenizer, setup.queries, setup.samples)
+    expl = explain(model, _proc(model, setup), setup.samples)
     _, batch = items_and_batch(setup.samples, setup.encoder, cfg)
     with torch.no_grad():
         out = model(batch, return_attention=True)
