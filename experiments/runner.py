@@ -27,7 +27,7 @@ from mnerqg_graph.io import replace_dir
 SPLITS = ("train", "valid", "test")
 SPAN_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 15))  # 0.10, 0.15, ..., 0.70
 EXISTENCE_THRESHOLDS = (0.0, 0.5)  # decode without / with the existence head's verdict
-_NOT_MODEL_KEYS = {"tiny", "plugins"}
+_NOT_MODEL_KEYS = {"tiny"}  # the experiment's own: sizes of the tiny encoder it builds
 
 
 def _synth_stale(root: Path, want: dict[str, Any]) -> bool:
