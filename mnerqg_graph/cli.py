@@ -4,8 +4,10 @@ Every subcommand lives in its own module as a ``main(argv: list[str]) -> int`` t
 arguments. This file only dispatches: it imports a command's module when that command is run (so
 ``mnerqg --help`` does not import torch), imports ``--plugin`` modules first, and turns user errors
 (:class:`~mnerqg_graph.errors.MnerqgError`, a missing file, Ctrl-C, a missing optional dependency)
-into one line on stderr and an exit code instead of a traceback. ``--debug`` (or ``MNERQG_DEBUG=1``)
-re-raises them.
+into one line on stderr and an exit code instead of a traceback; so does any other ``OSError`` (a
+full disk, a read-only folder, permission denied: the toolkit's own writers raise
+:class:`~mnerqg_graph.errors.WriteError`, which names the path; this catches what a library wrote
+for us). ``--debug`` (or ``MNERQG_DEBUG=1``) re-raises them.
 
 Global options go before the command, everything after the command is the command's own::
 
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _print_error(args.command, "interrupted")
         return EXIT_INTERRUPTED
-    except (MnerqgError, FileNotFoundError, ModuleNotFoundError) as exc:
+    except (MnerqgError, OSError, ModuleNotFoundError) as exc:
         if debug:
             raise
         _print_error(args.command, describe(exc))
@@ -252,8 +254,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe(exc: BaseException) -> str:
     """A one-line description of a user-facing error."""
-    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+    if isinstance(exc, MnerqgError):
+        message = str(exc) or type(exc).__name__
+    elif isinstance(exc, FileNotFoundError) and exc.filename is not None:
         message = f"{exc.strerror or 'no such file or directory'}: {exc.filename}"
+    elif isinstance(exc, OSError) and exc.strerror:  # EACCES, ENOSPC, EROFS, ...
+        message = exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
     elif isinstance(exc, ModuleNotFoundError) and exc.name is not None:
         hint = INSTALL_HINTS.get(exc.name.partition(".")[0])
         message = f"missing module {exc.name!r}" + (f"; {hint}" if hint else "")

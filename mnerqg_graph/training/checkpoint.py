@@ -16,8 +16,6 @@ directory and moved into place, so an interruption never leaves a half-written c
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from torch import nn
 
 from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.errors import CheckpointError, ConfigError
-from mnerqg_graph.io import atomic_write_text, replace_dir
+from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
 
 MODEL_FILES = (
     "model.safetensors",
@@ -48,8 +46,7 @@ def save_model(
 ) -> Path:
     """Write a model checkpoint directory atomically (see the module docstring)."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir_beside(out_dir)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
@@ -62,8 +59,8 @@ def save_model(
         cfg.save(tmp / "config.json")
         atomic_write_text(tmp / "queries.json", json.dumps(queries, indent=2) + "\n")
         replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:  # a write error names the file of out_dir that failed
+        abandon_dir(tmp, out_dir, exc)
         raise
     return out_dir
 
@@ -153,8 +150,7 @@ def save_training_state(
 ) -> None:
     """Write optimizer tensors, trainer bookkeeping and the RNG state atomically."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir_beside(out_dir)
     try:
         opt = optimizer.state_dict()
         tensors: dict[str, torch.Tensor] = {}
@@ -170,8 +166,8 @@ def save_training_state(
         meta = {"param_groups": opt["param_groups"], "scalars": scalars, "trainer": trainer_state}
         atomic_write_text(tmp / "trainer.json", json.dumps(meta, indent=1) + "\n")
         replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        abandon_dir(tmp, out_dir, exc)
         raise
 
 
