@@ -26,7 +26,13 @@ from torch import nn
 
 from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.errors import CheckpointError, ConfigError
-from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
+from mnerqg_graph.io import (
+    abandon_dir,
+    atomic_write_text,
+    replace_dir,
+    temp_dir_beside,
+    writing,
+)
 
 MODEL_FILES = (
     "model.safetensors",
@@ -49,7 +55,8 @@ def save_model(
     tmp = temp_dir_beside(out_dir)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
+        with writing(tmp / "model.safetensors"):
+            save_file(state, str(tmp / "model.safetensors"))
         enc = tmp / "text_encoder"
         enc.mkdir()
         model.text_encoder.model.config.save_pretrained(str(enc))  # type: ignore[union-attr,operator]
@@ -161,8 +168,10 @@ def save_training_state(
                     tensors[f"{pid}.{name}"] = val.detach().contiguous().cpu()
                 else:
                     scalars[f"{pid}.{name}"] = val
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        with writing(tmp / "optimizer.safetensors"):
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+        with writing(tmp / "rng.safetensors"):
+            save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
         meta = {"param_groups": opt["param_groups"], "scalars": scalars, "trainer": trainer_state}
         atomic_write_text(tmp / "trainer.json", json.dumps(meta, indent=1) + "\n")
         replace_dir(tmp, out_dir)
