@@ -13,7 +13,6 @@ overrides where the data lives), ``minilm`` (the offline MiniLM encoder), ``text
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import sys
 from pathlib import Path
@@ -169,11 +168,6 @@ WRITE_ERRNOS = frozenset(
 )
 
 
-def _import_plugins(plugins: list[str]) -> None:
-    for name in plugins:
-        importlib.import_module(name)
-
-
 @ex.main
 def run(
     _run: Any,
@@ -192,9 +186,10 @@ def run(
     """Train on train, select the epoch on valid, evaluate the chosen model once on test."""
     from experiments.runner import run_experiment
     from mnerqg_graph.errors import MnerqgError, WriteError
+    from mnerqg_graph.plugins import import_plugins
 
     try:
-        _import_plugins(model.get("plugins", []))
+        import_plugins(model.get("plugins", []))  # before anything names their components
         return run_experiment(
             data=data,
             model=model,

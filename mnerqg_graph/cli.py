@@ -17,14 +17,12 @@ Global options go before the command, everything after the command is the comman
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import importlib.util
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import cast
 
@@ -158,43 +156,18 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def load_plugin(spec: str) -> ModuleType:
-    """Import a user module so that its registrations take effect.
+    """Import a user module so that its registrations take effect (``--plugin``).
 
     Args:
         spec: a dotted module name, importable from ``sys.path`` or the current folder, or a
             path to a ``.py`` file.
 
     Returns:
-        The imported module.
+        The imported module (see :func:`mnerqg_graph.plugins.load_plugin`).
     """
-    if spec.endswith(".py") or os.sep in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise FileNotFoundError(errno.ENOENT, "plugin file not found", spec)
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        if module_spec is None or module_spec.loader is None:
-            raise CommandUnavailable(f"cannot import plugin {spec!r}: not a Python module")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[path.stem] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[path.stem]
-            raise
-        return module
-    # Like `python -m`, let modules in the current folder be found (the console script's
-    # sys.path[0] is its bin/ folder); appended, so installed packages win.
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
-    try:
-        return importlib.import_module(spec)
-    except ModuleNotFoundError as exc:
-        if _is_module_or_parent(exc.name, spec):
-            raise CommandUnavailable(
-                f"cannot import plugin {spec!r}: no such module (is its folder on PYTHONPATH?)"
-            ) from exc
-        raise
+    from mnerqg_graph.plugins import load_plugin as load
+
+    return load(spec)
 
 
 def resolve(name: str) -> CommandMain:

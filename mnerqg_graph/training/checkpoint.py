@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnerqg_graph.config import ModelConfig
-from mnerqg_graph.errors import CheckpointError, ConfigError
+from mnerqg_graph.errors import CheckpointError, ConfigError, MnerqgError
 from mnerqg_graph.io import (
     abandon_dir,
     atomic_write_text,
@@ -33,6 +33,7 @@ from mnerqg_graph.io import (
     temp_dir_beside,
     writing,
 )
+from mnerqg_graph.plugins import load_plugin, plugins_of
 
 MODEL_FILES = (
     "model.safetensors",
@@ -63,6 +64,7 @@ def save_model(
         tokenizer.save_pretrained(str(enc))
         cfg = ModelConfig.from_dict(config.to_dict())
         cfg.text_encoder = "text_encoder"
+        cfg.plugins = plugins_of(config, model)  # imported again by load_model
         cfg.save(tmp / "config.json")
         atomic_write_text(tmp / "queries.json", json.dumps(queries, indent=2) + "\n")
         replace_dir(tmp, out_dir)
@@ -103,6 +105,15 @@ def load_model(
     ckpt = check_checkpoint_dir(ckpt)
     config = ModelConfig.load(ckpt / "config.json")
     config.text_encoder = str(ckpt / "text_encoder")
+    for spec in config.plugins:  # the modules its components come from, no --plugin needed
+        try:
+            load_plugin(spec)
+        except (MnerqgError, ImportError, OSError) as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise CheckpointError(
+                f"{ckpt / 'config.json'}: needs plugin {spec!r}, which cannot be imported "
+                f"({why}); install it, or put its folder on PYTHONPATH"
+            ) from None
     queries = load_queries(ckpt / "queries.json")
     if list(queries) != list(config.types):
         raise ConfigError(
