@@ -165,8 +165,15 @@ class ModelConfig:
             raise ConfigError("decoder 'tags' needs tag_head=True (the tagger it decodes with)")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict, with the config version."""
-        return {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
+        """A JSON-serialisable dict, with the config version.
+
+        ``plugins`` is left out when empty, so that a checkpoint that needs no plugin stays
+        readable by the versions before the field existed.
+        """
+        data = dataclasses.asdict(self)
+        if not data["plugins"]:
+            del data["plugins"]
+        return {"config_version": CONFIG_VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:

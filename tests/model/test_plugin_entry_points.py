@@ -174,6 +174,7 @@ def test_file_plugin_is_recorded_by_path_and_reimported_on_load(
 def test_built_in_components_record_no_plugin(encoder_dir: Path) -> None:
     cfg = tiny_config(encoder_dir)
     assert plugins.plugins_of(cfg, build_model(cfg)) == []
+    assert "plugins" not in cfg.to_dict()  # config.json as before: earlier versions read it
     cfg.plugins = ["json"]  # named by the user: kept, first
     assert plugins.plugins_of(cfg) == ["json"]
 
