@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +50,7 @@ from detectors.backbones import _load_into, load_state_dict_file
 from detectors.regions import DetectorBoxRegions, RegionSet
 from mnerqg_graph.data.types import Sample
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError, MnerqgError
-from mnerqg_graph.io import atomic_write_text, replace_dir
+from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
 from mnerqg_graph.registry import Registry
 
 #: ``config.json["kind"]`` of a detector checkpoint.
@@ -255,15 +253,14 @@ def save_checkpoint(module: nn.Module, config: dict[str, Any], out_dir: str | Pa
     from safetensors.torch import save_file
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"kind": str(config["kind"])})
         atomic_write_text(tmp / CONFIG_NAME, json.dumps(config, indent=1, sort_keys=True) + "\n")
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:  # a write error names the file of out that failed
+        abandon_dir(tmp, out, exc)
         raise
     return out
 

@@ -26,8 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +37,7 @@ from detectors.grounder import VisualGrounder, load_grounder, predict_image_set
 from mnerqg_graph.data.types import Box, Sample, Span
 from mnerqg_graph.data.voc import VocAnnotation, VocObject, attach_boxes, read_voc, write_voc
 from mnerqg_graph.errors import ConfigError, DataError
-from mnerqg_graph.io import atomic_write_text, replace_dir
+from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
 
 #: The summary file written beside the XML files (also marks a folder as a weak-label folder).
 SUMMARY_NAME = "weak_labels.json"
@@ -233,8 +231,7 @@ def pseudo_label(
     report.problems.extend(f"{m} (not labelled)" for m in image_set.skipped)
     boxes, conf = predict_image_set(model, image_set, batch_size)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     conf_sum = 0.0
     try:
         for i, sample in enumerate(image_set.samples):
@@ -283,8 +280,8 @@ def pseudo_label(
         meta = {"grounder": source, "data": str(data), **asdict(report)}
         atomic_write_text(tmp / SUMMARY_NAME, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:  # a write error names the file of out that failed
+        abandon_dir(tmp, out, exc)
         raise
     say(report.summary())
     _say_problems(report.problems, say)

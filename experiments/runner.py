@@ -22,12 +22,12 @@ from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.types import Sample
 from mnerqg_graph.environment import describe, environment
 from mnerqg_graph.errors import ConfigError, DataError
-from mnerqg_graph.io import replace_dir
+from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
 
 SPLITS = ("train", "valid", "test")
 SPAN_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 15))  # 0.10, 0.15, ..., 0.70
 EXISTENCE_THRESHOLDS = (0.0, 0.5)  # decode without / with the existence head's verdict
-_NOT_MODEL_KEYS = {"tiny", "plugins"}
+_NOT_MODEL_KEYS = {"tiny"}  # the experiment's own: sizes of the tiny encoder it builds
 
 
 def _synth_stale(root: Path, want: dict[str, Any]) -> bool:
@@ -375,16 +375,16 @@ def run_experiment(
         out["total_seconds"] = float(time.perf_counter() - t_start)
         pred_dir = work / "predictions"
         write_predictions(pred_dir, splits["test"], preds)
-        (work / "metrics.json").write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(work / "metrics.json", json.dumps(out, indent=2, sort_keys=True) + "\n")
         _print_table(test)
         if output_dir:
             ckpt = Path(output_dir) / "checkpoint"  # copied aside, then swapped in atomically
-            tmp_ckpt = Path(tempfile.mkdtemp(prefix=".checkpoint.", dir=output_dir))
+            tmp_ckpt = temp_dir_beside(ckpt)
             try:
                 shutil.copytree(work / "best", tmp_ckpt, dirs_exist_ok=True)
                 replace_dir(tmp_ckpt, ckpt)
-            except BaseException:
-                shutil.rmtree(tmp_ckpt, ignore_errors=True)
+            except BaseException as exc:  # a full disk: one line naming the checkpoint
+                abandon_dir(tmp_ckpt, ckpt, exc)
                 raise
         if add_artifact is not None:
             for f in sorted((work / "best").rglob("*")):

@@ -12,7 +12,7 @@ overrides where the data lives), ``minilm`` (the offline MiniLM encoder), ``text
 
 from __future__ import annotations
 
-import importlib
+import errno
 import os
 import sys
 from pathlib import Path
@@ -162,9 +162,10 @@ def fast() -> None:
     report = False  # noqa: F841
 
 
-def _import_plugins(plugins: list[str]) -> None:
-    for name in plugins:
-        importlib.import_module(name)
+#: Errors of a write that the run cannot fix: a full disk or quota, a read-only or forbidden folder.
+WRITE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+)
 
 
 @ex.main
@@ -184,10 +185,11 @@ def run(
 ) -> dict[str, float]:
     """Train on train, select the epoch on valid, evaluate the chosen model once on test."""
     from experiments.runner import run_experiment
-    from mnerqg_graph.errors import MnerqgError
+    from mnerqg_graph.errors import MnerqgError, WriteError
+    from mnerqg_graph.plugins import import_plugins
 
     try:
-        _import_plugins(model.get("plugins", []))
+        import_plugins(model.get("plugins", []))  # before anything names their components
         return run_experiment(
             data=data,
             model=model,
@@ -205,7 +207,11 @@ def run(
             else None,
             info=_run.info,
         )
-    except MnerqgError as exc:  # one clear line, no traceback; the run is marked FAILED
+    except (MnerqgError, OSError) as exc:  # one clear line, no traceback; the run is FAILED
+        if isinstance(exc, OSError) and not isinstance(exc, MnerqgError):
+            if exc.errno not in WRITE_ERRNOS:
+                raise  # not a full disk or a read-only folder: a traceback helps here
+            exc = WriteError(exc.filename or "a file", exc)  # a writer of a library's
         print(f"experiments.train: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

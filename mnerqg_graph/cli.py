@@ -4,8 +4,10 @@ Every subcommand lives in its own module as a ``main(argv: list[str]) -> int`` t
 arguments. This file only dispatches: it imports a command's module when that command is run (so
 ``mnerqg --help`` does not import torch), imports ``--plugin`` modules first, and turns user errors
 (:class:`~mnerqg_graph.errors.MnerqgError`, a missing file, Ctrl-C, a missing optional dependency)
-into one line on stderr and an exit code instead of a traceback. ``--debug`` (or ``MNERQG_DEBUG=1``)
-re-raises them.
+into one line on stderr and an exit code instead of a traceback; so does any other ``OSError`` (a
+full disk, a read-only folder, permission denied: the toolkit's own writers raise
+:class:`~mnerqg_graph.errors.WriteError`, which names the path; this catches what a library wrote
+for us). ``--debug`` (or ``MNERQG_DEBUG=1``) re-raises them.
 
 Global options go before the command, everything after the command is the command's own::
 
@@ -15,14 +17,12 @@ Global options go before the command, everything after the command is the comman
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import importlib.util
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import cast
 
@@ -156,43 +156,18 @@ def split_argv(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def load_plugin(spec: str) -> ModuleType:
-    """Import a user module so that its registrations take effect.
+    """Import a user module so that its registrations take effect (``--plugin``).
 
     Args:
         spec: a dotted module name, importable from ``sys.path`` or the current folder, or a
             path to a ``.py`` file.
 
     Returns:
-        The imported module.
+        The imported module (see :func:`mnerqg_graph.plugins.load_plugin`).
     """
-    if spec.endswith(".py") or os.sep in spec:
-        path = Path(spec)
-        if not path.is_file():
-            raise FileNotFoundError(errno.ENOENT, "plugin file not found", spec)
-        module_spec = importlib.util.spec_from_file_location(path.stem, path)
-        if module_spec is None or module_spec.loader is None:
-            raise CommandUnavailable(f"cannot import plugin {spec!r}: not a Python module")
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[path.stem] = module
-        try:
-            module_spec.loader.exec_module(module)
-        except BaseException:
-            del sys.modules[path.stem]
-            raise
-        return module
-    # Like `python -m`, let modules in the current folder be found (the console script's
-    # sys.path[0] is its bin/ folder); appended, so installed packages win.
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.append(cwd)
-    try:
-        return importlib.import_module(spec)
-    except ModuleNotFoundError as exc:
-        if _is_module_or_parent(exc.name, spec):
-            raise CommandUnavailable(
-                f"cannot import plugin {spec!r}: no such module (is its folder on PYTHONPATH?)"
-            ) from exc
-        raise
+    from mnerqg_graph.plugins import load_plugin as load
+
+    return load(spec)
 
 
 def resolve(name: str) -> CommandMain:
@@ -243,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _print_error(args.command, "interrupted")
         return EXIT_INTERRUPTED
-    except (MnerqgError, FileNotFoundError, ModuleNotFoundError) as exc:
+    except (MnerqgError, OSError, ModuleNotFoundError) as exc:
         if debug:
             raise
         _print_error(args.command, describe(exc))
@@ -252,8 +227,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def describe(exc: BaseException) -> str:
     """A one-line description of a user-facing error."""
-    if isinstance(exc, FileNotFoundError) and exc.filename is not None:
+    if isinstance(exc, MnerqgError):
+        message = str(exc) or type(exc).__name__
+    elif isinstance(exc, FileNotFoundError) and exc.filename is not None:
         message = f"{exc.strerror or 'no such file or directory'}: {exc.filename}"
+    elif isinstance(exc, OSError) and exc.strerror:  # EACCES, ENOSPC, EROFS, ...
+        message = exc.strerror + (f": {exc.filename}" if exc.filename is not None else "")
     elif isinstance(exc, ModuleNotFoundError) and exc.name is not None:
         hint = INSTALL_HINTS.get(exc.name.partition(".")[0])
         message = f"missing module {exc.name!r}" + (f"; {hint}" if hint else "")

@@ -1,7 +1,10 @@
-"""The model's configuration: everything needed to rebuild it, saved as a checkpoint's config.json.
+"""The configuration dataclasses: the one source of every default.
 
-Only the edges (the Sacred experiment, the CLI) turn user config into a :class:`ModelConfig`; the
-library's constructors take typed arguments.
+:class:`ModelConfig` holds everything needed to rebuild a model (saved as a checkpoint's
+``config.json``); :class:`TrainConfig` the optimisation settings. Only the edges (the Sacred
+experiment, the CLI) turn user config into them; the library's constructors take typed arguments.
+The Sacred ingredients ``model`` and ``optim`` take their defaults from these classes
+(``experiments/ingredients/defaults.py``), so a default is changed here and only here.
 """
 
 from __future__ import annotations
@@ -46,6 +49,16 @@ def default_loss_weights() -> dict[str, float]:
     }
 
 
+def default_fusion_kwargs() -> dict[str, Any]:
+    """Options of the default fusion module (``hetero_gat``): 4 attention heads."""
+    return {"heads": 4}
+
+
+def default_backbone_kwargs() -> dict[str, Any]:
+    """Options of the default backbone (``small_cnn``): 64 px images give 2x2, 4x4, 8x8 cells."""
+    return {"width": 16, "out_channels": 64, "min_stride": 8}
+
+
 #: Bumped when the saved config or weights layout changes incompatibly.
 CONFIG_VERSION = 1
 
@@ -58,12 +71,15 @@ class ModelConfig:
         types: entity types, in query order.
         text_encoder: local Hugging Face model directory (a checkpoint stores its own copy).
         fusion: registered fusion module name (``hetero_gat``, ``none``, ...).
-        fusion_layers: number of fusion layers.
-        fusion_kwargs: module-specific options (e.g. ``{"heads": 4}``).
+        fusion_layers: number of fusion layers (one hop already joins every token to every
+            region).
+        fusion_kwargs: module-specific options of ``fusion``; the default (``{"heads": 4}``)
+            suits the built-in attention modules: set it with ``fusion``.
         hidden_dim: node feature size after fusion.
         use_image: build the image branch (False: text-only graph of token and query nodes).
         backbone: registered image backbone name.
-        backbone_kwargs: backbone options (e.g. ``{"width": 32}``).
+        backbone_kwargs: options of ``backbone``; the default (``{"width": 16, "out_channels":
+            64, "min_stride": 8}``) is ``small_cnn``'s: set it with ``backbone``.
         image_size: side of the square image fed to the backbone, in pixels.
         num_scales: region scales used, coarsest first (1 = only the coarsest).
         token_window: token-token edges join tokens at most this far apart.
@@ -98,17 +114,24 @@ class ModelConfig:
         grounding_threshold: confidence under which a type is "not in the image".
         grounding_presence_weight: weight of the grounding head's best-cell "type is in the image"
             BCE (part of the grounding loss; see ``GroundingHead.loss``).
+        plugins: modules (dotted names, or paths of ``.py`` files) imported before the model is
+            built, so that the components they register can be named here. A saved checkpoint
+            lists every plugin module its components come from, and loading imports them
+            (:mod:`mnerqg_graph.plugins`).
+
+    The defaults are those of the SynthTweets demo (``python -m experiments.train``), whose Sacred
+    ingredient takes them from here.
     """
 
     types: list[str]
     text_encoder: str
     fusion: str = "hetero_gat"
-    fusion_layers: int = 2
-    fusion_kwargs: dict[str, Any] = field(default_factory=dict)
-    hidden_dim: int = 128
+    fusion_layers: int = 1
+    fusion_kwargs: dict[str, Any] = field(default_factory=default_fusion_kwargs)
+    hidden_dim: int = 64
     use_image: bool = True
     backbone: str = "small_cnn"
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    backbone_kwargs: dict[str, Any] = field(default_factory=default_backbone_kwargs)
     image_size: int = 64
     num_scales: int = 3
     token_window: int = 2
@@ -129,6 +152,7 @@ class ModelConfig:
     existence_threshold: float = 0.0
     grounding_threshold: float = 0.5
     grounding_presence_weight: float = 1.0
+    plugins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -150,8 +174,15 @@ class ModelConfig:
             raise ConfigError("decoder 'tags' needs tag_head=True (the tagger it decodes with)")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict, with the config version."""
-        return {"config_version": CONFIG_VERSION, **dataclasses.asdict(self)}
+        """A JSON-serialisable dict, with the config version.
+
+        ``plugins`` is left out when empty, so that a checkpoint that needs no plugin stays
+        readable by the versions before the field existed.
+        """
+        data = dataclasses.asdict(self)
+        if not data["plugins"]:
+            del data["plugins"]
+        return {"config_version": CONFIG_VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
@@ -200,3 +231,47 @@ class ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: model config must be a JSON object")
         return cls.from_dict(data, source=str(path))
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (:class:`mnerqg_graph.training.loop.Trainer`).
+
+    The defaults are those of the SynthTweets demo on a 2-core CPU; the Sacred ``optim``
+    ingredient takes them from here (``seed`` is the experiment's own).
+
+    Args:
+        epochs: passes over the training set.
+        batch_size: tweets per step (each brings ``T`` examples, one per type).
+        lr: learning rate of everything but the text encoder.
+        encoder_lr: learning rate of the text encoder.
+        weight_decay: AdamW weight decay.
+        warmup_ratio: share of steps with a linear warm-up, then linear decay to 0.
+        grad_clip: max gradient norm (0: off).
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        seed: seeds shuffling, dropout and initialisation.
+        select_metric: validation metric that picks the best epoch.
+        eval_batch_size: tweets per evaluation step.
+        length_buckets: 0 shuffles tweets freely; ``N`` > 0 shuffles, then sorts each pool of
+            ``N`` batches by sequence length and shuffles the batches (less padding: real tweets
+            vary in length); ignored under a distributed sampler.
+        progress: show each epoch's steps, running loss and ETA on stderr (main process only):
+            a bar on a terminal, a line every 30 s in a log (:class:`~mnerqg_graph.progress.
+            Progress`).
+    """
+
+    epochs: int = 11
+    batch_size: int = 16
+    lr: float = 2e-3
+    encoder_lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    device: str = "auto"
+    amp: bool = True
+    seed: int = 0
+    select_metric: str = "f1"
+    eval_batch_size: int = 64
+    length_buckets: int = 0
+    progress: bool = True

@@ -7,6 +7,7 @@ line (or field) at fault, so the CLI can print it as one line instead of a trace
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -49,3 +50,58 @@ class CheckpointError(MnerqgError):
 
 class TrainingError(MnerqgError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class PluginError(ConfigError):
+    """A plugin module (``--plugin``, ``plugins=[...]``, an entry point) cannot be imported."""
+
+
+class WriteError(MnerqgError, OSError):
+    """A file or folder cannot be written (disk full, permission denied, read-only folder, ...).
+
+    Raised by the toolkit's writers (:mod:`mnerqg_graph.io`) in place of the ``OSError`` they met,
+    which stays the ``__cause__``; it is still an ``OSError`` (same ``errno``), and its message is
+    one line naming the path and the cause, which the CLI prints as is. The writers are atomic:
+    when this is raised the previous file or folder is as it was.
+
+    Args:
+        path: what was being written (the final path, not a temporary one).
+        cause: the error met, or its description.
+    """
+
+    def __init__(self, path: str | Path, cause: BaseException | str) -> None:
+        reason, code = _reason(cause)
+        OSError.__init__(self, code, reason, str(path))
+        self.path = str(path)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # picklable for multiprocessing
+        return (type(self), (self.path, self.reason))
+
+
+def _reason(cause: BaseException | str) -> tuple[str, int | None]:
+    """The readable cause and the errno of an error met while writing."""
+    if isinstance(cause, str):
+        return cause, None
+    if isinstance(cause, WriteError):
+        return cause.reason, cause.errno
+    if isinstance(cause, OSError):
+        errors = cause.args[0] if cause.args else None
+        if isinstance(errors, list) and errors and isinstance(errors[0], tuple):  # shutil.Error
+            cause = OSError(str(errors[0][-1]))  # "[Errno 28] No space left on device: 'dst'"
+        elif cause.strerror:
+            return cause.strerror, cause.errno
+    text = " ".join(str(cause).split()) or type(cause).__name__
+    # "[Errno 28] No space left on device: 'p'" (a formatted OSError), "I/O error: No space left
+    # on device (os error 28) at path ..." (safetensors, from Rust): the cause and its errno only
+    match = re.search(r"\[Errno (\d+)\] (.+?)(: '.*')?$", text) or re.search(
+        r"(?:error: )?([^:]+?) \(os error (\d+)\)", text
+    )
+    if match and match.group(1).isdigit():
+        return match.group(2), int(match.group(1))
+    if match:
+        return match.group(1), int(match.group(2))
+    return text, None

@@ -1,33 +1,180 @@
-"""Atomic file writes: a reader never sees a half-written file, and a crash leaves the old one."""
+"""Atomic file writes: a reader never sees a half-written file, and a crash leaves the old one.
+
+Every writer of the toolkit (checkpoints, training states, predictions, weak labels, data sets,
+caches) goes through these helpers. A write that fails (disk full, permission denied, a read-only
+folder, ...) raises :class:`~mnerqg_graph.errors.WriteError`, one line naming the final path and
+the cause, which the CLI and the Sacred experiment print without a traceback; the previous file or
+folder is left as it was, and no temporary file is left behind.
+
+Folders are written the same way: :func:`temp_dir_beside` makes a temporary folder next to the
+final one, the writer fills it, :func:`replace_dir` swaps it in, and on any error
+:func:`abandon_dir` removes it and raises a write error as a :class:`WriteError`::
+
+    tmp = temp_dir_beside(out)
+    try:
+        ...  # write into tmp
+        replace_dir(tmp, out)
+    except BaseException as exc:
+        abandon_dir(tmp, out, exc)
+        raise
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Any
+
+from mnerqg_graph.errors import WriteError
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a file-system error (an ``OSError`` or a safetensors I/O error)."""
+    return isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError"
+
+
+@contextmanager
+def writing(path: str | Path) -> Iterator[None]:
+    """Turn a file-system error met in the block into a :class:`WriteError` naming ``path``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as exc:
+        if not is_write_failure(exc):
+            raise
+        raise WriteError(path, exc) from exc
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
+
+    Raises:
+        WriteError: the file cannot be written; ``path`` is as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> None:
     """Write ``text`` to ``path`` atomically, without newline translation."""
     atomic_write_bytes(path, text.encode(encoding))
+
+
+class AtomicTextOutput:
+    """A text file written in pieces that appears at ``path`` only when complete.
+
+    The text goes to a temporary file beside ``path``; :meth:`commit` flushes it to disk and
+    renames it to ``path``; :meth:`discard` (or an error) removes it and leaves ``path`` as it was.
+
+    Args:
+        path: the final file.
+        encoding: its encoding (newlines are written as LF).
+
+    Raises:
+        WriteError: from any method, when the file cannot be written.
+    """
+
+    def __init__(self, path: str | Path, encoding: str = "utf-8") -> None:
+        self.path = Path(path)
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self._tmp: str | None = tmp
+        self._fh: IO[str] = os.fdopen(fd, "w", encoding=encoding, newline="\n")
+
+    def write(self, text: str) -> int:
+        """Write ``text``; returns the number of characters written."""
+        with writing(self.path):
+            return self._fh.write(text)
+
+    def writelines(self, lines: Any) -> None:
+        """Write every string of ``lines``."""
+        with writing(self.path):
+            self._fh.writelines(lines)
+
+    def commit(self) -> None:
+        """Flush to disk and move the file into place (a second call does nothing)."""
+        if self._tmp is None:
+            return
+        try:
+            with writing(self.path):
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+                os.replace(self._tmp, self.path)
+            self._tmp = None
+        except BaseException:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Remove the temporary file; ``path`` stays as it was (nothing after :meth:`commit`)."""
+        if self._tmp is None:
+            return
+        try:
+            self._fh.close()
+        except OSError:
+            pass  # a full disk also fails the close's flush: the file is dropped anyway
+        if os.path.exists(self._tmp):
+            os.unlink(self._tmp)
+        self._tmp = None
+
+
+def temp_dir_beside(final_dir: str | Path) -> Path:
+    """A new empty temporary folder next to ``final_dir``, to be moved there by :func:`replace_dir`.
+
+    Raises:
+        WriteError: the parent folder cannot be created or written to.
+    """
+    final_dir = Path(final_dir)
+    with writing(final_dir):
+        final_dir.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
+
+
+def abandon_dir(tmp_dir: str | Path, final_dir: str | Path, exc: BaseException) -> None:
+    """Remove a temporary folder after ``exc``; raise a file-system error as a WriteError.
+
+    A file-system error becomes a :class:`WriteError` naming the final path (``final_dir``, or the
+    file under it that was being written, not the temporary name), raised from ``exc``; for any
+    other error this returns, and the caller re-raises ``exc`` (``raise``).
+
+    Args:
+        tmp_dir: the temporary folder (from :func:`temp_dir_beside`).
+        final_dir: where it was to be moved.
+        exc: the error that stopped the writer.
+    """
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    if not is_write_failure(exc):
+        return
+    tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
+    where = Path(exc.path) if isinstance(exc, WriteError) else None
+    if where is None and isinstance(exc, OSError) and exc.filename is not None:
+        where = Path(os.fsdecode(exc.filename))
+    target = final_dir
+    if where is not None and (where == tmp_dir or tmp_dir in where.parents):
+        target = final_dir / where.relative_to(tmp_dir)
+    elif isinstance(exc, WriteError):
+        return  # already names a final path (the swap of final_dir itself, say)
+    cause = exc.__cause__ if isinstance(exc, WriteError) and exc.__cause__ else exc
+    raise WriteError(target, exc) from cause
 
 
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
@@ -36,18 +183,22 @@ def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
     The old directory is renamed away first and deleted only after the new one is in place, so at
     every moment either the old or the new complete directory exists under ``final_dir`` (or its
     backup name ``final_dir.old``).
+
+    Raises:
+        WriteError: a rename failed; the old directory is back under ``final_dir``.
     """
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
     backup = final_dir.with_name(final_dir.name + ".old")
-    if backup.exists():
-        shutil.rmtree(backup)
-    if final_dir.exists():
-        os.replace(final_dir, backup)
-    try:
-        os.replace(tmp_dir, final_dir)
-    except BaseException:  # put the old directory back: never leave no directory at all
-        if backup.exists() and not final_dir.exists():
-            os.replace(backup, final_dir)
-        raise
-    if backup.exists():
-        shutil.rmtree(backup)
+    with writing(final_dir):
+        if backup.exists():
+            shutil.rmtree(backup)
+        if final_dir.exists():
+            os.replace(final_dir, backup)
+        try:
+            os.replace(tmp_dir, final_dir)
+        except BaseException:  # put the old directory back: never leave no directory at all
+            if backup.exists() and not final_dir.exists():
+                os.replace(backup, final_dir)
+            raise
+        if backup.exists():
+            shutil.rmtree(backup)

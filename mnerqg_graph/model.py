@@ -58,6 +58,7 @@ from mnerqg_graph.graph.builder import GraphSpec, build_graph
 from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types, region_types
 from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead, TagHead
 from mnerqg_graph.heads.features import TokenFeatures
+from mnerqg_graph.plugins import import_plugins
 
 if TYPE_CHECKING:
     from mnerqg_graph.decoding import Decoding, Predictions
@@ -566,6 +567,7 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
         weights: load the text encoder's pretrained weights from ``config.text_encoder`` (False:
             build it from its config only, as when a checkpoint's weights are loaded next).
     """
+    import_plugins(config.plugins)  # the modules that register the components it names
     text = TEXT_ENCODER_REGISTRY.build("hf", path=config.text_encoder, from_config=not weights)
     fusion_cls = FUSION_REGISTRY.get(config.fusion)
     use_image = config.use_image and getattr(fusion_cls, "uses_image", True)

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mnerqg_graph.data.types import Sample, Tweet
 from mnerqg_graph.errors import DataError
+from mnerqg_graph.io import AtomicTextOutput
 from mnerqg_graph.progress import Progress
 
 _TOKEN = re.compile(r"https?://\S+|[@#]?\w+(?:['’]\w+)*|[^\w\s]", re.UNICODE)
@@ -189,12 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         samples = read_inputs(args.input, args.images)
     conll = bool(args.output) and Path(args.output).suffix.lower() in (".conll", ".txt")
     out_fh: Any
-    tmp_path = None
+    output = None
     if args.output:
-        out = Path(args.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        out_fh = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        out_fh = output = AtomicTextOutput(args.output)  # write errors: one line naming it
     else:
         out_fh = sys.stdout
     progress = Progress(
@@ -212,12 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     rec.pop("tags")
                     out_fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        if tmp_path is not None:
-            out_fh.flush()
-            os.fsync(out_fh.fileno())
-            out_fh.close()
-            os.replace(tmp_path, args.output)
-            tmp_path = None
+        if output is not None:
+            output.commit()
         max_length = predictor.processor.max_length
         for what, items, fallback in (
             ("tweet(s) truncated", predictor.truncated,
@@ -232,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
     finally:
         progress.close()
-        if tmp_path is not None:
-            out_fh.close()
-            os.unlink(tmp_path)
+        if output is not None:
+            output.discard()  # nothing after commit(): the old file stays when we stopped early
     return 0

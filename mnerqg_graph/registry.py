@@ -2,23 +2,36 @@
 
 A :class:`Registry` maps a name to a callable that builds one component. The registry's docstring is
 its contract: what a registered callable takes and what it must return. :meth:`Registry.build`
-accepts a name or an already built instance, checks the type of what it built, and turns an unknown
-name into a one-line error listing the known ones.
+accepts a name or an already built instance, checks the options against the builder's signature
+and the type of what it built, and turns an unknown name or option into a one-line error listing
+the known ones.
 
 Implementations register themselves when their module is imported; each package's ``__init__``
 imports its modules so that importing the package fills the registry. A user adds a component from
-their own file by decorating it with ``@REGISTRY.register("name")`` and importing that file (the CLI
-and the Sacred experiment accept ``--plugin`` / ``plugins=[...]`` module paths for that).
+their own file by decorating it with ``@REGISTRY.register("name")`` and importing that file: the
+CLI and the Sacred experiment accept ``--plugin`` / ``plugins=[...]`` module paths for that, an
+installed package declares it in the ``mnerqg_graph.plugins`` entry-point group (read the first
+time a registry is asked for a name it does not know), and a checkpoint records the plugin modules
+its components come from (:mod:`mnerqg_graph.plugins`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+import weakref
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from mnerqg_graph.errors import ConfigError
 
 T = TypeVar("T")
+
+_REGISTRIES: weakref.WeakSet[Registry[Any]] = weakref.WeakSet()
+
+
+def all_registries() -> list[Registry[Any]]:
+    """Every registry made so far (those of the packages imported), by name."""
+    return sorted(_REGISTRIES, key=lambda r: r.name)
 
 
 class Registry(Generic[T]):
@@ -35,6 +48,7 @@ class Registry(Generic[T]):
         self.base = base
         self.__doc__ = doc
         self._table: dict[str, Callable[..., T]] = {}
+        _REGISTRIES.add(self)
 
     def register(self, key: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator registering a class or factory under ``key``."""
@@ -48,19 +62,27 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, key: str) -> Callable[..., T]:
-        """The builder registered under ``key``."""
-        try:
-            return self._table[key]
-        except KeyError:
-            known = ", ".join(sorted(self._table)) or "(none)"
-            raise ConfigError(f"unknown {self.name} {key!r}; known: {known}") from None
+        """The builder registered under ``key`` (installed plugins are looked at when needed)."""
+        if key not in self._table:
+            from mnerqg_graph.plugins import load_entry_points
+
+            failures = load_entry_points()
+            if key not in self._table:
+                known = ", ".join(sorted(self._table)) or "(none)"
+                broken = (
+                    f" (plugins that failed to load: {'; '.join(failures)})" if failures else ""
+                )
+                raise ConfigError(f"unknown {self.name} {key!r}; known: {known}{broken}")
+        return self._table[key]
 
     def build(self, key_or_obj: str | T, **kwargs: Any) -> T:
         """Build the component named ``key_or_obj`` with ``kwargs``, or return an instance as is."""
         if not isinstance(key_or_obj, str):
             obj = key_or_obj
         else:
-            obj = self.get(key_or_obj)(**kwargs)
+            builder = self.get(key_or_obj)
+            _check_options(self.name, key_or_obj, builder, kwargs)
+            obj = builder(**kwargs)
         if not isinstance(obj, self.base):
             raise ConfigError(
                 f"{self.name} {key_or_obj!r} built a {type(obj).__name__}, "
@@ -69,8 +91,38 @@ class Registry(Generic[T]):
         return obj
 
     def names(self) -> list[str]:
-        """Registered names, sorted."""
+        """Registered names, sorted (installed plugins included)."""
+        from mnerqg_graph.plugins import load_entry_points
+
+        load_entry_points()
         return sorted(self._table)
 
+    def items(self) -> Iterator[tuple[str, Callable[..., T]]]:
+        """``(name, builder)`` pairs registered so far (no plugin is looked for)."""
+        return iter(list(self._table.items()))
+
     def __contains__(self, key: object) -> bool:
+        if key in self._table:
+            return True
+        from mnerqg_graph.plugins import load_entry_points
+
+        load_entry_points()
         return key in self._table
+
+
+def _check_options(
+    kind: str, key: str, builder: Callable[..., Any], kwargs: dict[str, Any]
+) -> None:
+    """A ConfigError naming an option that ``builder`` does not take (instead of a TypeError)."""
+    try:
+        signature = inspect.signature(builder)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return
+    params = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    accepted = {p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        options = ", ".join(sorted(accepted - {"self"})) or "(none)"
+        raise ConfigError(f"{kind} {key!r} takes no option {unknown}; its options: {options}")

@@ -1,44 +1,28 @@
-"""The ``model`` ingredient: every knob of :class:`mnerqg_graph.config.ModelConfig`."""
+"""The ``model`` ingredient: the fields of :class:`mnerqg_graph.config.ModelConfig`, the encoder.
+
+The defaults are :class:`~mnerqg_graph.config.ModelConfig`'s own (:mod:`.defaults`): change them
+there. Only the keys the library has no field for live here: ``text_encoder`` names an encoder the
+experiment resolves (``tiny`` is built from the training text, with the sizes in ``tiny``).
+"""
 
 from __future__ import annotations
 
 from sacred import Ingredient
 
-from mnerqg_graph.config import default_loss_weights
+from experiments.ingredients.defaults import dataclass_defaults
+from mnerqg_graph.config import ModelConfig
 
 model_ingredient = Ingredient("model")
 
 
 @model_ingredient.config
 def model_config() -> None:
-    """Defaults: the SynthTweets demo model (tiny random-initialised BERT, small CNN)."""
+    """The SynthTweets demo model: a tiny random-initialised BERT, the small CNN."""
     text_encoder = "tiny"  # tiny | minilm | PATH of a local Hugging Face model
-    tiny = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
-    fusion = "hetero_gat"  # any registered fusion module (mnerqg_graph.fusion.FUSION_REGISTRY)
-    fusion_layers = 1  # one hop already joins every token to every region
-    fusion_kwargs = {"heads": 4}  # module-specific options (new keys need sacred -f)
-    hidden_dim = 64
-    use_image = True
-    backbone = "small_cnn"
-    backbone_kwargs = {"width": 16, "out_channels": 64, "min_stride": 8}  # 64 px: 2x2, 4x4, 8x8
-    image_size = 64
-    num_scales = 3
-    token_window = 2
-    existence_gating = True
-    casing_dim = 16
-    max_span_len = 8
-    tag_head = False  # auxiliary BIO tagger over all types on the token nodes (loss weight "tags")
-    url_word = ""  # the encoder reads this word for every URL token ("": URLs as they are)
-    max_length = 128  # word pieces of [CLS] query [SEP] tweet [SEP]; the tweet's budget when packed
-    query_encoding = "per_type"  # per_type (a sequence per type) | packed (one per tweet)
-    packed_attention = "full"  # full | isolated (a packed query sees itself, [CLS], the tweet)
-    packed_positions = "sequential"  # sequential | per_query (each query restarts after [CLS])
-    packed_separators = True  # False: [CLS] q_1 ... q_T [SEP] tweet [SEP] (queries 'words')
-    dropout = 0.1
-    loss_weights = default_loss_weights()  # start, end, match, existence (0.5), grounding, tags
-    decoder = "span"  # span | tags (needs tag_head; tune_threshold=True re-chooses it on valid)
-    span_threshold = 0.5  # decoding thresholds (tune_threshold=True re-chooses both on valid)
-    existence_threshold = 0.0  # 0: the existence head does not filter spans at decoding
-    grounding_threshold = 0.5
-    grounding_presence_weight = 1.0  # best-cell "type is in the image" BCE in the grounding loss
-    plugins = []  # modules to import first (user fusion modules registered from outside)
+    tiny = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}  # of tiny
+
+
+# every ModelConfig field but the two the experiment fills in (types: the query file's)
+model_ingredient.configurations.append(
+    dataclass_defaults(ModelConfig, exclude=("types", "text_encoder"), types=[], text_encoder="")
+)

@@ -101,17 +101,6 @@ FLOORS = ("inference_tweets_per_s", "inference_vs_tagger")
 #: every position, and decoding would time a Python loop over a candidate at every other span.
 SPAN_BIAS = -4.0
 TINY_ENCODER = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
-#: The experiment's model defaults (experiments/ingredients/model.py; a test keeps them equal),
-#: but for the fusion width, which follows the encoder (64 for tiny, 384 for MiniLM, as the
-#: configs set it).
-MODEL_DEFAULTS: dict[str, Any] = {
-    "fusion_layers": 1,
-    "fusion_kwargs": {"heads": 4},
-    "backbone": "small_cnn",
-    "backbone_kwargs": {"width": 16, "out_channels": 64, "min_stride": 8},
-    "image_size": 64,
-    "dropout": 0.1,
-}
 #: What the ``twitter2017`` named config changes in the model (``experiments/train.py``), used
 #: with ``--encoder minilm``, which benchmarks the real-data model (a test keeps the two equal).
 REAL_DATA_MODEL: dict[str, Any] = {"max_span_len": 10, "url_word": "url", "tag_head": True}
@@ -295,9 +284,8 @@ def build_models(
             ModelConfig(
                 types=list(queries),
                 text_encoder=encoder,
-                hidden_dim=hidden_dim,
+                hidden_dim=hidden_dim,  # every other field: the defaults, the experiment's too
                 **{
-                    **MODEL_DEFAULTS,
                     **(REAL_DATA_MODEL if real_data else {}),
                     **(overrides or {}),
                     **over,
@@ -366,7 +354,14 @@ def make_trainer(
     """A :class:`~mnerqg_graph.training.loop.Trainer` whose ``_step`` is the training step."""
     from mnerqg_graph.training.loop import TrainConfig, Trainer
 
-    cfg = TrainConfig(epochs=1000, batch_size=batch_size, device=str(device), warmup_ratio=0.0)
+    cfg = TrainConfig(
+        epochs=1000,
+        batch_size=batch_size,
+        lr=1e-3,  # the learning rates the published step times were measured with
+        encoder_lr=1e-3,
+        device=str(device),
+        warmup_ratio=0.0,
+    )
     return Trainer(mut.model, tokenizer, queries, mut.train_items, lambda m: {}, cfg, out_dir)
 
 

@@ -58,7 +58,7 @@ from mnerqg_graph.data.tags import tags_from_spans
 from mnerqg_graph.data.types import Box, Span, Tweet
 from mnerqg_graph.data.voc import VocAnnotation, VocObject, format_voc
 from mnerqg_graph.errors import ConfigError, DataError
-from mnerqg_graph.io import atomic_write_text, replace_dir
+from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, writing
 
 #: Entity types, in the order of the default query file.
 TYPES: tuple[str, ...] = ("PER", "LOC", "ORG", "OTHER")
@@ -963,14 +963,15 @@ def generate(
         raise ConfigError(f"synth: image_size must be an integer >= 32, got {image_size!r}")
     out = Path(out_dir)
     _check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
 
     pool = _build_pool(_split_seed(seed, 0), params)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     if tmp.exists():  # left by a crashed run of a process with our pid
         shutil.rmtree(tmp)
     try:
-        tmp.mkdir()
+        tmp.mkdir()  # a write error below names the file of out that failed
         (tmp / "images").mkdir()
         (tmp / "boxes").mkdir()
         split_meta: dict[str, dict[str, Any]] = {}
@@ -1009,8 +1010,8 @@ def generate(
             tmp / META_NAME, json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
         )
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        abandon_dir(tmp, out, exc)
         raise
 
     return SynthStats(

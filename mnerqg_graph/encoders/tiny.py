@@ -10,7 +10,6 @@ and ``AutoModel.from_pretrained`` load like any other model path. Same corpus an
 from __future__ import annotations
 
 import inspect
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from tokenizers import normalizers, pre_tokenizers
 
 from mnerqg_graph.data.queries import load_queries
-from mnerqg_graph.io import atomic_write_text, replace_dir
+from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
 
 #: Special tokens, in vocabulary order ([PAD] is id 0, as BertConfig expects).
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -166,8 +165,7 @@ def build_tiny_encoder(
         torch.random.set_rng_state(state)
     model.eval()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
@@ -175,8 +173,8 @@ def build_tiny_encoder(
         atomic_write_text(tmp / "vocab.txt", "".join(w + "\n" for w, _ in vocab))
         model.save_pretrained(str(tmp), safe_serialization=True)
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        abandon_dir(tmp, out, exc)
         raise
     finally:
         if bars:

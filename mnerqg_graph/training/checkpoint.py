@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +32,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnerqg_graph.config import ModelConfig
-from mnerqg_graph.errors import CheckpointError, ConfigError
-from mnerqg_graph.io import atomic_write_text, replace_dir
+from mnerqg_graph.errors import CheckpointError, ConfigError, MnerqgError
+from mnerqg_graph.io import (
+    abandon_dir,
+    atomic_write_text,
+    replace_dir,
+    temp_dir_beside,
+    writing,
+)
+from mnerqg_graph.plugins import load_plugin, plugins_of
 
 MODEL_FILES = (
     "model.safetensors",
@@ -75,11 +81,11 @@ def write_checkpoint(
         out_dir: the checkpoint folder; replaced as a whole once everything is written.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir_beside(out_dir)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / "model.safetensors"))
+        with writing(tmp / "model.safetensors"):
+            save_file(state, str(tmp / "model.safetensors"))
         enc = tmp / "text_encoder"
         enc.mkdir()
         if processor is not None:
@@ -91,10 +97,11 @@ def write_checkpoint(
         model.text_encoder.model.config.save_pretrained(str(enc))  # type: ignore[union-attr,operator]
         cfg = ModelConfig.from_dict(config.to_dict())
         cfg.text_encoder = "text_encoder"
+        cfg.plugins = plugins_of(config, model)  # imported again by read_model
         cfg.save(tmp / "config.json")
         replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:  # a write error names the file of out_dir that failed
+        abandon_dir(tmp, out_dir, exc)
         raise
     return out_dir
 
@@ -145,6 +152,15 @@ def read_model(ckpt: str | Path, device: str | torch.device = "cpu") -> Any:
     ckpt = check_checkpoint_dir(ckpt, WEIGHT_FILES)
     config = ModelConfig.load(ckpt / "config.json")
     config.text_encoder = str(ckpt / "text_encoder")
+    for spec in config.plugins:  # the modules its components come from, no --plugin needed
+        try:
+            load_plugin(spec)
+        except (MnerqgError, ImportError, OSError) as exc:
+            why = " ".join(str(exc).split()) or type(exc).__name__
+            raise CheckpointError(
+                f"{ckpt / 'config.json'}: needs plugin {spec!r}, which cannot be imported "
+                f"({why}); install it, or put its folder on PYTHONPATH"
+            ) from None
     try:
         model = build_model(config, weights=False)
     except (ConfigError, TypeError, ValueError, OSError) as exc:  # a config from another model
@@ -241,8 +257,7 @@ def save_training_state(
 ) -> None:
     """Write optimizer tensors, trainer bookkeeping and the RNG state atomically."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir_beside(out_dir)
     try:
         opt = optimizer.state_dict()
         tensors: dict[str, torch.Tensor] = {}
@@ -253,13 +268,15 @@ def save_training_state(
                     tensors[f"{pid}.{name}"] = val.detach().contiguous().cpu()
                 else:
                     scalars[f"{pid}.{name}"] = val
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+        with writing(tmp / "optimizer.safetensors"):
+            save_file(tensors, str(tmp / "optimizer.safetensors"))
+        with writing(tmp / "rng.safetensors"):
+            save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
         meta = {"param_groups": opt["param_groups"], "scalars": scalars, "trainer": trainer_state}
         atomic_write_text(tmp / "trainer.json", json.dumps(meta, indent=1) + "\n")
         replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        abandon_dir(tmp, out_dir, exc)
         raise
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from mnerqg_graph.config import TrainConfig
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.errors import TrainingError
 from mnerqg_graph.progress import Progress
@@ -33,47 +34,6 @@ from mnerqg_graph.training.checkpoint import (
 from mnerqg_graph.training.distributed import first_bad_step, is_active, mean_over_ranks
 
 LogFn = Callable[[str, float, int], None]
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings.
-
-    Args:
-        epochs: passes over the training set.
-        batch_size: tweets per step (each brings ``T`` examples, one per type).
-        lr: learning rate of everything but the text encoder.
-        encoder_lr: learning rate of the text encoder.
-        weight_decay: AdamW weight decay.
-        warmup_ratio: share of steps with a linear warm-up, then linear decay to 0.
-        grad_clip: max gradient norm (0: off).
-        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
-        amp: bf16 autocast on CUDA (ignored on CPU).
-        seed: seeds shuffling, dropout and initialisation.
-        select_metric: validation metric that picks the best epoch.
-        eval_batch_size: tweets per evaluation step.
-        length_buckets: 0 shuffles tweets freely; ``N`` > 0 shuffles, then sorts each pool of
-            ``N`` batches by sequence length and shuffles the batches (less padding: real tweets
-            vary in length); ignored under a distributed sampler.
-        progress: show each epoch's steps, running loss and ETA on stderr (main process only):
-            a bar on a terminal, a line every 30 s in a log (:class:`~mnerqg_graph.progress.
-            Progress`).
-    """
-
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-3
-    encoder_lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    grad_clip: float = 1.0
-    device: str = "auto"
-    amp: bool = True
-    seed: int = 0
-    select_metric: str = "f1"
-    eval_batch_size: int = 32
-    length_buckets: int = 0
-    progress: bool = True
 
 
 @dataclass

@@ -20,6 +20,7 @@ from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.conll import read_conll, write_conll
 from mnerqg_graph.data.types import Box, Sample, Span, Tweet
 from mnerqg_graph.data.voc import VocAnnotation, VocObject, write_voc
+from mnerqg_graph.errors import WriteError
 from mnerqg_graph.io import atomic_write_text, replace_dir
 from tests.robustness.conftest import (
     SACRED_LOG,
@@ -85,9 +86,11 @@ def test_interrupted_file_write_keeps_the_old_file(
         write_conll(folder / "predictions.jsonl", TWEETS)
     before = tree_bytes(folder)
     monkeypatch.setattr(os, failing, _fail)
-    with pytest.raises(Boom):
+    with pytest.raises(WriteError, match=r": No space left on device$") as err:
         WRITERS[writer](path)
     monkeypatch.undo()
+    assert isinstance(err.value.__cause__, Boom) and err.value.errno == 28
+    assert Path(err.value.path).parent == folder  # the final file, never a temporary name
     assert tree_bytes(folder) == before  # old bytes intact, and no temporary file left
     WRITERS[writer](path)  # and the same write goes through once the disk is back
     assert tree_bytes(folder) != before and leftovers(folder, set(before)) == []
@@ -159,9 +162,12 @@ def test_interrupted_save_model_keeps_the_previous_checkpoint(
             raise KeyboardInterrupt
 
         monkeypatch.setattr(ckpt_mod, "save_file", interrupt)
-    with pytest.raises((Boom, KeyboardInterrupt)):
+    with pytest.raises((WriteError, KeyboardInterrupt)) as err:
         _save(checkpoint, encoder_dir, scale=0.5)
     monkeypatch.undo()
+    if failure != "interrupt":  # one line naming the checkpoint (or its file), not the temp dir
+        assert str(err.value).startswith(f"cannot write {checkpoint}")
+        assert str(err.value).endswith(": No space left on device")
     assert tree_bytes(checkpoint) == before
     assert leftovers(checkpoint.parent, {"ckpt"}) == []  # no .ckpt.* temp dir, no ckpt.old
     load_model(checkpoint)  # still a loadable checkpoint
@@ -197,7 +203,7 @@ def test_interrupted_training_state_save_keeps_the_previous_state(
     before = tree_bytes(state)
     opt.step()
     _fail_when(monkeypatch, ckpt_mod, "atomic_write_text", lambda *a, **k: True)
-    with pytest.raises(Boom):
+    with pytest.raises(WriteError, match=f"cannot write {state}: No space left on device"):
         save_training_state(state, opt, {"epoch": 1})
     monkeypatch.undo()
     assert tree_bytes(state) == before and leftovers(tmp_path, {"state"}) == []
@@ -270,7 +276,10 @@ def test_failed_training_run_leaves_the_existing_checkpoint_alone(
 
 
 def test_training_run_interrupted_while_installing_its_checkpoint(
-    tmp_path: Path, output_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    output_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The disk fills up while the new best model is copied to OUTPUT_DIR/checkpoint."""
     from experiments.train import ex
@@ -284,12 +293,19 @@ def test_training_run_interrupted_while_installing_its_checkpoint(
         return dst.name == "model.safetensors" and work not in dst.parents
 
     _fail_when(monkeypatch, shutil, "copyfile", installing)
-    with pytest.raises(OSError, match="No space left on device"):  # copytree: a shutil.Error
+    with pytest.raises(SystemExit) as exc:  # copytree raised a shutil.Error
         ex.run(
             named_configs=["fast"],
             config_updates={"data": {"name": "folder", "root": str(root)},
                             "output_dir": str(output_dir), "save_artifacts": False},
         )  # fmt: skip
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [ln for ln in err.splitlines() if "error" in ln and not SACRED_LOG.match(ln)] == [
+        f"experiments.train: error: cannot write {output_dir / 'checkpoint'}: "
+        "No space left on device"
+    ]
     assert (work / "best" / "model.safetensors").is_file()  # training itself went through
     assert tree_bytes(output_dir / "checkpoint") == before
     assert leftovers(output_dir, {"checkpoint", "work"}) == []

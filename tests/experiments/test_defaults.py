@@ -1,0 +1,130 @@
+"""One source of defaults: the Sacred ``model`` and ``optim`` ingredients are the dataclasses'.
+
+Every key is compared both ways (a field the ingredient lacks, or a key the library has no field
+for, fails), ``print_config`` prints the library's values with the docstring's comments, and the
+values the SynthTweets demo runs with are pinned, so that a changed default cannot silently move
+the demo's numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+from sacred import SETTINGS
+
+from experiments.ingredients.defaults import field_docs
+from experiments.train import ex
+from mnerqg_graph.config import ModelConfig, TrainConfig
+
+SETTINGS.CAPTURE_MODE = "sys"
+
+#: Ingredient keys that are the experiment's own (no library field): the encoder it resolves.
+MODEL_ONLY_SACRED = {"text_encoder", "tiny"}
+#: Dataclass fields that the experiment sets itself (types: the query file's; seed: the run's).
+MODEL_ONLY_LIBRARY = {"types", "text_encoder"}
+TRAIN_ONLY_LIBRARY = {"seed"}
+
+#: What ``make demo`` (``python -m experiments.train``) runs with; its numbers in README.md and
+#: BENCHMARKS.md depend on every one of these.
+DEMO: dict[str, dict[str, Any]] = {
+    "model": {
+        "fusion": "hetero_gat",
+        "fusion_layers": 1,
+        "fusion_kwargs": {"heads": 4},
+        "hidden_dim": 64,
+        "backbone": "small_cnn",
+        "backbone_kwargs": {"width": 16, "out_channels": 64, "min_stride": 8},
+        "image_size": 64,
+        "num_scales": 3,
+        "token_window": 2,
+        "casing_dim": 16,
+        "max_span_len": 8,
+        "max_length": 128,
+        "dropout": 0.1,
+        "query_encoding": "per_type",
+        "loss_weights": {
+            "start": 1.0,
+            "end": 1.0,
+            "match": 1.0,
+            "existence": 0.5,
+            "grounding": 1.0,
+            "tags": 1.0,
+        },
+        "text_encoder": "tiny",
+        "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128},
+    },
+    "optim": {
+        "epochs": 11,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "encoder_lr": 2e-3,
+        "weight_decay": 0.01,
+        "warmup_ratio": 0.1,
+        "grad_clip": 1.0,
+        "eval_batch_size": 64,
+        "length_buckets": 0,
+    },
+}
+
+
+def _sacred_config(named_configs: list[str] | None = None) -> dict[str, Any]:
+    run = ex._create_run(named_configs=named_configs or [], options={"--unobserved": True})
+    return {k: v for k, v in run.config.items()}
+
+
+def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k: v for k, v in config[name].items() if not k.startswith("__")}
+
+
+def test_model_ingredient_defaults_are_model_config_defaults() -> None:
+    sacred = _section(_sacred_config(), "model")
+    library = dataclasses.asdict(ModelConfig(types=["PER"], text_encoder="enc"))
+    fields = set(library) - MODEL_ONLY_LIBRARY
+    assert set(sacred) - MODEL_ONLY_SACRED == fields  # every key, both ways
+    for key in sorted(fields):
+        assert sacred[key] == library[key], key
+
+
+def test_optim_ingredient_defaults_are_train_config_defaults() -> None:
+    sacred = _section(_sacred_config(), "optim")
+    library = dataclasses.asdict(TrainConfig())
+    fields = set(library) - TRAIN_ONLY_LIBRARY
+    assert set(sacred) == fields
+    for key in sorted(fields):
+        assert sacred[key] == library[key], key
+
+
+@pytest.mark.parametrize("section", ["model", "optim"])
+def test_demo_runs_with_the_pinned_values(section: str) -> None:
+    sacred = _section(_sacred_config(), section)
+    for key, value in DEMO[section].items():
+        assert sacred[key] == value, key
+
+
+def test_named_configs_still_override_the_defaults() -> None:
+    config = _sacred_config(["twitter2017"])
+    assert config["model"]["hidden_dim"] == 384 and config["model"]["text_encoder"] == "minilm"
+    assert config["optim"]["lr"] == 1e-3 and config["optim"]["epochs"] == 10
+    fast = _sacred_config(["fast"])
+    assert fast["model"]["fusion_kwargs"] == {"heads": 2} and fast["optim"]["epochs"] == 1
+
+
+def test_print_config_shows_the_library_values_with_their_docs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ex.run("print_config", options={"--unobserved": True})
+    out = capsys.readouterr().out
+    lines = {line.split("=")[0].strip(): line for line in out.splitlines() if " = " in line}
+    assert "hidden_dim = 64 " in lines["hidden_dim"]
+    assert "# node feature size after fusion" in lines["hidden_dim"]
+    assert "lr = 0.002 " in lines["lr"] and "# learning rate of everything" in lines["lr"]
+
+
+@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig])
+def test_every_field_has_a_one_line_doc(cls: type) -> None:
+    docs = field_docs(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    assert set(docs) == names
+    assert all(doc and "\n" not in doc and "``" not in doc for doc in docs.values())
