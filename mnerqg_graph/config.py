@@ -88,6 +88,9 @@ class ModelConfig:
         max_span_len: longest span scored, in tokens.
         tag_head: add the auxiliary BIO tagger over all types on the token nodes, trained with the
             loss weight ``tags`` (its features are shared with the span heads; see ``decoder``).
+        head_dim: hidden width of the span heads' and the tagger's MLPs (0: their input width,
+            the fused token features plus the token's own). They run on every token of every
+            (tweet, type) example: a narrower width cuts most of what the heads cost.
         url_word: the text encoder reads this word in place of every URL token (``""``: URLs as
             they are). A ``t.co`` URL is 15-20 random word pieces; the token itself (label, shape
             feature, output) is kept.
@@ -139,6 +142,7 @@ class ModelConfig:
     casing_dim: int = 16
     max_span_len: int = 8
     tag_head: bool = False
+    head_dim: int = 0
     url_word: str = ""
     max_length: int = 128
     query_encoding: str = "per_type"
@@ -170,6 +174,10 @@ class ModelConfig:
             if self.decoder not in DECODER_REGISTRY:
                 known = ", ".join(DECODER_REGISTRY.names())
                 raise ConfigError(f"decoder must be one of {known}, not {self.decoder!r}")
+        if self.head_dim < 0:
+            raise ConfigError(
+                f"head_dim must be >= 0 (0: the heads' input width), not {self.head_dim!r}"
+            )
         if self.decoder == "tags" and not self.tag_head:
             raise ConfigError("decoder 'tags' needs tag_head=True (the tagger it decodes with)")
 

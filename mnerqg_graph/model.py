@@ -175,7 +175,9 @@ class MnerqgModel(nn.Module):
         # the span heads read the fused token features next to the token's own input features
         # (a skip around the fusion module), so no fusion module can start worse than text-only
         token_in = d_text + config.casing_dim + TYPE_DIM
-        self.span_head = SpanHead(out[TOKEN] + token_in, config.max_span_len, config.dropout)
+        self.span_head = SpanHead(
+            out[TOKEN] + token_in, config.max_span_len, config.dropout, config.head_dim
+        )
         self.existence_head = ExistenceHead(out[QUERY], config.dropout)
         self.grounding_head = (
             GroundingHead(out[region_types(1)[0]], out[QUERY], grids)
@@ -184,7 +186,9 @@ class MnerqgModel(nn.Module):
         )
         span_in = out[TOKEN] + token_in
         self.tag_head = (
-            TagHead(span_in, len(config.types), config.dropout) if config.tag_head else None
+            TagHead(span_in, len(config.types), config.dropout, config.head_dim)
+            if config.tag_head
+            else None
         )
 
     @staticmethod

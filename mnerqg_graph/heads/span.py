@@ -29,6 +29,9 @@ class SpanHead(nn.Module):
         in_dim: token feature size (the fusion module's ``output_dims()["token"]``).
         max_span_len: longest span scored, in tokens.
         dropout: dropout on the token features.
+        hidden_dim: width of the start/end MLPs' hidden layer and of the match head's start and
+            end projections (0: ``in_dim``). Their first layers run on every token of every
+            (tweet, type) example, so a narrower width is most of what the heads cost.
 
     Shapes:
         h: ``[N, W, in_dim]`` (or :class:`TokenFeatures` of that width); mask: ``[N, W]`` ->
@@ -36,15 +39,20 @@ class SpanHead(nn.Module):
         tokens ``i..i+k`` (``S = max_span_len``).
     """
 
-    def __init__(self, in_dim: int, max_span_len: int, dropout: float = 0.1) -> None:
+    def __init__(
+        self, in_dim: int, max_span_len: int, dropout: float = 0.1, hidden_dim: int = 0
+    ) -> None:
         super().__init__()
+        if hidden_dim < 0:
+            raise ValueError(f"hidden_dim must be >= 0 (0: in_dim), not {hidden_dim}")
+        hid = hidden_dim or in_dim
         self.max_span_len = max_span_len
         self.drop = nn.Dropout(dropout)
-        self.start = nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, 1))
-        self.end = nn.Sequential(nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, 1))
-        self.match_start = nn.Linear(in_dim, in_dim)
-        self.match_end = nn.Linear(in_dim, in_dim)
-        self.match_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(in_dim, 1))
+        self.start = nn.Sequential(nn.Linear(in_dim, hid), nn.GELU(), nn.Linear(hid, 1))
+        self.end = nn.Sequential(nn.Linear(in_dim, hid), nn.GELU(), nn.Linear(hid, 1))
+        self.match_start = nn.Linear(in_dim, hid)
+        self.match_end = nn.Linear(in_dim, hid)
+        self.match_out = nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(hid, 1))
 
     def forward(
         self, h: Tensor | TokenFeatures, pairs: Callable[[Tensor, Tensor], Tensor] | None = None

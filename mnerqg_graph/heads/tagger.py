@@ -29,19 +29,25 @@ class TagHead(nn.Module):
         in_dim: token feature size (what the span heads read).
         num_types: entity types ``T``.
         dropout: dropout on the token features.
+        hidden_dim: width of the hidden layer (0: ``in_dim``).
 
     Shapes:
         h: ``[N, W, in_dim]`` (or :class:`TokenFeatures` of that width) -> logits
         ``[N, W, 1 + 2 T]``.
     """
 
-    def __init__(self, in_dim: int, num_types: int, dropout: float = 0.1) -> None:
+    def __init__(
+        self, in_dim: int, num_types: int, dropout: float = 0.1, hidden_dim: int = 0
+    ) -> None:
         super().__init__()
+        if hidden_dim < 0:
+            raise ValueError(f"hidden_dim must be >= 0 (0: in_dim), not {hidden_dim}")
+        hid = hidden_dim or in_dim
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(in_dim, in_dim),
+            nn.Linear(in_dim, hid),
             nn.GELU(),
-            nn.Linear(in_dim, num_tags(num_types)),
+            nn.Linear(hid, num_tags(num_types)),
         )
 
     def forward(self, h: Tensor | TokenFeatures) -> Tensor:

@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 
 from mnerqg_graph.data.collate import collate
 from mnerqg_graph.data.queries import load_queries
+from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.fusion import FUSION_REGISTRY
 from mnerqg_graph.model import build_model
 from mnerqg_graph.pipeline import predict
@@ -255,3 +256,31 @@ def test_scoring_only_the_needed_spans_changes_no_loss_and_no_decoding(
     assert any(model.decode(dense, 0.55)[0])  # something to decode
     for t in (0.55, 0.6, 0.7):
         assert model.decode(floored, t)[0] == model.decode(dense, t)[0]
+
+
+def test_head_dim_narrows_the_span_and_tagger_mlps(tmp_path: Path, encoder_dir: Path) -> None:
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir, tag_head=True, head_dim=12, **PACKED)
+    model = build_model(cfg)
+    span_in = model.span_head.start[0].in_features
+    for layer in (
+        model.span_head.start[0],
+        model.span_head.end[0],
+        model.span_head.match_start,
+        model.span_head.match_end,
+        model.tag_head.mlp[1],  # type: ignore[union-attr]
+    ):
+        assert (layer.in_features, layer.out_features) == (span_in, 12)
+    assert model.span_head.match_out[-1].in_features == 12
+    wide = build_model(tiny_config(encoder_dir, tag_head=True, **PACKED))
+    assert wide.span_head.start[0].out_features == span_in  # 0: the input width, as before
+    _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
+    parts = model.losses(batch, model(batch))
+    parts["total"].backward()
+    assert model.span_head.match_start.weight.grad is not None
+    # saved and rebuilt at that width
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    loaded, cfg2, _, _ = load_model(save_model(model, cfg, load_queries(), tok, tmp_path / "c"))
+    assert cfg2.head_dim == 12 and loaded.span_head.match_end.out_features == 12
+    with pytest.raises(ConfigError, match="head_dim"):
+        tiny_config(encoder_dir, head_dim=-1)
