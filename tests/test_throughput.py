@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from mnerqg_graph.bench import throughput
+from mnerqg_graph.data.queries import load_queries
 
 SMALL = [
     "--tweets",
@@ -71,7 +73,8 @@ def test_tagger_row_and_query_encodings_in_one_run(
     monkeypatch.setenv("MNERQG_BENCH_CACHE", str(tmp_path / "cache"))
     assert throughput.main([*SMALL, "--query-encoding", "packed,per_type", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["query_encoding"] == "packed" and r["model_overrides"] == {}
+    assert r["query_encoding"] == "packed"
+    assert r["model_overrides"] == {"packed": {}, "per_type": {}}
     assert set(r["by_query_encoding"]) == {"packed", "per_type"}
     for key in ("tagger_tweets_per_s", "tagger_train_tweets_per_s", "inference_vs_tagger"):
         assert isinstance(r[key], float) and r[key] > 0, key
@@ -85,24 +88,41 @@ def test_tagger_row_and_query_encodings_in_one_run(
     with pytest.raises(SystemExit, match="--query-encoding takes"):
         throughput.main(["--query-encoding", "packed,packed"])
     # one-word queries without separators: the packed sequence is T + 1 pieces over the tweet's
-    compact_args = ["--queries", "words", "--model", "packed_separators=False"]
-    assert (
-        throughput.main([*SMALL, "--query-encoding", "packed,per_type", "--json", *compact_args])
-        == 0
-    )
+    assert r["queries"] == {"packed": "default", "per_type": "default"}
+    # packed with one-word queries and no separators against per type with the default queries,
+    # in one run: each mode reads its own query file and model settings
+    compact_args = [
+        "--queries",
+        "packed:words",
+        "--model",
+        "packed:packed_separators=False",
+        "--model",
+        "head_dim=16",
+    ]
+    argv = [*SMALL, "--query-encoding", "packed,per_type", "--json", *compact_args]
+    assert throughput.main(argv) == 0
     compact = json.loads(capsys.readouterr().out)
-    assert compact["queries"] == "words"
-    assert compact["model_overrides"] == {"packed_separators": False}
-    per_type = compact["by_query_encoding"]["per_type"]["pieces_per_tweet"]
-    tweet = per_type / 4 - 4  # per type: [CLS] q [SEP] tweet [SEP], q one piece
-    # packed: [CLS] q_1 q_2 q_3 q_4 [SEP] tweet [SEP]
-    assert compact["by_query_encoding"]["packed"]["pieces_per_tweet"] == pytest.approx(tweet + 7)
+    assert compact["queries"] == {"packed": "words", "per_type": "default"}
+    assert compact["model_overrides"] == {
+        "packed": {"packed_separators": False, "head_dim": 16},
+        "per_type": {"head_dim": 16},
+    }
+    by = compact["by_query_encoding"]
     assert (
-        compact["by_query_encoding"]["packed"]["pieces_per_tweet"]
-        < r["by_query_encoding"]["packed"]["pieces_per_tweet"] - 10
+        by["per_type"]["pieces_per_tweet"] == r["by_query_encoding"]["per_type"]["pieces_per_tweet"]
     )
-    with pytest.raises(SystemExit, match="--model expects KEY=VALUE"):
-        throughput.parse_overrides(["types=3"])
+    tok = AutoTokenizer.from_pretrained(r["encoder_path"])
+    query_pieces = [
+        len(tok(q, add_special_tokens=False)["input_ids"]) for q in load_queries().values()
+    ]
+    tweet = r["by_query_encoding"]["packed"]["pieces_per_tweet"] - (1 + sum(query_pieces) + 4)
+    # packed: [CLS] q_1 q_2 q_3 q_4 [SEP] tweet [SEP]
+    assert by["packed"]["pieces_per_tweet"] == pytest.approx(tweet + 6)
+    assert "packed: queries words" in throughput.format_table(compact)
+    with pytest.raises(SystemExit, match="--model expects"):
+        throughput.parse_overrides(["types=3"], ["packed"])
+    with pytest.raises(SystemExit, match="does not run"):
+        throughput.parse_overrides(["per_type:head_dim=8"], ["packed"])
 
 
 def test_reference_tagger_tags_every_token(tmp_path: Path) -> None:

@@ -131,6 +131,7 @@ class ModelUnderTest:
     train_items: list[Any]
     image_size: int | None
     query_encoding: str = "per_type"
+    queries: dict[str, str] = field(default_factory=dict)
 
 
 def pieces_per_tweet(items: Sequence[Any]) -> float:
@@ -250,14 +251,16 @@ def build_models(
     device: torch.device,
     modes: Sequence[str] = ("per_type",),
     real_data: bool = False,
-    overrides: dict[str, Any] | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    mode_queries: dict[str, dict[str, str]] | None = None,
 ) -> list[ModelUnderTest]:
     """The full models and the text-only model, with their prepared training items.
 
     One full model per query encoding of ``modes`` (named ``full`` for the first, else
     ``full/<mode>``), and the text-only (``none``) model in the first mode; ``real_data``: with
-    the real-data model's settings (:data:`REAL_DATA_MODEL`); ``overrides``: ``ModelConfig``
-    fields set in every model (``--model KEY=VALUE``), after those.
+    the real-data model's settings (:data:`REAL_DATA_MODEL`); ``overrides``: per mode, the
+    ``ModelConfig`` fields set after those (``--model [MODE:]KEY=VALUE``); ``mode_queries``: per
+    mode, its queries instead of ``queries`` (``--queries MODE:FILE``).
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -279,24 +282,28 @@ def build_models(
     text_only = {"fusion": "none", "use_image": False, "query_encoding": modes[0]}
     variants.append(("text_only", text_only))
     for name, over in variants:
+        mode = over["query_encoding"]
+        own_queries = (mode_queries or {}).get(mode, queries)
+        if list(own_queries) != list(queries):
+            raise SystemExit(f"bench: the {mode} queries ask other types than the others")
         torch.manual_seed(0)
         net = build_model(
             ModelConfig(
-                types=list(queries),
+                types=list(own_queries),
                 text_encoder=encoder,
                 hidden_dim=hidden_dim,  # every other field: the defaults, the experiment's too
                 **{
                     **(REAL_DATA_MODEL if real_data else {}),
-                    **(overrides or {}),
+                    **(overrides or {}).get(mode, {}),
                     **over,
                 },
             )
         )
         set_span_bias(net, SPAN_BIAS)  # few span candidates, as after training (docstring)
         net.to(device)
-        processor = MnerqgProcessor.from_model(net, tok, queries)
+        processor = MnerqgProcessor.from_model(net, tok, own_queries)
         items = processor(samples).items
-        out.append(ModelUnderTest(name, net, items, processor.image_size, over["query_encoding"]))
+        out.append(ModelUnderTest(name, net, items, processor.image_size, mode, dict(own_queries)))
     return out
 
 
@@ -333,7 +340,7 @@ def run_inference(
 
     order = sorted(range(len(samples)), key=lambda i: len(samples[i].tweet.tokens))
     ordered = [samples[i] for i in order]
-    processor = MnerqgProcessor.from_model(mut.model, tokenizer, queries)
+    processor = MnerqgProcessor.from_model(mut.model, tokenizer, mut.queries or queries)
     _sync(device)
     t0 = time.perf_counter()
     with record_function("mnerqg::tokenise"):
@@ -362,7 +369,8 @@ def make_trainer(
         device=str(device),
         warmup_ratio=0.0,
     )
-    return Trainer(mut.model, tokenizer, queries, mut.train_items, lambda m: {}, cfg, out_dir)
+    own = mut.queries or queries
+    return Trainer(mut.model, tokenizer, own, mut.train_items, lambda m: {}, cfg, out_dir)
 
 
 def train_batches(mut: ModelUnderTest, batch_size: int, n: int) -> list[list[Any]]:
@@ -509,15 +517,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)
     device = resolve_device(args.device)
-    queries = load_queries(args.queries)
+    modes = parse_modes(args.query_encoding)
+    query_files = parse_queries(args.queries, modes)
+    queries = load_queries(query_files[modes[0]])
+    mode_queries = {m: load_queries(query_files[m]) for m in modes}
     samples, source = load_samples(args.data, args.split, args.tweets, args.images)
     if not samples:
         raise SystemExit("bench: no tweets to run on")
-    encoder = resolve_encoder(args.encoder, samples, queries)
+    all_texts = {f"{m}/{t}": q for m, qs in mode_queries.items() for t, q in qs.items()}
+    encoder = resolve_encoder(
+        args.encoder, samples, queries if len(set(query_files.values())) == 1 else all_texts
+    )
     tokenizer = AutoTokenizer.from_pretrained(encoder)
     pad_id = tokenizer.pad_token_id or 0
     _log(f"encoder {encoder}; {source}; device {device}; {threads} threads")
-    modes = parse_modes(args.query_encoding)
+    overrides = parse_overrides(args.model, modes)
     models = build_models(
         encoder,
         args.hidden_dim,
@@ -527,7 +541,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device,
         modes,
         real_data=args.encoder == "minilm",
-        overrides=parse_overrides(args.model),
+        overrides=overrides,
+        mode_queries=mode_queries,
     )
     n_types = len(queries)
     from mnerqg_graph.bench.tagger_reference import PlainTagger
@@ -661,8 +676,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images": bool(args.images),
         "fusion": args.fusion,
         "query_encoding": modes[0],
-        "queries": args.queries or "default",
-        "model_overrides": parse_overrides(args.model),
+        "queries": {m: query_files[m] or "default" for m in modes},
+        "model_overrides": overrides,
         "hidden_dim": full.model.config.hidden_dim,
         "tweets": len(samples),
         "types_per_tweet": n_types,
@@ -767,6 +782,11 @@ def format_table(r: dict[str, Any]) -> str:
             f"{m['train_vs_tagger']:>16.2f}"
             for mode, m in r["by_query_encoding"].items()
         ),
+        *(
+            f"  {mode}: queries {r['queries'][mode]}, {m['pieces_per_tweet']:.1f} pieces a tweet"
+            + "".join(f", {k}={v}" for k, v in r["model_overrides"][mode].items())
+            for mode, m in r["by_query_encoding"].items()
+        ),
         f"{'plain BIO tagger':<28}{r['tagger_tweets_per_s']:>16.1f}"
         f"{r['tagger_train_tweets_per_s']:>16.1f}{1.0:>16.2f}{1.0:>16.2f}",
         "",
@@ -812,7 +832,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="data-set folder (default: SynthTweets, generated into the cache)",
     )
     ap.add_argument("--split", default="test", help="split of --data to read (default: test)")
-    ap.add_argument("--queries", default=None, help="query JSON file (default: packaged)")
+    ap.add_argument(
+        "--queries",
+        action="append",
+        default=None,
+        metavar="[MODE:]FILE",
+        help="query JSON file or packaged name (default: default), for every query encoding or, "
+        "with a MODE: prefix, for that one (repeatable)",
+    )
     ap.add_argument("--tweets", type=int, default=32, help="tweets measured (default: 32)")
     ap.add_argument(
         "--batch-size",
@@ -864,21 +891,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="a ModelConfig field for every model, e.g. packed_separators=False (repeatable)",
+        metavar="[MODE:]KEY=VALUE",
+        help="a ModelConfig field for every model, or with a MODE: prefix for that query "
+        "encoding's full model, e.g. packed:head_dim=256 (repeatable)",
     )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
 
 
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["packed_separators=False", "hidden_dim=128"]`` -> a dict of ``ModelConfig`` fields.
+def _mode_prefix(item: str, modes: Sequence[str]) -> tuple[list[str], str]:
+    """``"packed:x"`` -> ``(["packed"], "x")``; without a mode prefix, every mode."""
+    from mnerqg_graph.data.mrc import QUERY_ENCODINGS
 
-    Values are read as Python literals (``False``, ``128``, ``"x"``), else kept as strings.
+    head, sep, rest = item.partition(":")
+    if sep and head in QUERY_ENCODINGS:
+        if head not in modes:
+            raise SystemExit(f"bench: {item!r} names {head}, which --query-encoding does not run")
+        return [head], rest
+    return list(modes), item
+
+
+def parse_queries(items: Sequence[str] | None, modes: Sequence[str]) -> dict[str, str | None]:
+    """``--queries [MODE:]FILE`` items -> the query file of each mode (None: the default).
+
+    A file without a mode prefix is every mode's; a later item wins.
+    """
+    out: dict[str, str | None] = dict.fromkeys(modes)
+    for item in items or []:
+        targets, file = _mode_prefix(item, modes)
+        for m in targets:
+            out[m] = file
+    return out
+
+
+def parse_overrides(items: Sequence[str], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``--model [MODE:]KEY=VALUE`` items -> per mode, a dict of ``ModelConfig`` fields.
+
+    ``["packed_separators=False", "packed:head_dim=256"]`` sets the first in every mode and the
+    second in ``packed`` only. Values are read as Python literals (``False``, ``128``, ``"x"``),
+    else kept as strings.
 
     Raises:
-        SystemExit: an item without ``=``, or a key that is not a ``ModelConfig`` field (or one
-            the bench sets itself: ``types``, ``text_encoder``, ``query_encoding``).
+        SystemExit: an item without ``=``, a key that is not a ``ModelConfig`` field (or one
+            the bench sets itself: ``types``, ``text_encoder``, ``query_encoding``), or a mode
+            that ``--query-encoding`` does not run.
     """
     import ast
     import dataclasses
@@ -890,18 +946,21 @@ def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
         "text_encoder",
         "query_encoding",
     }
-    out: dict[str, Any] = {}
+    out: dict[str, dict[str, Any]] = {m: {} for m in modes}
     for item in items:
-        key, sep, raw = item.partition("=")
+        targets, text = _mode_prefix(item, modes)
+        key, sep, raw = text.partition("=")
         if not sep or key not in allowed:
             raise SystemExit(
-                f"bench: --model expects KEY=VALUE with KEY one of {', '.join(sorted(allowed))}; "
-                f"got {item!r}"
+                f"bench: --model expects [MODE:]KEY=VALUE with KEY one of "
+                f"{', '.join(sorted(allowed))}; got {item!r}"
             )
         try:
-            out[key] = ast.literal_eval(raw)
+            value: Any = ast.literal_eval(raw)
         except (ValueError, SyntaxError):
-            out[key] = raw
+            value = raw
+        for m in targets:
+            out[m][key] = value
     return out
 
 
