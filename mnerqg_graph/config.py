@@ -94,6 +94,20 @@ class ModelConfig:
         grounding_threshold: confidence under which a type is "not in the image".
         grounding_presence_weight: weight of the grounding head's best-cell "type is in the image"
             BCE (part of the grounding loss; see ``GroundingHead.loss``).
+        regions: the registered region source that turns the image into region nodes: ``grid``
+            (every cell of every scale) or ``detector`` (a detector's boxes, RoIAligned at the scale
+            that fits them; needs ``detector``).
+        region_kwargs: the region source's options (``detector``: ``max_regions``,
+            ``score_threshold``, ``canonical_size``, ``pool_size``).
+        region_knn: box regions: each box is joined to its ``region_knn`` nearest boxes of its
+            scale and of the next coarser scale (besides overlap and containment).
+        detector: the detector checkpoint folder (``python -m detectors.detector train``) of
+            ``regions="detector"``.
+        detector_config: the detector's backend and constructor arguments, recorded from
+            ``detector`` when the model is first built (a saved model rebuilds its detector from
+            this and its own weights file, without the folder).
+        freeze_image: the image side (backbone, and detector) does not train and runs in
+            evaluation mode, as when its region features are read from a region cache.
     """
 
     types: list[str]
@@ -124,6 +138,12 @@ class ModelConfig:
     existence_threshold: float = 0.0
     grounding_threshold: float = 0.5
     grounding_presence_weight: float = 1.0
+    regions: str = "grid"
+    region_kwargs: dict[str, Any] = field(default_factory=dict)
+    region_knn: int = 3
+    detector: str = ""
+    detector_config: dict[str, Any] = field(default_factory=dict)
+    freeze_image: bool = False
 
     def __post_init__(self) -> None:
         for name, allowed in (
