@@ -122,3 +122,32 @@ def test_box_grounding_targets_and_refinement() -> None:
     centre = (boxes[0, :, :2] + boxes[0, :, 2:]) / 2
     anchor_centre = (anchors[0, :2, :2] + anchors[0, :2, 2:]) / 2
     assert ((centre - anchor_centre).abs() <= 0.2 + 1e-6).all()
+
+
+def test_checkpoint_rebuilds_the_detector_without_its_folder(
+    tmp_path: Path, encoder_dir: Path, detector_dir: Path
+) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from mnerqg_graph.data.queries import load_queries
+    from mnerqg_graph.training.checkpoint import load_model, save_model
+
+    moved = tmp_path / "det"
+    shutil.copytree(detector_dir, moved)
+    cfg = detector_config(encoder_dir, moved)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    save_model(model, model.config, load_queries(), tok, tmp_path / "ckpt")
+    shutil.rmtree(moved)
+    loaded, loaded_cfg, _, _ = load_model(tmp_path / "ckpt")
+    assert (
+        loaded_cfg.regions == "detector" and loaded_cfg.detector_config["backend"] == "fixed_boxes"
+    )
+    _, batch = items_and_batch(image_samples(tmp_path), encoder_dir, cfg)
+    a, b = model(batch), loaded(batch)
+    assert a.grounding_logits is not None and b.grounding_logits is not None
+    assert torch.allclose(a.grounding_logits, b.grounding_logits)
+    assert torch.allclose(a.span_logits[0], b.span_logits[0])
