@@ -278,24 +278,23 @@ class RegionNodes:
                 ("geometry", self.geometry[k]),
             ):
                 for i, part in enumerate(torch.split(t, counts)):
-                    out[i][f"s{k + 1}.{name}"] = part.contiguous()
+                    out[i][f"s{k + 1}.{name}"] = part.clone()
         for i in range(self.num_images):
-            out[i]["pooled"] = self.pooled[i].contiguous()
+            out[i]["pooled"] = self.pooled[i].clone()
         return out
 
     @staticmethod
     def cat(
         entries: Sequence[dict[str, Tensor]],
-        num_scales: int,
         grids: tuple[tuple[int, int], ...] | None = None,
     ) -> RegionNodes:
         """The batch of the images ``entries`` (each as :meth:`per_image` gives it), in order.
 
         Args:
-            entries: per image, its tensors.
-            num_scales: scales in every entry.
+            entries: per image, its tensors (at least one image).
             grids: the grid layout (grid sources), else None.
         """
+        num_scales = sum(1 for key in entries[0] if key.endswith(".features"))
         feats, image, boxes, geometry = [], [], [], []
         for k in range(1, num_scales + 1):
             parts = [e[f"s{k}.features"] for e in entries]

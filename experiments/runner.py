@@ -276,8 +276,18 @@ def run_experiment(
             text_encoder=encoder,
             **{k: v for k, v in model.items() if k not in _NOT_MODEL_KEYS | {"text_encoder"}},
         )
+        if data.get("region_cache") and not cfg.freeze_image:
+            print("data.region_cache: the image side is frozen (model.freeze_image=True)")
+            cfg.freeze_image = True
         torch.manual_seed(seed)
         net = build_model(cfg)
+        cache = None
+        options = item_options(net)
+        if data.get("region_cache"):  # region nodes read from the cache: no image is decoded
+            from detectors.region_cache import open_for_model
+
+            cache = open_for_model(data["region_cache"], net)
+            options["image_size"] = None
         prep = {}
         items = {}
         for split, samples in (
@@ -285,11 +295,15 @@ def run_experiment(
             ("valid", splits["valid"]),
             ("test", splits["test"]),
         ):
-            items[split], prep[split] = prepare_items(
-                samples, tokenizer, queries, **item_options(net)
-            )
+            items[split], prep[split] = prepare_items(samples, tokenizer, queries, **options)
             info[f"prepare_{split}"] = prep[split].summary()
             print(f"[{split}] {prep[split].summary()}")
+            if cache is not None:
+                from detectors.region_cache import attach
+
+                got = attach(cache, net, items[split], samples)
+                info[f"region_cache_{split}"] = {"read": got.read, "missing": len(got.missing)}
+                print(f"[{split}] {got.summary()}")
         ambiguous = _ambiguous(data)
         tcfg = TrainConfig(seed=seed, **optim)
         device = resolve_device(tcfg.device)

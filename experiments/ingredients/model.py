@@ -40,4 +40,9 @@ def model_config() -> None:
     existence_threshold = 0.0  # 0: the existence head does not filter spans at decoding
     grounding_threshold = 0.5
     grounding_presence_weight = 1.0  # best-cell "type is in the image" BCE in the grounding loss
+    regions = "grid"  # region source: grid (every cell) | detector (boxes of model.detector)
+    region_kwargs = {}  # detector: max_regions (K, 16), score_threshold (0.3), canonical_size
+    region_knn = 3  # detector regions: each box joined to its k nearest (and overlapping) boxes
+    detector = ""  # regions=detector: a checkpoint of python -m detectors.detector train
+    freeze_image = False  # backbone (and detector) do not train (set by data.region_cache)
     plugins = []  # modules to import first (user fusion modules registered from outside)

@@ -143,12 +143,7 @@ class MrcBatch:
 
 
 def collate(
-    items: list[TweetItem],
-    max_span_len: int,
-    image_size: int,
-    pad_id: int = 0,
-    num_scales: int = 3,
-    grids: tuple[tuple[int, int], ...] | None = None,
+    items: list[TweetItem], max_span_len: int, image_size: int, pad_id: int = 0
 ) -> MrcBatch:
     """Pad a list of tweets into one batch.
 
@@ -157,8 +152,6 @@ def collate(
         max_span_len: ``S``, the span-match label width.
         image_size: side of the image tensor (tweets without image get zeros).
         pad_id: the tokenizer's padding id.
-        num_scales: region scales of cached region nodes (items with ``regions``).
-        grids: the grid layout of cached grid regions (None: box regions).
 
     Items with cached ``regions`` count as having an image; their images are not read, and the
     batch carries their region nodes (:class:`~detectors.regions.RegionNodes`, in item order).
@@ -230,7 +223,7 @@ def collate(
     if cached:
         from detectors.regions import RegionNodes
 
-        regions = RegionNodes.cat(cached, num_scales, grids)
+        regions = RegionNodes.cat(cached)
     return MrcBatch(
         input_ids=input_ids,
         attention_mask=attention,

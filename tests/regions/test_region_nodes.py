@@ -86,7 +86,7 @@ def test_detector_nodes_of_known_boxes() -> None:
 def test_region_nodes_per_image_round_trip() -> None:
     dets = FixedBoxes().detect(torch.zeros(3, 3, 8, 8))
     nodes = DetectorRegions().nodes(coordinate_maps(), dets)
-    back = RegionNodes.cat(nodes.per_image(), 3)
+    back = RegionNodes.cat(nodes.per_image())
     for a, b in zip(
         nodes.features + nodes.image + nodes.boxes + nodes.geometry,
         back.features + back.image + back.boxes + back.geometry,
