@@ -97,8 +97,10 @@ class ModelConfig:
         regions: the registered region source that turns the image into region nodes: ``grid``
             (every cell of every scale) or ``detector`` (a detector's boxes, RoIAligned at the scale
             that fits them; needs ``detector``).
-        region_kwargs: the region source's options (``detector``: ``max_regions``,
-            ``score_threshold``, ``canonical_size``, ``pool_size``).
+        region_kwargs: further options of the region source (``detector``: ``canonical_size``,
+            ``pool_size``, ``sampling_ratio``).
+        max_regions: detector regions: ``K``, the most boxes an image gives.
+        region_score_threshold: detector regions: detections under this score are not used.
         region_knn: box regions: each box is joined to its ``region_knn`` nearest boxes of its
             scale and of the next coarser scale (besides overlap and containment).
         detector: the detector checkpoint folder (``python -m detectors.detector train``) of
@@ -140,6 +142,8 @@ class ModelConfig:
     grounding_presence_weight: float = 1.0
     regions: str = "grid"
     region_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_regions: int = 16
+    region_score_threshold: float = 0.3
     region_knn: int = 3
     detector: str = ""
     detector_config: dict[str, Any] = field(default_factory=dict)

@@ -635,6 +635,8 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
         if getattr(source_cls, "uses_detector", False):
             detector = build_region_detector(config, weights)
             kwargs.setdefault("num_classes", len(detector.types))  # type: ignore[arg-type]
+            kwargs.setdefault("max_regions", config.max_regions)
+            kwargs.setdefault("score_threshold", config.region_score_threshold)
         source = REGION_SOURCE_REGISTRY.build(config.regions, scales=config.num_scales, **kwargs)
         if type(source).nodes is RegionSource.nodes:
             raise ConfigError(

@@ -41,7 +41,9 @@ def model_config() -> None:
     grounding_threshold = 0.5
     grounding_presence_weight = 1.0  # best-cell "type is in the image" BCE in the grounding loss
     regions = "grid"  # region source: grid (every cell) | detector (boxes of model.detector)
-    region_kwargs = {}  # detector: max_regions (K, 16), score_threshold (0.3), canonical_size
+    region_kwargs = {}  # further region-source options (detector: canonical_size, pool_size)
+    max_regions = 16  # detector regions: K, the most boxes an image gives
+    region_score_threshold = 0.3  # detector regions: detections under this score are not used
     region_knn = 3  # detector regions: each box joined to its k nearest (and overlapping) boxes
     detector = ""  # regions=detector: a checkpoint of python -m detectors.detector train
     freeze_image = False  # backbone (and detector) do not train (set by data.region_cache)
