@@ -67,3 +67,13 @@ def test_pictures_draw_the_boxes(explained, tmp_path: Path) -> None:  # type: ig
     for p in pngs:
         arr = np.asarray(Image.open(p).convert("RGB"))
         assert arr.std() > 0
+
+
+def test_report_of_a_detector_region_model(explained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The HTML report runs (its page draws grid regions only: none for box regions)."""
+    from mnerqg_graph.report import write_report
+
+    model, tok, queries, smp, _ = explained
+    page = tmp_path / "report.html"
+    write_report(page, model, tok, queries, smp)
+    assert page.stat().st_size > 0
