@@ -176,8 +176,8 @@ def open_for_model(path: str | Path, model: Any) -> RegionCache:
 
     The model's config must match the cache's (backbone name and options, image size, scales,
     region source and its options, detector). A model built without backbone weights
-    (``backbone_kwargs`` has no ``weights``) adopts the cache's backbone; one with weights keeps
-    them, and :func:`attach` refuses entries made by other weights.
+    (no ``weights`` in ``backbone_kwargs``, or None) adopts the cache's backbone; one with weights
+    keeps them, and :func:`attach` refuses entries made by other weights.
 
     Args:
         path: the cache folder.
@@ -210,7 +210,7 @@ def open_for_model(path: str | Path, model: Any) -> RegionCache:
                 f"{cache.path / META_NAME}: the cache was made with region option {key}={value!r}, "
                 f"the model has {getattr(model.region_source, key)!r}"
             )
-    if "weights" not in cfg.backbone_kwargs:
+    if cfg.backbone_kwargs.get("weights") is None:
         try:
             model.backbone.load_state_dict(cache.backbone_state())
         except RuntimeError as exc:
