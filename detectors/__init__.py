@@ -4,6 +4,7 @@ Importing this package registers every built-in backbone in ``BACKBONE_REGISTRY`
 source in ``REGION_SOURCE_REGISTRY``.
 """
 
+from detectors import detector_regions  # noqa: F401  (registers the 'detector' source)
 from detectors.backbones import (
     BACKBONE_REGISTRY,
     ImageBackbone,
@@ -13,6 +14,7 @@ from detectors.backbones import (
 )
 from detectors.regions import (
     REGION_SOURCE_REGISTRY,
+    RegionNodes,
     RegionSet,
     RegionSource,
     build_region_source,
@@ -25,6 +27,7 @@ __all__ = [
     "BACKBONE_REGISTRY",
     "REGION_SOURCE_REGISTRY",
     "ImageBackbone",
+    "RegionNodes",
     "RegionSet",
     "RegionSource",
     "ShapeSpec",

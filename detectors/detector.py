@@ -29,6 +29,11 @@ Command line::
 
     python -m detectors.detector train --data DIR --out CKPT [--epochs N ...]
     python -m detectors.detector detect --detector CKPT --data DIR [--split test] --out FILE.jsonl
+    python -m detectors.detector evaluate --detector CKPT --data DIR [--split test] [--json]
+
+``evaluate`` reports the box AP of each type at IoU 0.5 (all-point interpolated, as Pascal VOC
+2010+), their mean (mAP@0.5), and the mean over IoU 0.5:0.95 (COCO's thresholds, same
+interpolation) on a split's gold boxes (:func:`box_average_precision`).
 """
 
 from __future__ import annotations
@@ -905,6 +910,109 @@ def read_detections(path: str | Path, types: Sequence[str]) -> dict[str, Detecti
 
 
 # --------------------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------------------
+
+
+def _average_precision(
+    detections: Sequence[Detections], targets: Sequence[Target], label: int, iou: float
+) -> float:
+    """All-point interpolated AP of one class at one IoU threshold (nan: no gold box)."""
+    from torchvision.ops import box_iou
+
+    n_gold = sum(int((t["labels"] == label).sum()) for t in targets)
+    if n_gold == 0:
+        return math.nan
+    scores, hits = [], []
+    for det, tgt in zip(detections, targets, strict=True):
+        sel = det.labels == label
+        boxes, sc = det.boxes[sel], det.scores[sel]
+        gold = tgt["boxes"][tgt["labels"] == label]
+        order = sc.argsort(descending=True)
+        boxes, sc = boxes[order], sc[order]
+        taken = torch.zeros(gold.shape[0], dtype=torch.bool)
+        overlaps = box_iou(boxes, gold) if gold.numel() and boxes.numel() else None
+        for i in range(boxes.shape[0]):  # greedy matching, best score first (VOC)
+            hit = False
+            if overlaps is not None:
+                o = overlaps[i].masked_fill(taken, -1.0)
+                best, j = o.max(0)
+                if float(best) >= iou:
+                    taken[j] = True
+                    hit = True
+            hits.append(hit)
+        scores.append(sc)
+    if not hits:
+        return 0.0
+    order = torch.cat(scores).argsort(descending=True)
+    tp = torch.tensor(hits, dtype=torch.float64)[order]
+    ctp, cfp = tp.cumsum(0), (1 - tp).cumsum(0)
+    recall = ctp / n_gold
+    precision = ctp / (ctp + cfp)
+    # precision envelope (non-increasing from the right), then area under the step curve
+    envelope = precision.flip(0).cummax(0).values.flip(0)
+    prev = torch.cat([torch.zeros(1, dtype=torch.float64), recall[:-1]])
+    return float(((recall - prev) * envelope).sum())
+
+
+def box_average_precision(
+    detections: Sequence[Detections], targets: Sequence[Target], types: Sequence[str]
+) -> dict[str, float]:
+    """Box AP of detections against gold boxes: per type at IoU 0.5, mAP@0.5, mAP@0.5:0.95.
+
+    Args:
+        detections: per image.
+        targets: per image, ``boxes [n, 4]`` and ``labels [n]`` (as :func:`detection_targets`).
+        types: the type of each label.
+
+    Returns:
+        ``{"AP50_<type>": ..., "mAP50": ..., "mAP50_95": ...}``; a type without gold boxes is
+        left out of the means (its AP is nan).
+    """
+    out: dict[str, float] = {}
+    per_iou: dict[float, list[float]] = {}
+    for iou in [0.5 + 0.05 * i for i in range(10)]:
+        aps = [_average_precision(detections, targets, k, iou) for k in range(len(types))]
+        per_iou[iou] = [a for a in aps if not math.isnan(a)]
+        if iou == 0.5:
+            out.update({f"AP50_{t}": a for t, a in zip(types, aps, strict=True)})
+    out["mAP50"] = sum(per_iou[0.5]) / len(per_iou[0.5]) if per_iou[0.5] else math.nan
+    means = [sum(v) / len(v) for v in per_iou.values() if v]
+    out["mAP50_95"] = sum(means) / len(means) if means else math.nan
+    return out
+
+
+def evaluate_split(
+    detector: DetectorBackend,
+    data: str | Path,
+    split: str = "test",
+    image_size: int = 128,
+    batch_size: int = 16,
+    limit: int | None = None,
+) -> dict[str, float]:
+    """:func:`box_average_precision` of a detector on a split's images and gold boxes.
+
+    Every tweet with a readable image counts (an image without gold boxes contributes its false
+    positives); ``images`` is added to the result.
+    """
+    from mnerqg_graph.data.dataset import load_split
+
+    samples = load_split(data, split).samples
+    if limit is not None:
+        samples = samples[:limit]
+    image_set = load_image_set(samples, image_size)
+    targets = detection_targets(image_set.samples, detector.types)
+    dev = next(detector.parameters()).device
+    dets: list[Detections] = []
+    for start in range(0, len(image_set.samples), batch_size):
+        idx = list(range(start, min(start + batch_size, len(image_set.samples))))
+        dets += [d.to("cpu") for d in detector.detect(image_set.batch(idx, dev))]
+    result = box_average_precision(dets, targets, detector.types)
+    result["images"] = float(len(dets))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
 
@@ -912,7 +1020,7 @@ PROG = "python -m detectors.detector"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m detectors.detector {train,detect}``."""
+    """The parser of ``python -m detectors.detector {train,detect,evaluate}``."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Train an object detector on a data set's VOC boxes, or run it on a split.",
@@ -979,6 +1087,14 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("--image-size", type=int, default=128, metavar="PX")
     detect.add_argument("--limit", type=int, default=None, metavar="N")
     detect.add_argument("--device", default="auto")
+    evaluate = sub.add_parser("evaluate", help="box AP (per type @0.5, mAP@0.5, @0.5:0.95)")
+    evaluate.add_argument("--detector", required=True, type=Path, metavar="CKPT")
+    evaluate.add_argument("--data", required=True, type=Path, metavar="DIR")
+    evaluate.add_argument("--split", default="test")
+    evaluate.add_argument("--image-size", type=int, default=128, metavar="PX")
+    evaluate.add_argument("--limit", type=int, default=None, metavar="N")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
     return parser
 
 
@@ -1020,6 +1136,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     detector = load_detector(args.detector, resolve_device(args.device))
+    if args.command == "evaluate":
+        scores = evaluate_split(detector, args.data, args.split, args.image_size, limit=args.limit)
+        if args.json:
+            print(json.dumps(scores, sort_keys=True))
+        else:
+            print(
+                "  ".join(
+                    f"{k}={v:.4f}" if k != "images" else f"{k}={v:.0f}" for k, v in scores.items()
+                )
+            )
+        return 0
     records = detect_split(detector, args.data, args.split, args.image_size, limit=args.limit)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     atomic_write_text(args.out, text)
@@ -1054,6 +1181,8 @@ def run_main(
 __all__ = [
     "DETECTOR_REGISTRY",
     "Detections",
+    "box_average_precision",
+    "evaluate_split",
     "DetectorBackend",
     "ImageSet",
     "TorchvisionFasterRCNN",

@@ -5,13 +5,22 @@ scale kept; the graph builder makes the ``region_s1`` (coarsest) .. ``region_s3`
 Sources do not change channel counts: scale ``k``'s region features have the channels of map ``k``
 (``backbone.output_shape()[k].channels``).
 
+The model reads regions as graph nodes through :meth:`RegionSource.nodes`: the maps of ``B``
+images (and, for box sources, their detections) in, one flat :class:`RegionNodes` out, each scale's
+nodes with the index of their image (a PyG-style batch vector; no padding nodes).
+
 Registered sources (``REGION_SOURCE_REGISTRY``):
 
 ``grid``
     Every cell of every kept scale is a region (the default; no detector needed).
+``detector``
+    Up to ``max_regions`` detections per image over a score threshold, each RoIAligned from the
+    scale that fits its size, with its geometry (box, area, score, class) as node features
+    (:mod:`detectors.detector_regions`; needs torchvision).
 ``detector_boxes``
     Boxes from a detector, each assigned to the scale that matches its size and RoIAligned from that
-    scale's map, padded to a fixed count per scale with a mask (needs torchvision).
+    scale's map, padded to a fixed count per scale with a mask (:meth:`RegionSource.regions` only;
+    :func:`detectors.detector.detection_regions` uses it).
 
 Helpers used by the graph builder: :func:`grid_boxes`, :func:`grid_neighbors`, :func:`parent_index`.
 All index computations are vectorised (no Python loops over cells or boxes).
@@ -21,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -180,6 +189,124 @@ class RegionSet:
         )
 
 
+class BoxDetections(Protocol):
+    """What a box source reads from a detector's output (see ``detectors.detector.Detections``).
+
+    Shapes:
+        - boxes: ``[K, 4]`` normalised xyxy; scores: ``[K]``; labels: ``[K]`` int64 class indices.
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+
+
+@dataclass
+class RegionNodes:
+    """The region nodes of a batch of ``B`` images, flat per scale: no padding nodes.
+
+    Scale ``k``'s nodes are ordered by image (``image[k]`` is sorted), so ``image[k]`` is the PyG
+    batch vector of that scale's nodes over the images. Grid sources set ``grids`` (every image
+    has ``h_k * w_k`` nodes at scale ``k``, row-major cells); box sources leave it None and give
+    each image its own count (0 included).
+
+    Attributes:
+        features: region features per scale (channels of the backbone's map ``k``).
+        image: the image (row of the batch) of each node, per scale.
+        boxes: normalised ``xyxy`` box of each node, per scale.
+        geometry: per-node geometry features per scale (box, area, score, class one-hot for box
+            sources; ``G = 0`` for grids).
+        pooled: each image's global feature (the mean of its coarsest map), for the ``image`` node.
+        grids: ``(h_k, w_k)`` per scale for grid regions, else None.
+
+    Shapes:
+        - features[k]: ``[n_k, C_k]``; image[k]: ``[n_k]`` int64; boxes[k]: ``[n_k, 4]``;
+          geometry[k]: ``[n_k, G]``; pooled: ``[B, C_0]``.
+    """
+
+    features: list[Tensor]
+    image: list[Tensor]
+    boxes: list[Tensor]
+    geometry: list[Tensor]
+    pooled: Tensor
+    grids: tuple[tuple[int, int], ...] | None = None
+
+    @property
+    def num_images(self) -> int:
+        """``B``."""
+        return int(self.pooled.shape[0])
+
+    @property
+    def num_scales(self) -> int:
+        """Number of scales."""
+        return len(self.features)
+
+    def counts(self, scale: int) -> Tensor:
+        """Nodes per image at ``scale``, ``[B]`` int64."""
+        return torch.bincount(self.image[scale], minlength=self.num_images)
+
+    def _map(self, fn: Any) -> RegionNodes:
+        return RegionNodes(
+            [fn(t) for t in self.features],
+            [fn(t) for t in self.image],
+            [fn(t) for t in self.boxes],
+            [fn(t) for t in self.geometry],
+            fn(self.pooled),
+            self.grids,
+        )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> RegionNodes:
+        """A copy on ``device``."""
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> RegionNodes:
+        """A copy in pinned host memory."""
+        return self._map(lambda t: t.pin_memory())
+
+    def per_image(self) -> list[dict[str, Tensor]]:
+        """Each image's nodes as flat tensors, the form of a region-cache entry.
+
+        Keys ``s{k}.features``, ``s{k}.boxes``, ``s{k}.geometry`` (``k`` = 1 coarsest) and
+        ``pooled``; :meth:`cat` is the inverse.
+        """
+        out: list[dict[str, Tensor]] = [{} for _ in range(self.num_images)]
+        for k in range(self.num_scales):
+            counts = self.counts(k).tolist()
+            for name, t in (
+                ("features", self.features[k]),
+                ("boxes", self.boxes[k]),
+                ("geometry", self.geometry[k]),
+            ):
+                for i, part in enumerate(torch.split(t, counts)):
+                    out[i][f"s{k + 1}.{name}"] = part.clone()
+        for i in range(self.num_images):
+            out[i]["pooled"] = self.pooled[i].clone()
+        return out
+
+    @staticmethod
+    def cat(
+        entries: Sequence[dict[str, Tensor]],
+        grids: tuple[tuple[int, int], ...] | None = None,
+    ) -> RegionNodes:
+        """The batch of the images ``entries`` (each as :meth:`per_image` gives it), in order.
+
+        Args:
+            entries: per image, its tensors (at least one image).
+            grids: the grid layout (grid sources), else None.
+        """
+        num_scales = sum(1 for key in entries[0] if key.endswith(".features"))
+        feats, image, boxes, geometry = [], [], [], []
+        for k in range(1, num_scales + 1):
+            parts = [e[f"s{k}.features"] for e in entries]
+            counts = torch.tensor([p.shape[0] for p in parts], dtype=torch.long)
+            feats.append(torch.cat(parts))
+            image.append(torch.repeat_interleave(torch.arange(len(entries)), counts))
+            boxes.append(torch.cat([e[f"s{k}.boxes"] for e in entries]))
+            geometry.append(torch.cat([e[f"s{k}.geometry"] for e in entries]))
+        pooled = torch.stack([e["pooled"] for e in entries])
+        return RegionNodes(feats, image, boxes, geometry, pooled, grids)
+
+
 class RegionSource(nn.Module):
     """Base class of region sources (see the module docstring and ``REGION_SOURCE_REGISTRY``).
 
@@ -192,6 +319,31 @@ class RegionSource(nn.Module):
         if not 1 <= scales <= 3:
             raise ConfigError(f"region source scales must be 1..3, got {scales}")
         self.num_scales = scales
+
+    #: Whether :meth:`nodes` needs detections (the model then runs a detector).
+    uses_detector: ClassVar[bool] = False
+    #: Whether the nodes are boxes with a count of their own per image (the graph joins them by
+    #: spatial relations) rather than the cells of fixed grids.
+    box_layout: ClassVar[bool] = False
+
+    @property
+    def geometry_dim(self) -> int:
+        """``G``, the size of each node's geometry features (0: none)."""
+        return 0
+
+    def nodes(
+        self, features: Sequence[Tensor], detections: Sequence[BoxDetections] | None = None
+    ) -> RegionNodes:
+        """The region nodes of a batch of images (what the model puts in the graph).
+
+        Args:
+            features: the backbone's maps, coarsest first, each ``[B, C_k, h_k, w_k]``.
+            detections: per image, the detector's output (box sources), best first.
+
+        Returns:
+            ``num_scales`` scales of flat nodes (see :class:`RegionNodes`).
+        """
+        raise NotImplementedError
 
     def regions(
         self,
@@ -244,6 +396,11 @@ REGION_SOURCE_REGISTRY: Registry[RegionSource] = Registry(
     ``[B, C_k, h_k, w_k]``) to ``scales`` :class:`RegionSet` objects, coarsest first, with features
     ``[B, N_k, C_k]`` (channels unchanged), normalised ``xyxy`` boxes and the index of each region's
     parent in the next coarser set (-1 for the coarsest). Index structures are built vectorised.
+
+    A source the model can put in its graph (``model.regions``) also implements
+    ``nodes(features, detections=None)``, returning a :class:`RegionNodes` (flat nodes per scale
+    with their image index, boxes, geometry ``[n_k, geometry_dim]`` and each image's pooled
+    feature); ``uses_detector = True`` asks the model for a detector's boxes.
     """,
 )
 
@@ -306,6 +463,27 @@ class GridRegions(RegionSource):
             )
             prev = (h, w)
         return out
+
+    def nodes(
+        self, features: Sequence[Tensor], detections: Sequence[BoxDetections] | None = None
+    ) -> RegionNodes:
+        """Every cell of each kept map, image-major then row-major (see :class:`RegionNodes`).
+
+        Shapes:
+            - features[k]: ``[B, C_k, h_k, w_k]`` -> nodes ``[B * h_k * w_k, C_k]``.
+        """
+        maps = self._kept(features)
+        b = int(maps[0].shape[0])
+        feats, image, boxes, geometry, grids = [], [], [], [], []
+        for fmap in maps:
+            h, w = int(fmap.shape[2]), int(fmap.shape[3])
+            dev = fmap.device
+            feats.append(fmap.flatten(2).transpose(1, 2).reshape(b * h * w, -1))
+            image.append(torch.arange(b, device=dev).repeat_interleave(h * w))
+            boxes.append(grid_boxes(h, w, device=dev).repeat(b, 1))
+            geometry.append(fmap.new_zeros(b * h * w, 0))
+            grids.append((h, w))
+        return RegionNodes(feats, image, boxes, geometry, maps[0].mean((2, 3)), tuple(grids))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -465,6 +643,8 @@ class DetectorBoxRegions(RegionSource):
 
 __all__ = [
     "REGION_SOURCE_REGISTRY",
+    "BoxDetections",
+    "RegionNodes",
     "DetectorBoxRegions",
     "GridRegions",
     "RegionSet",

@@ -280,9 +280,18 @@ def run_experiment(
             text_encoder=encoder,
             **{k: v for k, v in model.items() if k not in _NOT_MODEL_KEYS | {"text_encoder"}},
         )
+        if data.get("region_cache") and not cfg.freeze_image:
+            print("data.region_cache: the image side is frozen (model.freeze_image=True)")
+            cfg.freeze_image = True
         torch.manual_seed(seed)
         net = build_model(cfg)
+        cache = None
         processor = MnerqgProcessor.from_model(net, tokenizer, queries)
+        if data.get("region_cache"):  # region nodes read from the cache: no image is decoded
+            from detectors.region_cache import open_for_model
+
+            cache = open_for_model(data["region_cache"], net)
+            processor = processor.replace(image_size=None)
         inputs = {}
         for split, samples in (
             ("train", train_samples),
@@ -292,6 +301,15 @@ def run_experiment(
             inputs[split] = processor(samples)
             info[f"prepare_{split}"] = inputs[split].report.summary()
             print(f"[{split}] {inputs[split].report.summary()}")
+            if cache is not None:
+                from detectors.region_cache import attach
+
+                cached = attach(cache, net, inputs[split].items, samples)
+                info[f"region_cache_{split}"] = {
+                    "read": cached.read,
+                    "missing": len(cached.missing),
+                }
+                print(f"[{split}] {cached.summary()}")
         items = {split: got.items for split, got in inputs.items()}
         ambiguous = _ambiguous(data)
         tcfg = TrainConfig(seed=seed, **optim)

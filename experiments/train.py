@@ -4,7 +4,8 @@
 
 Named configs: ``synthetic`` (default), ``twitter2015``, ``twitter2017`` (``data.root=PATH``
 overrides where the data lives), ``minilm`` (the offline MiniLM encoder), ``text_only``, ``fast``
-(a tiny smoke run), and the paper's ablations ``no_grounding_loss``, ``no_existence_loss``,
+(a tiny smoke run), ``detector_regions`` (a detector's boxes as region nodes, with
+``model.detector=DIR``), and the paper's ablations ``no_grounding_loss``, ``no_existence_loss``,
 ``single_scale``, ``no_existence_gating``. A FileStorageObserver under ``runs/`` (or
 ``$MNERQG_RUNS_DIR``) is attached unless an observer flag (``-F/-m/-s/...``) is given. Under
 ``torchrun`` only rank 0's run is observed, whatever the flags (one run per job).
@@ -139,6 +140,12 @@ def no_existence_gating() -> None:
 def single_scale() -> None:
     """Ablation: only the coarsest region scale."""
     model = {"num_scales": 1}  # noqa: F841
+
+
+@ex.named_config
+def detector_regions() -> None:
+    """Region nodes from a detector's boxes (give model.detector=DIR, see README: image regions)."""
+    model = {"regions": "detector"}  # noqa: F841
 
 
 @ex.named_config

@@ -78,6 +78,10 @@ COMMANDS: dict[str, Command] = {
         "detectors.weak_labels:main",
         "write weak grounding labels (VOC XML) with a visual-grounding model",
     ),
+    "extract-regions": Command(
+        "detectors.region_cache:main",
+        "extract every image's region features (grid or detector boxes) into a region cache",
+    ),
     "bench": Command(
         "mnerqg_graph.bench.throughput:main",
         "run the throughput benchmark",

@@ -117,6 +117,22 @@ class ModelConfig:
         grounding_threshold: confidence under which a type is "not in the image".
         grounding_presence_weight: weight of the grounding head's best-cell "type is in the image"
             BCE (part of the grounding loss; see ``GroundingHead.loss``).
+        regions: the registered region source that turns the image into region nodes: ``grid``
+            (every cell of every scale) or ``detector`` (a detector's boxes, RoIAligned at the scale
+            that fits them; needs ``detector``).
+        region_kwargs: further options of the region source (``detector``: ``canonical_size``,
+            ``pool_size``, ``sampling_ratio``).
+        max_regions: detector regions: ``K``, the most boxes an image gives.
+        region_score_threshold: detector regions: detections under this score are not used.
+        region_knn: box regions: each box is joined to its ``region_knn`` nearest boxes of its
+            scale and of the next coarser scale (besides overlap and containment).
+        detector: the detector checkpoint folder (``python -m detectors.detector train``) of
+            ``regions="detector"``.
+        detector_config: the detector's backend and constructor arguments, recorded from
+            ``detector`` when the model is first built (a saved model rebuilds its detector from
+            this and its own weights file, without the folder).
+        freeze_image: the image side (backbone, and detector) does not train and runs in
+            evaluation mode, as when its region features are read from a region cache.
         plugins: modules (dotted names, or paths of ``.py`` files) imported before the model is
             built, so that the components they register can be named here. A saved checkpoint
             lists every plugin module its components come from, and loading imports them
@@ -156,6 +172,14 @@ class ModelConfig:
     existence_threshold: float = 0.0
     grounding_threshold: float = 0.5
     grounding_presence_weight: float = 1.0
+    regions: str = "grid"
+    region_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_regions: int = 16
+    region_score_threshold: float = 0.3
+    region_knn: int = 3
+    detector: str = ""
+    detector_config: dict[str, Any] = field(default_factory=dict)
+    freeze_image: bool = False
     plugins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:

@@ -23,6 +23,9 @@ type_index           [N]              entity type of the example
 example_tweet        [N]              index of the example's tweet in ``images``
 images               [B, 3, H, W]     RGB in [0, 1] (zeros where there is no image)
 has_image            [B]              whether the tweet has an image
+regions              RegionNodes      or None: the region nodes of the tweets that have an
+                                      image, read from a region cache (then ``images`` is
+                                      not read: the backbone and detector do not run)
 start, end           [N, W]           0/1 span boundary labels (training)
 match                [N, W, S]        0/1 label of span ``i..i+k`` (training)
 exists               [N]              0/1 existence label (training)
@@ -31,7 +34,12 @@ gt_boxes, gt_mask    [N, K, 4], [N,K] gold boxes of the type, normalised xyxy (t
 ===================  ===============  ======================================================
 
 The image is encoded once per tweet (``B`` images, not ``N``) and shared by the tweet's ``T``
-queries through ``example_tweet``; with ``packed`` queries the text is too. Each example's query
+queries through ``example_tweet``; with ``packed`` queries the text is too. The model asks its
+region source (``config.regions``, :data:`detectors.regions.REGION_SOURCE_REGISTRY`) for each
+image's region nodes: ``grid`` cells (each plus a learned per-cell embedding) or ``detector`` boxes
+(each plus a projection of its geometry), a variable number per image, in the graph without
+padding; the grounding head is :class:`~mnerqg_graph.heads.GroundingHead` over grid cells or
+:class:`~mnerqg_graph.heads.BoxGroundingHead` over boxes. Each example's query
 node is the ``[CLS]`` state of its sequence (``per_type``) or the mean of its own query's piece
 states (``packed``), plus a learned type embedding; its token nodes are the states of the
 tweet's first pieces, its casing and the asked type. :meth:`MnerqgModel.forward` returns a
@@ -40,23 +48,26 @@ tweet's first pieces, its casing and the asked type. :meth:`MnerqgModel.forward`
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
 from detectors.backbones import BACKBONE_REGISTRY, ImageBackbone
+from detectors.regions import REGION_SOURCE_REGISTRY, RegionNodes, RegionSource
 from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.collate import MrcBatch
 from mnerqg_graph.encoders.features import SHAPES
 from mnerqg_graph.encoders.text import TEXT_ENCODER_REGISTRY, TextEncoder
+from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
-from mnerqg_graph.graph.builder import GraphSpec, build_graph
+from mnerqg_graph.graph.builder import BoxLayout, GraphSpec, build_graph
 from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types, region_types
-from mnerqg_graph.heads import ExistenceHead, GroundingHead, SpanHead, TagHead
+from mnerqg_graph.heads import BoxGroundingHead, ExistenceHead, GroundingHead, SpanHead, TagHead
 from mnerqg_graph.heads.features import TokenFeatures
 from mnerqg_graph.plugins import import_plugins
 
@@ -79,8 +90,11 @@ class ModelOutput:
         existence_logits: ``[N]`` from the fused query node.
         gate_logits: ``[N]`` from the text-only query node, used to gate unimodal messages.
         image_examples: ``[M]`` indices of the examples that have an image.
-        grounding_logits: ``[M, C]`` per-cell confidence logits (None without image branch).
+        grounding_logits: ``[M, C]`` per-cell (or per-region) confidence logits (None without
+            image branch).
         grounding_boxes: ``[M, C, 4]`` per-cell boxes, normalised xyxy (None without image branch).
+        grounding_anchors: box regions: ``[M, C, 4]`` each region's own box (None for grids).
+        grounding_mask: box regions: ``[M, C]`` real region slots (None for grids).
         tag_logits: ``[N, W, 1 + 2 T]`` of the auxiliary BIO tagger (None without it).
         attention: the last fusion layer's attention on the alignment edges (region->token and
             token->query; see :class:`~mnerqg_graph.fusion.base.FusionOutput`), when asked for.
@@ -97,6 +111,8 @@ class ModelOutput:
     tag_logits: Tensor | None = None
     attention: dict[EdgeType, tuple[Tensor, Tensor]] | None = None
     graph: object | None = None
+    grounding_anchors: Tensor | None = None
+    grounding_mask: Tensor | None = None
 
 
 @dataclass
@@ -138,7 +154,11 @@ class MnerqgModel(nn.Module):
         text_encoder: contextual word-piece features.
         backbone: image backbone with 3 scales (None: text only).
         fusion: the graph fusion module.
-        grids: region grid ``(rows, cols)`` per scale in use, coarsest first.
+        grids: region grid ``(rows, cols)`` per scale in use, coarsest first (grid regions; empty
+            for box regions).
+        region_source: turns the backbone's maps (and detections) into region nodes (None: a
+            ``grid`` source of ``config.num_scales`` scales).
+        detector: the frozen detector of a source with ``uses_detector`` (its boxes are regions).
     """
 
     def __init__(
@@ -148,27 +168,52 @@ class MnerqgModel(nn.Module):
         backbone: ImageBackbone | None,
         fusion: FusionModule,
         grids: tuple[tuple[int, int], ...],
+        region_source: RegionSource | None = None,
+        detector: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.text_encoder = text_encoder
         self.backbone = backbone
         self.fusion = fusion
+        if backbone is not None and region_source is None:
+            region_source = REGION_SOURCE_REGISTRY.build("grid", scales=config.num_scales)
+        self.region_source = region_source
+        boxes = region_source is not None and region_source.box_layout
+        if region_source is not None and region_source.uses_detector and detector is None:
+            raise ConfigError(f"region source {config.regions!r} needs a detector")
+        self.detector = detector
+        if detector is not None:
+            detector.requires_grad_(False)
+        if backbone is not None and config.freeze_image:
+            backbone.requires_grad_(False)
         self.spec = GraphSpec(
-            grids=grids, token_window=config.token_window, use_image=backbone is not None
+            grids=() if boxes else grids,
+            token_window=config.token_window,
+            use_image=backbone is not None,
+            box_scales=config.num_scales if boxes else 0,
+            knn=config.region_knn,
         )
         d_text = text_encoder.output_dim
         self.casing = nn.Embedding(len(SHAPES), config.casing_dim) if config.casing_dim else None
         self.type_emb = nn.Embedding(len(config.types), d_text)
         self.token_type_emb = nn.Embedding(len(config.types), TYPE_DIM)
         self.gate_head = nn.Linear(d_text, 1)
-        if backbone is not None:
+        if backbone is not None and not boxes:
             shapes = backbone.output_shape()[: len(grids)]
             self.region_pos = nn.ParameterList(
                 [
                     nn.Parameter(torch.zeros(r * c, s.channels))
                     for (r, c), s in zip(grids, shapes, strict=True)
                 ]
+            )
+            self.no_image = nn.Parameter(torch.zeros(shapes[0].channels))
+        elif backbone is not None:
+            assert region_source is not None
+            shapes = backbone.output_shape()[: config.num_scales]
+            # a box's geometry (box, area, score, class) is added to its RoIAligned feature
+            self.region_geometry = nn.ModuleList(
+                [nn.Linear(region_source.geometry_dim, s.channels) for s in shapes]
             )
             self.no_image = nn.Parameter(torch.zeros(shapes[0].channels))
         out = fusion.output_dims()
@@ -179,11 +224,13 @@ class MnerqgModel(nn.Module):
             out[TOKEN] + token_in, config.max_span_len, config.dropout, config.head_dim
         )
         self.existence_head = ExistenceHead(out[QUERY], config.dropout)
-        self.grounding_head = (
-            GroundingHead(out[region_types(1)[0]], out[QUERY], grids)
-            if backbone is not None
-            else None
-        )
+        self.grounding_head: GroundingHead | BoxGroundingHead | None = None
+        if backbone is not None and boxes:
+            self.grounding_head = BoxGroundingHead(
+                out[region_types(1)[0]], out[QUERY], config.num_scales
+            )
+        elif backbone is not None:
+            self.grounding_head = GroundingHead(out[region_types(1)[0]], out[QUERY], grids)
         span_in = out[TOKEN] + token_in
         self.tag_head = (
             TagHead(span_in, len(config.types), config.dropout, config.head_dim)
@@ -229,18 +276,20 @@ class MnerqgModel(nn.Module):
             token_mask = batch.first_piece >= 0
             gate_logits = self.gate_head(query).squeeze(-1)
 
-        with record_function("mnerqg::graph_build"):
-            example_has_image = (
-                batch.has_image[batch.example_tweet]
-                if self.backbone is not None
-                else torch.zeros(n, dtype=torch.bool, device=tok.device)
-            )
-            graph = build_graph(token_mask, example_has_image, self.spec)
-            x = {TOKEN: tok[token_mask], QUERY: query}
-            img_ex = example_has_image.nonzero(as_tuple=True)[0]
+        example_has_image = (
+            batch.has_image[batch.example_tweet]
+            if self.backbone is not None
+            else torch.zeros(n, dtype=torch.bool, device=tok.device)
+        )
+        img_ex = example_has_image.nonzero(as_tuple=True)[0]
+        x = {TOKEN: tok[token_mask], QUERY: query}
+        layout: BoxLayout | None = None
         if self.backbone is not None:
             with record_function("mnerqg::image_encoder"):
-                x.update(self._image_nodes(batch, img_ex, example_has_image))
+                image_x, layout = self._image_nodes(batch, img_ex, example_has_image)
+                x.update(image_x)
+        with record_function("mnerqg::graph_build"):
+            graph = build_graph(token_mask, example_has_image, self.spec, layout)
         with record_function("mnerqg::fusion"):
             batch_dict = {nt: graph[nt].batch for nt in x}
             fused = self.fusion(
@@ -268,8 +317,19 @@ class MnerqgModel(nn.Module):
             span_logits = self.span_head(h_span, None if dense else pairs)
             tag_logits = self.tag_head(h_span) if self.tag_head is not None else None
             q_out = fused.x_dict[QUERY]
-            g_logits = g_boxes = None
-            if self.grounding_head is not None:
+            g_logits = g_boxes = g_anchors = g_mask = None
+            if isinstance(self.grounding_head, BoxGroundingHead):
+                assert layout is not None
+                rank = torch.full((n,), -1, dtype=torch.long, device=img_ex.device)
+                rank[img_ex] = torch.arange(img_ex.numel(), device=img_ex.device)
+                rts = region_types(self.spec.num_scales)
+                g_logits, g_boxes, g_anchors, g_mask = self.grounding_head(
+                    [fused.x_dict[rt] for rt in rts],
+                    layout.boxes,
+                    [rank[e] for e in layout.example],
+                    q_out[img_ex],
+                )
+            elif self.grounding_head is not None:
                 m = img_ex.numel()
                 regions = [
                     fused.x_dict[rt].view(m, r * c, fused.x_dict[rt].size(-1))
@@ -290,6 +350,8 @@ class MnerqgModel(nn.Module):
             tag_logits=tag_logits,
             attention=fused.attention,
             graph=graph if return_graph else None,
+            grounding_anchors=g_anchors,
+            grounding_mask=g_mask,
         )
 
     def text_nodes(self, batch: MrcBatch) -> TextNodes:
@@ -354,30 +416,91 @@ class MnerqgModel(nn.Module):
         total = cum[rows, q1] - cum[rows, q0]
         return (total / (q1 - q0).clamp(min=1).unsqueeze(-1)).to(hidden.dtype)
 
+    def train(self, mode: bool = True) -> MnerqgModel:
+        """Set training mode; a frozen image side and the detector stay in evaluation mode."""
+        super().train(mode)
+        if self.backbone is not None and self.config.freeze_image:
+            self.backbone.eval()
+        if self.detector is not None:
+            self.detector.eval()
+        return self
+
+    def region_nodes(self, batch: MrcBatch) -> RegionNodes | None:
+        """The region nodes of the batch's tweets that have an image, in tweet order.
+
+        Read from ``batch.regions`` when the batch carries them (a region cache); else the
+        backbone encodes the images (once per tweet; without gradients when ``freeze_image``),
+        the detector finds boxes (box sources) and the region source makes the nodes. None when
+        no tweet of the batch has an image.
+        """
+        if batch.regions is not None:
+            return batch.regions
+        assert self.backbone is not None and self.region_source is not None
+        tweets_with_image = batch.has_image.nonzero(as_tuple=True)[0]
+        if not tweets_with_image.numel():
+            return None
+        images = batch.images[tweets_with_image]
+        frozen = self.config.freeze_image
+        with torch.no_grad() if frozen else nullcontext():
+            maps = self.backbone(images)
+        detections = None
+        if self.detector is not None:
+            detections = self.detector.detect(images)  # type: ignore[operator]
+        return self.region_source.nodes(maps, detections)
+
     def _image_nodes(
         self, batch: MrcBatch, img_ex: Tensor, example_has_image: Tensor
-    ) -> dict[str, Tensor]:
-        """Region and image node features; the backbone runs once per tweet that has an image."""
-        assert self.backbone is not None
-        tweets_with_image = batch.has_image.nonzero(as_tuple=True)[0]
+    ) -> tuple[dict[str, Tensor], BoxLayout | None]:
+        """Region and image node features of the examples, and box regions' layout.
+
+        The image is encoded once per tweet (:meth:`region_nodes`); each example with an image
+        gets a copy of its tweet's region nodes, with the learned per-cell embedding (grid) or
+        the projection of each box's geometry (box regions).
+        """
+        nodes = self.region_nodes(batch)
         slot = torch.full_like(batch.has_image, -1, dtype=torch.long)
+        tweets_with_image = batch.has_image.nonzero(as_tuple=True)[0]
         slot[tweets_with_image] = torch.arange(tweets_with_image.numel(), device=slot.device)
-        maps = self.backbone(batch.images[tweets_with_image]) if tweets_with_image.numel() else None
-        out: dict[str, Tensor] = {}
         rows = slot[batch.example_tweet[img_ex]]  # each image example's row in the encoded images
-        for level, rtype in enumerate(region_types(self.spec.num_scales)):
-            if maps is None:
-                out[rtype] = self.region_pos[level].new_zeros(0, self.region_pos[level].size(-1))
+        out: dict[str, Tensor] = {}
+        rtypes = region_types(self.spec.num_scales)
+        layout = None if self.spec.grids else BoxLayout([], [])
+        for level, rtype in enumerate(rtypes):
+            if self.spec.grids:
+                pos = self.region_pos[level]
+                if nodes is None:
+                    out[rtype] = pos.new_zeros(0, pos.size(-1))
+                    continue
+                f = nodes.features[level]
+                f = f.view(nodes.num_images, -1, f.size(-1))  # [B_img, cells, C]
+                out[rtype] = (f[rows] + pos).reshape(-1, f.size(-1))
                 continue
-            f = maps[level].flatten(2).transpose(1, 2)  # [B_img, cells, C]
-            out[rtype] = (f[rows] + self.region_pos[level]).reshape(-1, f.size(-1))
-        n = example_has_image.numel()
-        image = self.no_image.expand(n, -1).clone()
-        if maps is not None:
-            pooled = maps[0].mean((2, 3))  # [B_img, C]
-            image[img_ex] = pooled[rows].to(image.dtype)
+            assert layout is not None
+            proj = self.region_geometry[level]
+            assert isinstance(proj, nn.Linear)
+            if nodes is None:
+                out[rtype] = self.no_image.new_zeros(0, proj.out_features)
+                layout.example.append(img_ex.new_zeros(0))
+                layout.boxes.append(self.no_image.new_zeros(0, 4))
+                continue
+            # each image example's copy of its image's nodes, in example order
+            per_image = nodes.counts(level)
+            first = torch.cumsum(per_image, 0) - per_image
+            cnt = per_image[rows]
+            owner = torch.repeat_interleave(torch.arange(rows.numel(), device=rows.device), cnt)
+            local = torch.arange(owner.numel(), device=rows.device) - (
+                torch.cumsum(cnt, 0) - cnt
+            ).repeat_interleave(cnt)
+            src = first[rows[owner]] + local
+            geometry = nodes.geometry[level][src]
+            out[rtype] = nodes.features[level][src] + proj(geometry.to(proj.weight.dtype))
+            layout.example.append(img_ex[owner])
+            layout.boxes.append(nodes.boxes[level][src])
+        image = self.no_image.expand(example_has_image.numel(), -1).clone()
+        if nodes is not None:
+            image[img_ex] = nodes.pooled[rows].to(image.dtype)
         out[IMAGE] = image
-        return out
+        return out, layout
 
     def losses(self, batch: MrcBatch, out: ModelOutput) -> dict[str, Tensor]:
         """Weighted loss parts and their sum under ``"total"``."""
@@ -399,7 +522,19 @@ class MnerqgModel(nn.Module):
             keep = batch.grounding_labelled[out.image_examples]
             ie = out.image_examples[keep]
             assert out.grounding_boxes is not None
-            if keep.any():
+            if keep.any() and isinstance(self.grounding_head, BoxGroundingHead):
+                assert out.grounding_anchors is not None and out.grounding_mask is not None
+                parts["grounding"] = self.grounding_head.loss(
+                    out.grounding_logits[keep],
+                    out.grounding_boxes[keep],
+                    batch.gt_boxes[ie],
+                    batch.gt_mask[ie],
+                    out.grounding_anchors[keep],
+                    out.grounding_mask[keep],
+                    presence_weight=self.config.grounding_presence_weight,
+                )
+            elif keep.any():
+                assert isinstance(self.grounding_head, GroundingHead)
                 parts["grounding"] = self.grounding_head.loss(
                     out.grounding_logits[keep],
                     out.grounding_boxes[keep],
@@ -567,9 +702,11 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
     """Build a model from its config (the typed builder used by the experiment, CLI and loader).
 
     Args:
-        config: the hyper-parameters.
-        weights: load the text encoder's pretrained weights from ``config.text_encoder`` (False:
-            build it from its config only, as when a checkpoint's weights are loaded next).
+        config: the hyper-parameters. With ``regions="detector"`` and ``weights``, the detector
+            checkpoint's backend and options are recorded in ``config.detector_config``.
+        weights: load the text encoder's pretrained weights from ``config.text_encoder`` and the
+            detector from ``config.detector`` (False: build them from their configs only, as when
+            a checkpoint's weights are loaded next).
     """
     import_plugins(config.plugins)  # the modules that register the components it names
     text = TEXT_ENCODER_REGISTRY.build("hf", path=config.text_encoder, from_config=not weights)
@@ -579,12 +716,28 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
         BACKBONE_REGISTRY.build(config.backbone, **config.backbone_kwargs) if use_image else None
     )
     grids: tuple[tuple[int, int], ...] = ()
+    source: RegionSource | None = None
+    detector: nn.Module | None = None
     if backbone is not None:
+        source_cls = REGION_SOURCE_REGISTRY.get(config.regions)
+        kwargs: dict[str, Any] = dict(config.region_kwargs)
+        if getattr(source_cls, "uses_detector", False):
+            detector = build_region_detector(config, weights)
+            kwargs.setdefault("num_classes", len(detector.types))  # type: ignore[arg-type]
+            kwargs.setdefault("max_regions", config.max_regions)
+            kwargs.setdefault("score_threshold", config.region_score_threshold)
+        source = REGION_SOURCE_REGISTRY.build(config.regions, scales=config.num_scales, **kwargs)
+        if type(source).nodes is RegionSource.nodes:
+            raise ConfigError(
+                f"region source {config.regions!r} gives no graph nodes; model.regions must be "
+                "one of the sources with nodes() (grid, detector)"
+            )
         shapes = backbone.output_shape()
-        grids = tuple(
-            (config.image_size // s.stride, config.image_size // s.stride)
-            for s in shapes[: config.num_scales]
-        )
+        if not source.box_layout:
+            grids = tuple(
+                (config.image_size // s.stride, config.image_size // s.stride)
+                for s in shapes[: config.num_scales]
+            )
     in_dims = MnerqgModel.input_dims(config, text.output_dim, backbone, config.num_scales)
     fusion = FUSION_REGISTRY.build(
         config.fusion,
@@ -596,4 +749,32 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
         dropout=config.dropout,
         **config.fusion_kwargs,
     )
-    return MnerqgModel(config, text, backbone, fusion, grids)
+    return MnerqgModel(config, text, backbone, fusion, grids, source, detector)
+
+
+def build_region_detector(config: ModelConfig, weights: bool = True) -> nn.Module:
+    """The frozen detector of ``regions="detector"`` (see :func:`build_model`).
+
+    With ``weights``: loaded from the checkpoint folder ``config.detector``, whose backend and
+    options are then recorded in ``config.detector_config``. Without: rebuilt from
+    ``config.detector_config`` (its weights come with the model's), or from the folder when the
+    config has none.
+
+    Raises:
+        ConfigError: no detector folder given. CheckpointError: the folder is not a detector's.
+    """
+    from detectors.detector import build_detector, load_detector
+
+    if not weights and config.detector_config:
+        spec = config.detector_config
+        det = build_detector(str(spec.get("backend")), **dict(spec.get("kwargs", {})))
+    else:
+        if not config.detector:
+            raise ConfigError(
+                f"model.regions={config.regions!r} needs model.detector=DIR, a checkpoint of "
+                "python -m detectors.detector train"
+            )
+        det = load_detector(config.detector)
+        config.detector_config = {"backend": det.name, "kwargs": det.config()}
+    det.requires_grad_(False)
+    return det.eval()

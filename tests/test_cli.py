@@ -42,7 +42,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     expected = [
         "synth", "check-data", "evaluate", "predict", "visualize", "report", "pseudo-label",
-        "bench", "train",
+        "extract-regions", "bench", "train",
     ]  # fmt: skip
     assert list(cli.COMMANDS) == expected
     for name, command in cli.COMMANDS.items():

@@ -17,4 +17,5 @@ def data_config() -> None:
     use_images = True  # False: ignore images even when present
     queries = None  # a JSON query file, or a packaged one by name (default | short | words)
     limit = None  # keep only the first N tweets of each split (smoke runs)
+    region_cache = None  # mnerqg extract-regions folder: region features read, no image decoded
     synth = {"seed": 0, "train": 2000, "valid": 400, "test": 400}  # generator sizes when absent

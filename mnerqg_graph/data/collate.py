@@ -10,11 +10,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from mnerqg_graph.data.mrc import MrcExample
+
+if TYPE_CHECKING:
+    from detectors.regions import RegionNodes
 
 
 def bio_tag_names(types: Sequence[str]) -> list[str]:
@@ -73,6 +77,9 @@ class TweetItem:
         shapes: casing/shape class per original token.
         image: ``[3, S, S]`` uint8, or None when the tweet has no usable image.
         grounding_labelled: whether the tweet's boxes are known (see ``Sample``).
+        regions: the image's region nodes read from a region cache (one image's tensors, as
+            :meth:`detectors.regions.RegionNodes.per_image` gives them), in place of ``image``;
+            None: the image (if any) is encoded by the model.
     """
 
     index: int
@@ -80,6 +87,7 @@ class TweetItem:
     shapes: list[int]
     image: Tensor | None
     grounding_labelled: bool = True
+    regions: dict[str, Tensor] | None = None
 
 
 @dataclass
@@ -108,21 +116,25 @@ class MrcBatch:
     gt_mask: Tensor
     tweet_index: Tensor
     grounding_labelled: Tensor
+    regions: RegionNodes | None = None
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> MrcBatch:
         """A copy with every tensor on ``device``."""
-        return MrcBatch(
-            **{
-                f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                for f in dataclasses.fields(self)
-            }
-        )
+        fields: dict[str, Any] = {
+            f.name: v.to(device, non_blocking=non_blocking) if v is not None else None
+            for f in dataclasses.fields(self)
+            for v in (getattr(self, f.name),)
+        }
+        return MrcBatch(**fields)
 
     def pin_memory(self) -> MrcBatch:
         """A copy in pinned host memory (the DataLoader calls this when ``pin_memory=True``)."""
-        return MrcBatch(
-            **{f.name: getattr(self, f.name).pin_memory() for f in dataclasses.fields(self)}
-        )
+        fields: dict[str, Any] = {
+            f.name: v.pin_memory() if v is not None else None
+            for f in dataclasses.fields(self)
+            for v in (getattr(self, f.name),)
+        }
+        return MrcBatch(**fields)
 
     @property
     def num_examples(self) -> int:
@@ -140,6 +152,9 @@ def collate(
         max_span_len: ``S``, the span-match label width.
         image_size: side of the image tensor (tweets without image get zeros).
         pad_id: the tokenizer's padding id.
+
+    Items with cached ``regions`` count as having an image; their images are not read, and the
+    batch carries their region nodes (:class:`~detectors.regions.RegionNodes`, in item order).
     """
     exs = [e for it in items for e in it.examples]
     n = len(exs)
@@ -195,10 +210,20 @@ def collate(
     type_index = torch.tensor([e.type_index for e in exs], dtype=torch.long)
     images = torch.zeros(len(items), 3, image_size, image_size)
     has_image = torch.zeros(len(items), dtype=torch.bool)
+    cached = [it.regions for it in items if it.regions is not None]
     for t, it in enumerate(items):
-        if it.image is not None:
+        if it.regions is not None:
+            has_image[t] = True
+        elif it.image is not None:
+            if cached:
+                raise ValueError("collate: a batch mixes cached region nodes and images")
             images[t] = it.image.float() / 255.0
             has_image[t] = True
+    regions = None
+    if cached:
+        from detectors.regions import RegionNodes
+
+        regions = RegionNodes.cat(cached)
     return MrcBatch(
         input_ids=input_ids,
         attention_mask=attention,
@@ -224,4 +249,5 @@ def collate(
         grounding_labelled=torch.tensor(
             [it.grounding_labelled for it in items for _ in it.examples], dtype=torch.bool
         ),
+        regions=regions,
     )

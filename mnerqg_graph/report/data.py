@@ -139,8 +139,11 @@ def confusion_table(
 
 
 def _attention_block(al: Any, n_scales: int) -> tuple[str | None, list[list[float]] | None]:
-    """An alignment's token-region attention as (base64 uint8 matrix, per (node, scale) max)."""
-    if not al.num_edges or not al.regions:
+    """An alignment's token-region attention as (base64 uint8 matrix, per (node, scale) max).
+
+    None for a model whose regions are detector boxes (``n_scales`` 0: the page draws grids only).
+    """
+    if not al.num_edges or not al.regions or not n_scales:
         return None, None
     node_of = {t.position: k for k, t in enumerate(al.tokens)}
     weights = np.zeros((len(al.tokens), len(al.regions)), dtype=np.float64)

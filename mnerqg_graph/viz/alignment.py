@@ -25,10 +25,12 @@ pieces     token                        its word pieces, space separated
 position   token                        index in the tweet's original tokens
 entity     token                        predicted entity type covering it ("" when none)
 scale      region                       1 = coarsest grid
-cell       region                       row-major index in its grid
-row, col   region                       the cell's row and column
-box        region                       the cell in normalised xyxy (a list in JSON, a JSON
-                                        string in GraphML, which has no list type)
+cell       region                       row-major index in its grid (detector regions: the
+                                        box's index among the example's boxes of its scale)
+row, col   region                       the cell's row and column (-1 for detector boxes)
+box        region                       the cell (or detected box) in normalised xyxy (a list
+                                        in JSON, a JSON string in GraphML, which has no list
+                                        type)
 has_image  image                        False for the learned "no image" node
 =========  ===========================  ==================================================
 
@@ -93,15 +95,15 @@ class TokenNode:
 
 @dataclass(frozen=True)
 class RegionNode:
-    """A region node: one cell of one grid scale.
+    """A region node: one cell of one grid scale, or one detected box.
 
     Attributes:
         node_type: ``region_s1`` (coarsest) ... ``region_s3``.
         scale: 1-based scale index (1 = coarsest).
-        cell: row-major index in its grid.
-        row: the cell's row.
-        col: the cell's column.
-        box: the cell, normalised xyxy.
+        cell: row-major index in its grid (a box: its index among its scale's boxes).
+        row: the cell's row (-1 for a box).
+        col: the cell's column (-1 for a box).
+        box: the cell or the detected box, normalised xyxy.
     """
 
     node_type: str
@@ -154,7 +156,8 @@ class Alignment:
         tokens: token nodes, in sentence order.
         n_tokens: number of original tokens of the tweet (token nodes may be fewer).
         regions: region nodes (empty without image), coarsest scale first.
-        grids: ``(rows, cols)`` per scale of the model (also when this tweet has no image).
+        grids: ``(rows, cols)`` per scale of the model (also when this tweet has no image); empty
+            for a model whose regions are detected boxes (``box_scales`` scales).
         image_branch: whether the model has image nodes at all.
         has_image: whether this tweet had an image.
         attention: whether the fusion module returned attention (token-region and query-token).
@@ -173,6 +176,7 @@ class Alignment:
             ``(start, end_exclusive, type, score)``.
         box: the best grounding box of this type (normalised xyxy) and its confidence, or None.
         grounding_threshold: confidence under which the type counts as not in the image.
+        box_scales: the number of scales of a model whose regions are detected boxes (0: grid).
     """
 
     tweet_id: str
@@ -196,6 +200,18 @@ class Alignment:
     entities: list[tuple[int, int, str, float]] = field(default_factory=list)
     box: tuple[NormBox, float] | None = None
     grounding_threshold: float = 0.5
+    box_scales: int = 0
+
+    @property
+    def num_scales(self) -> int:
+        """Number of region scales of the model (grid or box regions)."""
+        return len(self.grids) or self.box_scales
+
+    def scale_sizes(self) -> list[int]:
+        """Regions per scale: ``rows * cols`` of a grid, else this example's boxes of the scale."""
+        if self.grids:
+            return [r * c for r, c in self.grids]
+        return [sum(r.scale == k + 1 for r in self.regions) for k in range(self.box_scales)]
 
     @property
     def num_edges(self) -> int:
@@ -256,9 +272,8 @@ class Alignment:
             return list(range(a, b)), f"'{words}' (predicted {self.type}, {score:.2f})"
         if not self.num_edges:
             return [], ""
-        cells = np.array(
-            [self.grids[r.scale - 1][0] * self.grids[r.scale - 1][1] for r in self.regions]
-        )
+        sizes = self.scale_sizes()
+        cells = np.array([sizes[r.scale - 1] for r in self.regions])
         rel = self.edge_weight * cells[self.edge_region]
         pos = int(self.edge_token[int(np.argmax(rel))])
         return [pos], f"'{text.get(pos, '')}' (strongest token; no {self.type} predicted)"
@@ -396,6 +411,8 @@ def explain(
     items, _ = processor.prepare(samples)
     special = set(tokenizer.all_special_ids)
     grids: tuple[tuple[int, int], ...] = tuple(model.spec.grids) if model.spec.use_image else ()
+    image_branch = bool(model.spec.use_image)
+    box_scales = model.spec.num_scales if image_branch and not grids else 0
     regions_all = grid_regions(grids) if grids else []
     offset: dict[str, int] = {}
     for i, r in enumerate(regions_all):
@@ -412,6 +429,11 @@ def explain(
             tok_batch = graph[TOKEN].batch.cpu().numpy()
             tok_pos = graph[TOKEN].pos.cpu().numpy()
             cells = {rt: graph[rt].cell.cpu().numpy() for rt in offset if rt in graph.node_types}
+            box_nodes = {
+                rt: (graph[rt].batch.cpu().numpy(), graph[rt].box.cpu().numpy())
+                for rt in region_types(box_scales or 1)
+                if box_scales and rt in graph.node_types
+            }
             attn = _token_region_attention(out.attention)
             q_attn = _query_token_attention(out.attention)
             has_attention = bool(attn) or q_attn is not None
@@ -427,7 +449,7 @@ def explain(
                     (sp.start, sp.end, sp.type, sc)
                     for sp, sc in decoded.entities[decoding][k_tweet]
                 ]
-                has_image = bool(it.image is not None and grids)
+                has_image = image_branch and (it.image is not None or it.regions is not None)
                 alignments: dict[str, Alignment] = {}
                 for ex in it.examples:
                     pieces = _pieces(ex, tokenizer, special)
@@ -436,13 +458,28 @@ def explain(
                         TokenNode(int(p), sample.tweet.tokens[p], pieces[p])
                         for p in sorted(positions.tolist())
                     ]
+                    regions = regions_all if has_image else []
+                    local: dict[str, np.ndarray] = {}  # box model: node id -> index in regions
+                    if box_scales and has_image:
+                        regions = []
+                        for level, (rtype, (b_ex, b_box)) in enumerate(box_nodes.items()):
+                            ids = np.flatnonzero(b_ex == row)
+                            local[rtype] = np.full(b_ex.size, -1, np.int64)
+                            local[rtype][ids] = len(regions) + np.arange(ids.size)
+                            regions += [
+                                RegionNode(rtype, level + 1, j, -1, -1, tuple(b_box[i].tolist()))
+                                for j, i in enumerate(ids.tolist())
+                            ]
                     e_tok, e_reg, e_w = [], [], []
                     for rtype, (r_ids, t_ids, w) in attn.items():
                         sel = tok_batch[t_ids] == row
                         if not sel.any():
                             continue
                         e_tok.append(tok_pos[t_ids[sel]])
-                        e_reg.append(offset[rtype] + cells[rtype][r_ids[sel]])
+                        if box_scales:
+                            e_reg.append(local[rtype][r_ids[sel]])
+                        else:
+                            e_reg.append(offset[rtype] + cells[rtype][r_ids[sel]])
                         e_w.append(w[sel])
                     pred = decoded.normalised[k_tweet][ex.type]
                     node_pos = np.asarray([t.position for t in tokens], dtype=np.int64)
@@ -461,9 +498,9 @@ def explain(
                         fusion=cfg.fusion,
                         tokens=tokens,
                         n_tokens=n_tok,
-                        regions=regions_all if has_image else [],
+                        regions=regions,
                         grids=grids,
-                        image_branch=bool(grids),
+                        image_branch=image_branch,
                         has_image=has_image,
                         attention=has_attention,
                         edge_token=np.concatenate(e_tok) if e_tok else np.zeros(0, np.int64),
@@ -478,6 +515,7 @@ def explain(
                         if pred is None
                         else ((pred[0][0], pred[0][1], pred[0][2], pred[0][3]), float(pred[1])),
                         grounding_threshold=float(cfg.grounding_threshold),
+                        box_scales=box_scales,
                     )
                     row += 1
                 result.append(
@@ -495,8 +533,8 @@ def graph_layout(al: Alignment) -> dict[str, tuple[float, float]]:
 
     Tokens form one column at ``x = 0``, placed by their index in the tweet (``y = position``;
     never a bipartite layout, which does not keep the sentence order), the query node above
-    them; the region grids are stacked on the right, coarsest on top, each cell at its centre
-    (one square per scale), the image node above them.
+    them; the region grids are stacked on the right, coarsest on top, each cell (or detected
+    box) at its centre (one square per scale, the image's frame), the image node above them.
 
     Returns:
         Node id -> ``(x, y)`` for every node of :func:`to_networkx`.
@@ -509,18 +547,18 @@ def graph_layout(al: Alignment) -> dict[str, tuple[float, float]]:
     x0, side, tops = grid_frame(al)
     pos["image"] = (x0 + side / 2, -1.5)
     for r in al.regions:
-        rows, cols = al.grids[r.scale - 1]
-        pos[r.node_id] = (
-            x0 + (r.col + 0.5) / cols * side,
-            tops[r.scale - 1] + (r.row + 0.5) / rows * side,
-        )
+        cx, cy = (r.box[0] + r.box[2]) / 2, (r.box[1] + r.box[3]) / 2
+        if r.row >= 0:  # a grid cell: its centre, as (col + 0.5) / cols
+            rows, cols = al.grids[r.scale - 1]
+            cx, cy = (r.col + 0.5) / cols, (r.row + 0.5) / rows
+        pos[r.node_id] = (x0 + cx * side, tops[r.scale - 1] + cy * side)
     return pos
 
 
 def grid_frame(al: Alignment) -> tuple[float, float, list[float]]:
     """Where the region grids go: left edge, side of each square, top of each scale's square."""
     span = max(al.n_tokens - 1, 5)
-    n = max(len(al.grids), 1)
+    n = max(al.num_scales, 1)
     gap = 0.08 * span
     side = max((span - gap * (n - 1)) / n, 1.5)
     x0 = max(0.6 * span, 5.0)

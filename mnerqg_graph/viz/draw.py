@@ -21,6 +21,7 @@ import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import networkx as nx
 import numpy as np
@@ -211,15 +212,32 @@ def graph_figure(
     ax.set_ylim(y_max, -2.6)  # y grows downwards: token 0 at the top
     ax.set_axis_off()
 
-    # region grids: the image (faded) under each, then the cells
+    # region grids: the image (faded) under each, then the cells (or the detected boxes)
     if al.image_branch and al.has_image:
-        for level, (rows, cols) in enumerate(al.grids):
+        sizes_per_scale = al.scale_sizes()
+        for level in range(al.num_scales):
             top = tops[level]
             if picture is not None:
                 _show_image(ax, picture, (x0, x0 + side, top + side, top), alpha=0.55)
             ax.add_patch(Rectangle((x0, top), side, side, fill=False, lw=0.8, ec="#555555"))
+            what = (
+                "{}x{}".format(*al.grids[level]) if al.grids else f"{sizes_per_scale[level]} boxes"
+            )
+            for r in al.regions if not al.grids else []:
+                if r.scale == level + 1:
+                    b = r.box
+                    ax.add_patch(
+                        Rectangle(
+                            (x0 + b[0] * side, top + b[1] * side),
+                            (b[2] - b[0]) * side,
+                            (b[3] - b[1]) * side,
+                            fill=False,
+                            lw=0.8,
+                            ec="#1f3f7f",
+                        )
+                    )
             ax.annotate(
-                f"s{level + 1}\n{rows}x{cols}",
+                f"s{level + 1}\n{what}",
                 (x0 + side, top + side / 2),
                 xytext=(5, 0),
                 textcoords="offset points",
@@ -228,7 +246,10 @@ def graph_figure(
                 ha="left",
                 color="#333333",
             )
-        sizes = {lvl: max(8.0, 700.0 / (c**1.6)) for lvl, (_, c) in enumerate(al.grids)}
+        sizes = {
+            lvl: max(8.0, 700.0 / (c**1.6))
+            for lvl, c in enumerate([c for _, c in al.grids] if al.grids else [4] * al.num_scales)
+        }
         nx.draw_networkx_nodes(
             g,
             pos,
@@ -586,7 +607,7 @@ def heatmap_figure(
 ) -> Figure:
     """The figure of :func:`draw_heatmap` (same arguments but ``path``)."""
     positions, caption = al.focus()
-    n = max(len(al.grids), 1)
+    n = max(al.num_scales, 1)
     fig = Figure(figsize=(3.4 * n + 0.4, 3.9))
     axes = [fig.add_subplot(1, n, i + 1) for i in range(n)]
     note = al.note()
@@ -598,21 +619,47 @@ def heatmap_figure(
     weights = al.region_weights(positions)
     w, h = picture[1] if picture is not None else (1, 1)
     start = 0
-    for level, ((rows, cols), ax) in enumerate(zip(al.grids, axes, strict=True)):
-        heat = weights[start : start + rows * cols].reshape(rows, cols)
-        start += rows * cols
+    sizes = al.scale_sizes()
+    for level, ax in enumerate(axes):
+        n_reg = sizes[level]
+        if al.grids:
+            rows, cols = al.grids[level]
+            heat = weights[start : start + n_reg].reshape(rows, cols)
+            label = f"{rows}x{cols}"
+        else:  # detected boxes: each drawn as a box, filled by its weight
+            heat = weights[start : start + n_reg]
+            label = f"{n_reg} boxes"
+        scale_regions = al.regions[start : start + n_reg]
+        start += n_reg
         if picture is not None:
             ax.imshow(picture[0], extent=(0, w, h, 0), interpolation="nearest")
-        lo, hi = float(heat.min()), float(heat.max())  # contrast per scale; the bar gives values
-        im = ax.imshow(
-            heat,
-            extent=(0, w, h, 0),
-            cmap=HEAT_CMAP,
-            alpha=0.6,
-            interpolation="nearest",
-            vmin=lo if hi - lo > 1e-6 else 0.0,
-            vmax=max(hi, 1e-9),
-        )
+        lo = float(heat.min()) if heat.size else 0.0  # contrast per scale; the bar gives values
+        hi = float(heat.max()) if heat.size else 0.0
+        norm = Normalize(vmin=lo if hi - lo > 1e-6 else 0.0, vmax=max(hi, 1e-9))
+        if al.grids:
+            im: Any = ax.imshow(
+                heat,
+                extent=(0, w, h, 0),
+                cmap=HEAT_CMAP,
+                alpha=0.6,
+                interpolation="nearest",
+                norm=norm,
+            )
+        else:
+            im = ScalarMappable(norm=norm, cmap=HEAT_CMAP)
+            for r, v in sorted(zip(scale_regions, heat.tolist(), strict=True), key=lambda t: t[1]):
+                b, colour = r.box, colormaps[HEAT_CMAP](float(np.asarray(norm(v))))
+                ax.add_patch(
+                    Rectangle(
+                        (b[0] * w, b[1] * h),
+                        (b[2] - b[0]) * w,
+                        (b[3] - b[1]) * h,
+                        fc=colour,
+                        ec=colour,
+                        alpha=0.45,
+                        lw=1.2,
+                    )
+                )
         if al.box is not None and al.grounded:
             b = al.box[0]
             ax.add_patch(
@@ -629,9 +676,9 @@ def heatmap_figure(
         ax.set_ylim(h, 0)
         ax.set_xticks([])
         ax.set_yticks([])
-        title = f"s{level + 1} ({rows}x{cols})"
-        if abs(float(heat.sum()) - 1.0) < 1e-3:  # normalised over this scale's cells
-            title += f", uniform = {1 / (rows * cols):.3g}"
+        title = f"s{level + 1} ({label})"
+        if n_reg and abs(float(heat.sum()) - 1.0) < 1e-3:  # normalised over this scale's cells
+            title += f", uniform = {1 / n_reg:.3g}"
         ax.set_title(title, fontsize=8)
         bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, format="%.3g")
         bar.ax.tick_params(labelsize=6)

@@ -255,3 +255,33 @@ def test_train_and_detect_commands(
     back = read_detections(out, TYPES)
     assert set(back) == {r["id"] for r in records}
     assert "detections in" in capsys.readouterr().out
+    argv = ["evaluate", "--detector", str(ckpt), "--data", str(synth), "--image-size", "64"]
+    assert main([*argv, "--device", "cpu", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scores["images"] == len(records) and 0.0 <= scores["mAP50"] <= 1.0
+    assert set(scores) >= {"AP50_PER", "mAP50", "mAP50_95"}
+
+
+def test_box_average_precision_of_known_detections() -> None:
+    from detectors.detector import box_average_precision
+
+    gold = [
+        {"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([0])},
+        {"boxes": torch.tensor([[0.5, 0.5, 0.9, 0.9]]), "labels": torch.tensor([0])},
+    ]
+    perfect = [Detections(t["boxes"].clone(), torch.tensor([0.9]), torch.tensor([0])) for t in gold]
+    ap = box_average_precision(perfect, gold, ["PER", "LOC"])
+    assert ap["AP50_PER"] == pytest.approx(1.0) and ap["mAP50"] == pytest.approx(1.0)
+    assert ap["mAP50_95"] == pytest.approx(1.0) and ap["AP50_LOC"] != ap["AP50_LOC"]  # nan
+    # a confident false positive first, then the two hits: precision 0, 1/2, 2/3 at recall 0,
+    # 1/2, 1; the interpolated envelope is 2/3 at both recall steps
+    fp = Detections(torch.tensor([[0.0, 0.6, 0.2, 0.8]]), torch.tensor([0.95]), torch.tensor([0]))
+    mixed = [
+        Detections(
+            torch.cat([perfect[0].boxes, fp.boxes]),
+            torch.cat([perfect[0].scores, fp.scores]),
+            torch.cat([perfect[0].labels, fp.labels]),
+        ),
+        perfect[1],
+    ]
+    assert box_average_precision(mixed, gold, ["PER"])["AP50_PER"] == pytest.approx(2 / 3)
