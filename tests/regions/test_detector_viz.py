@@ -22,17 +22,19 @@ def explained(tmp_path_factory: pytest.TempPathFactory, encoder_dir: Path, detec
 
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.model import build_model
+    from mnerqg_graph.processing import MnerqgProcessor
 
     tmp = tmp_path_factory.mktemp("dviz")
     torch.manual_seed(0)
     model = build_model(detector_config(encoder_dir, detector_dir)).eval()
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    processor = MnerqgProcessor.from_model(model, tok, load_queries())
     smp = image_samples(tmp)
-    return model, tok, load_queries(), smp, explain(model, tok, load_queries(), smp)
+    return model, processor, smp, explain(model, processor, smp)
 
 
 def test_alignment_regions_are_the_detected_boxes(explained) -> None:  # type: ignore[no-untyped-def]
-    _, _, _, _, expl = explained
+    _, _, _, expl = explained
     al = expl[2].alignments["PER"]  # the 4-box image (in a batch of 3 images: TABLE[2])
     kept = [r for r in TABLE[2] if r[1] >= 0.3]
     assert al.image_branch and al.has_image and al.grids == () and al.box_scales == 3
@@ -51,7 +53,7 @@ def test_alignment_regions_are_the_detected_boxes(explained) -> None:  # type: i
 
 
 def test_pictures_draw_the_boxes(explained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    model, tok, queries, smp, expl = explained
+    model, processor, smp, expl = explained
     al = expl[2].alignments["PER"]
     picture = load_picture(expl[2].sample)
     fig = graph_figure(al, picture[0] if picture else None)
@@ -59,7 +61,7 @@ def test_pictures_draw_the_boxes(explained, tmp_path: Path) -> None:  # type: ig
     assert len(boxes) >= 3 + len(al.regions)  # one frame per scale, one rectangle per box
     heat = heatmap_figure(al, picture)
     assert sum(len(ax.patches) for ax in heat.axes) >= len(al.regions)
-    paths = visualize_samples(model, tok, queries, smp[2:3], tmp_path, top_k=5, types=["PER"])
+    paths = visualize_samples(model, processor, smp[2:3], tmp_path, top_k=5, types=["PER"])
     pngs = [p for p in paths if p.suffix == ".png"]
     assert len(pngs) == 3
     from PIL import Image
@@ -73,7 +75,7 @@ def test_report_of_a_detector_region_model(explained, tmp_path: Path) -> None:  
     """The HTML report runs (its page draws grid regions only: none for box regions)."""
     from mnerqg_graph.report import write_report
 
-    model, tok, queries, smp, _ = explained
+    model, processor, smp, _ = explained
     page = tmp_path / "report.html"
-    write_report(page, model, tok, queries, smp)
+    write_report(page, model, processor, smp)
     assert page.stat().st_size > 0
