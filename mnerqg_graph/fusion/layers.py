@@ -13,13 +13,16 @@ how they compute the messages ``c`` and ``u``: :class:`InteractionLayer` holds t
 and the order of the sub-steps, subclasses implement :meth:`InteractionLayer.cross_messages` and
 :meth:`InteractionLayer.unimodal_messages`. :class:`RelationConvLayer` is the common case of one
 PyG conv per edge type, summed at the destination. :class:`StackedFusion` is the module around the
-layers: input projections, the layer loop, and the last layer's attention.
+layers (input projections, the layer loop, the last layer's attention); a fusion module is a
+subclass that names its layer class.
 
 Parameter names (``layers.{i}.norm_cross.{type}``, ``layers.{i}.convs.{src__rel__dst}``, ...) are
 those of saved checkpoints and must not change.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -46,7 +49,8 @@ def gate_all(
 class InteractionLayer(nn.Module):
     """One fusion layer: cross-modal, then (gated) unimodal messages, then a feed-forward block.
 
-    Subclasses build their message modules in ``__init__`` and then call
+    Subclasses take ``(node_types, edge_types, dim, heads, dropout)`` (how :class:`StackedFusion`
+    builds them), build their message modules in ``__init__`` and then call
     :meth:`build_residual_blocks` (in that order, which fixes the order of random initialisation).
 
     Shapes:
@@ -228,24 +232,45 @@ class RelationConvLayer(InteractionLayer):
 
 
 class StackedFusion(FusionModule):
-    """Input projections and a stack of :class:`InteractionLayer` (the fusion modules' body).
+    """Input projections and a stack of ``layer_class`` layers: the body of a fusion module.
 
-    Subclasses call ``super().__init__`` and then set ``self.layers``.
+    A fusion module names its layer and nothing else::
+
+        @register_fusion("gat")
+        class GatFusion(StackedFusion):
+            layer_class = GatLayer
+
+    Each layer is built as ``layer_class(node_types, edge_types, hidden_dim, heads, dropout)``
+    (the :class:`RelationConvLayer` signature), after the projections (which fixes the order of
+    random initialisation), and stored as ``layers.{i}`` (the checkpoint layout).
 
     Args:
         in_dims: input feature size per node type.
         hidden_dim: feature size after fusion (every node type).
-        existence_gating: pass the existence probability to the layers (else None).
+        num_layers: number of fusion layers.
+        edge_types: the edge types the graph carries.
+        existence_gating: pass the existence probability to the layers (else None), which scale
+            their unimodal messages by it.
+        dropout: dropout on attention, messages and in the feed-forward block.
         heads: attention heads (``hidden_dim`` must be divisible by it).
 
     Shapes:
-        x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; gate: ``[num_examples]``.
+        x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; gate: ``[num_examples]``;
+        attention[region->token or token->query]: ``(edge_index [2, E], weights [E])``.
     """
 
-    layers: nn.ModuleList
+    #: The layer class; set by every fusion module.
+    layer_class: ClassVar[type[InteractionLayer]]
 
     def __init__(
-        self, in_dims: dict[NodeType, int], hidden_dim: int, existence_gating: bool, heads: int
+        self,
+        in_dims: dict[NodeType, int],
+        hidden_dim: int,
+        num_layers: int,
+        edge_types: list[EdgeType],
+        existence_gating: bool = True,
+        dropout: float = 0.1,
+        heads: int = 4,
     ) -> None:
         super().__init__()
         if hidden_dim % heads:
@@ -253,6 +278,10 @@ class StackedFusion(FusionModule):
         self.hidden_dim = hidden_dim
         self.existence_gating = existence_gating
         self.proj = nn.ModuleDict({nt: nn.Linear(d, hidden_dim) for nt, d in in_dims.items()})
+        self.layers = nn.ModuleList(
+            self.layer_class(list(in_dims), list(edge_types), hidden_dim, heads, dropout)
+            for _ in range(num_layers)
+        )
 
     def output_dims(self) -> dict[NodeType, int]:
         """Every node type comes out with ``hidden_dim`` features."""
