@@ -24,8 +24,6 @@ from mnerqg_graph.graph.schema import (
     EDGE_ATTR_DIM,
     QUERY,
     TOKEN,
-    EdgeType,
-    NodeType,
     is_alignment_edge,
     is_unimodal,
 )
