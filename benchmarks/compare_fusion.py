@@ -202,7 +202,7 @@ def time_inference(
     from experiments.runner import load_data
     from mnerqg_graph.pipeline import predict
     from mnerqg_graph.training.checkpoint import load_checkpoint
-    from mnerqg_graph.training.loop import resolve_device
+    from mnerqg_graph.environment import resolve_device
 
     device = resolve_device(device_name)
     model, processor = load_checkpoint(checkpoint, device)
