@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
 from mnerqg_graph.fusion.base import gate_messages, register_fusion
-from mnerqg_graph.fusion.layers import Attention, InteractionLayer, StackedFusion
+from mnerqg_graph.fusion.layers import Attention, InteractionLayer, LayerGraph, StackedFusion
 from mnerqg_graph.graph.schema import (
     QUERY,
     TOKEN,
@@ -199,13 +199,11 @@ class _Layer(InteractionLayer):
     def unimodal_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        n: int,
+        graph: LayerGraph,
         gate: Tensor | None,
     ) -> dict[NodeType, Tensor]:
         """Token self-attention (gated) and vision self-attention across cells and scales."""
+        batch, n = graph.batch, graph.num_examples
         msgs: dict[NodeType, Tensor] = {}
         if TOKEN in x and x[TOKEN].size(0):
             tok = _pack(x, batch, [TOKEN], n)
@@ -226,15 +224,13 @@ class _Layer(InteractionLayer):
     def cross_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
-        cross, weights, text, vision = self._cross(x, batch, num_examples, want_attn)
+        batch, n = graph.batch, graph.num_examples
+        cross, weights, text, vision = self._cross(x, batch, n, want_attn)
         attn = (
-            self._gather(weights, ei, batch, num_examples, text, vision)
+            self._gather(weights, graph.edge_index, batch, n, text, vision)
             if weights is not None
             else {}
         )

@@ -41,7 +41,13 @@ from torch_geometric.nn import HGTConv
 from torch_geometric.utils import softmax
 
 from mnerqg_graph.fusion.base import register_fusion
-from mnerqg_graph.fusion.layers import Attention, InteractionLayer, StackedFusion, gate_all
+from mnerqg_graph.fusion.layers import (
+    Attention,
+    InteractionLayer,
+    LayerGraph,
+    StackedFusion,
+    gate_all,
+)
 from mnerqg_graph.graph.schema import EdgeType, NodeType, is_alignment_edge, is_unimodal
 
 
@@ -128,25 +134,22 @@ class _Layer(InteractionLayer):
     def cross_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
         attn: Attention = {}
-        return self._updates(self.conv_cross, self.cross_types, x, ei, want_attn, attn), attn
+        return self._updates(
+            self.conv_cross, self.cross_types, x, graph.edge_index, want_attn, attn
+        ), attn
 
     def unimodal_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         gate: Tensor | None,
     ) -> dict[NodeType, Tensor]:
-        return gate_all(self._updates(self.conv_uni, self.uni_types, x, ei, False, {}), batch, gate)
+        uni = self._updates(self.conv_uni, self.uni_types, x, graph.edge_index, False, {})
+        return gate_all(uni, graph.batch, gate)
 
 
 @register_fusion("hgt")
