@@ -200,9 +200,9 @@ def time_inference(
 ) -> dict[str, float]:
     """Reload the chosen checkpoint, time ``predict`` over the test items, count parameters."""
     from experiments.runner import load_data
+    from mnerqg_graph.environment import resolve_device
     from mnerqg_graph.pipeline import predict
     from mnerqg_graph.training.checkpoint import load_checkpoint
-    from mnerqg_graph.training.loop import resolve_device
 
     device = resolve_device(device_name)
     model, processor = load_checkpoint(checkpoint, device)

@@ -17,6 +17,15 @@ import torch
 PACKAGES = ("torch", "transformers", "tokenizers", "torch_geometric", "numpy", "torchvision")
 
 
+def resolve_device(name: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; other names (and devices) as given."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)

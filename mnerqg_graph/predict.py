@@ -130,8 +130,8 @@ class Predictor:
     """
 
     def __init__(self, checkpoint: str, device: str = "auto", batch_size: int = 32) -> None:
+        from mnerqg_graph.environment import resolve_device
         from mnerqg_graph.pipeline import Pipeline
-        from mnerqg_graph.training.loop import resolve_device
 
         self.device = resolve_device(device)
         self.pipeline = Pipeline.from_pretrained(checkpoint, self.device, batch_size)

@@ -508,8 +508,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers.utils import logging as hf_logging
 
     from mnerqg_graph.data.queries import load_queries
-    from mnerqg_graph.environment import environment
-    from mnerqg_graph.training.loop import resolve_device
+    from mnerqg_graph.environment import environment, resolve_device
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -4,11 +4,27 @@ conlleval starts a new entity at every ``B-X``, at an ``I-X`` that follows ``O``
 type (the "I- without B-" case of Twitter-2015), and ends it at ``O``, ``B-`` or a type change.
 Twitter-2015's ``OTHER`` and Twitter-2017's ``MISC`` are the same type; :func:`canonical_type`
 maps both to ``OTHER``.
+
+This module imports nothing of the toolkit; :mod:`mnerqg_graph.data.types` builds on it.
 """
 
 from __future__ import annotations
 
-from mnerqg_graph.data.types import Span
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, order=True)
+class Span:
+    """An entity mention: tokens ``[start, end)`` of one tweet, with its canonical type."""
+
+    start: int
+    end: int
+    type: str
+
+    def text(self, tokens: list[str]) -> str:
+        """The mention's surface string: its tokens joined by single spaces (the VOC ``<name>``)."""
+        return " ".join(tokens[self.start : self.end])
+
 
 #: Type names read as another canonical type.
 TYPE_ALIASES: dict[str, str] = {"MISC": "OTHER"}

@@ -2,7 +2,8 @@
 
 Conventions: token spans are half-open ``[start, end)`` over the tweet's original tokens; entity
 types are canonical names (``MISC`` is read as ``OTHER``, see :mod:`mnerqg_graph.data.tags`); boxes
-are pixel coordinates of the original image, ``xmin < xmax``, ``ymin < ymax``.
+are pixel coordinates of the original image, ``xmin < xmax``, ``ymin < ymax``. :class:`Span` is
+defined beside the BIO tags it is read from (:mod:`mnerqg_graph.data.tags`) and re-exported here.
 """
 
 from __future__ import annotations
@@ -10,18 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnerqg_graph.data.tags import Span, spans_from_tags
 
-@dataclass(frozen=True, order=True)
-class Span:
-    """An entity mention: tokens ``[start, end)`` of one tweet, with its canonical type."""
-
-    start: int
-    end: int
-    type: str
-
-    def text(self, tokens: list[str]) -> str:
-        """The mention's surface string: its tokens joined by single spaces (the VOC ``<name>``)."""
-        return " ".join(tokens[self.start : self.end])
+__all__ = ["Box", "Sample", "Span", "Tweet"]
 
 
 @dataclass(frozen=True)
@@ -61,8 +53,6 @@ class Tweet:
     @property
     def entities(self) -> list[Span]:
         """Entity spans counted the conlleval way (an I- with no B- starts an entity)."""
-        from mnerqg_graph.data.tags import spans_from_tags
-
         return spans_from_tags(self.tags)
 
 

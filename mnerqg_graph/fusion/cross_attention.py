@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
 from mnerqg_graph.fusion.base import gate_messages, register_fusion
-from mnerqg_graph.fusion.layers import Attention, InteractionLayer, StackedFusion
+from mnerqg_graph.fusion.layers import Attention, InteractionLayer, LayerGraph, StackedFusion
 from mnerqg_graph.graph.schema import (
     QUERY,
     TOKEN,
@@ -133,7 +133,14 @@ def _mha(dim: int, heads: int, dropout: float) -> nn.MultiheadAttention:
 
 
 class _Layer(InteractionLayer):
-    def __init__(self, node_types: list[NodeType], dim: int, heads: int, dropout: float) -> None:
+    def __init__(
+        self,
+        node_types: list[NodeType],
+        edge_types: list[EdgeType],
+        dim: int,
+        heads: int,
+        dropout: float,
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.text_types = [nt for nt in TEXT_TYPES if nt in node_types]
@@ -192,13 +199,11 @@ class _Layer(InteractionLayer):
     def unimodal_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        n: int,
+        graph: LayerGraph,
         gate: Tensor | None,
     ) -> dict[NodeType, Tensor]:
         """Token self-attention (gated) and vision self-attention across cells and scales."""
+        batch, n = graph.batch, graph.num_examples
         msgs: dict[NodeType, Tensor] = {}
         if TOKEN in x and x[TOKEN].size(0):
             tok = _pack(x, batch, [TOKEN], n)
@@ -219,15 +224,13 @@ class _Layer(InteractionLayer):
     def cross_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
-        cross, weights, text, vision = self._cross(x, batch, num_examples, want_attn)
+        batch, n = graph.batch, graph.num_examples
+        cross, weights, text, vision = self._cross(x, batch, n, want_attn)
         attn = (
-            self._gather(weights, ei, batch, num_examples, text, vision)
+            self._gather(weights, graph.edge_index, batch, n, text, vision)
             if weights is not None
             else {}
         )
@@ -268,15 +271,9 @@ class _Layer(InteractionLayer):
 class CrossAttentionFusion(StackedFusion):
     """Dense multi-head cross- and self-attention per example (no message passing on edges).
 
-    Args:
-        in_dims: input feature size per node type.
-        hidden_dim: feature size after fusion (every node type).
-        num_layers: number of fusion layers.
-        edge_types: the graph's edge types (unused: no message follows an edge; the
-            ``edge_index`` of the alignment edges is read only to return attention on it).
-        existence_gating: multiply the token self-attention messages by the existence probability.
-        dropout: dropout on attention, messages and in the feed-forward block.
-        heads: attention heads (``hidden_dim`` must be divisible by it).
+    Takes the arguments of :class:`~mnerqg_graph.fusion.layers.StackedFusion`; ``edge_types`` is
+    unused (no message follows an edge; the ``edge_index`` of the alignment edges is read only to
+    return attention on it), ``existence_gating`` scales the token self-attention messages.
 
     Shapes:
         x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; batch_dict[t]: ``[N_t]`` sorted
@@ -284,17 +281,4 @@ class CrossAttentionFusion(StackedFusion):
         ``(edge_index [2, E], weights [E])``.
     """
 
-    def __init__(
-        self,
-        in_dims: dict[NodeType, int],
-        hidden_dim: int,
-        num_layers: int,
-        edge_types: list[EdgeType],
-        existence_gating: bool = True,
-        dropout: float = 0.1,
-        heads: int = 4,
-    ) -> None:
-        super().__init__(in_dims, hidden_dim, existence_gating, heads)
-        self.layers = nn.ModuleList(
-            [_Layer(list(in_dims), hidden_dim, heads, dropout) for _ in range(num_layers)]
-        )
+    layer_class = _Layer

@@ -29,7 +29,7 @@ from torch_geometric.nn import TransformerConv
 
 from mnerqg_graph.fusion.base import register_fusion
 from mnerqg_graph.fusion.layers import RelationConvLayer, StackedFusion
-from mnerqg_graph.graph.schema import EDGE_ATTR_DIM, EdgeType, NodeType
+from mnerqg_graph.graph.schema import EDGE_ATTR_DIM
 
 
 class _Layer(RelationConvLayer):
@@ -49,14 +49,7 @@ class _Layer(RelationConvLayer):
 class GraphTransformerFusion(StackedFusion):
     """TransformerConv per edge type, edge attributes in keys and values, gated unimodal messages.
 
-    Args:
-        in_dims: input feature size per node type.
-        hidden_dim: feature size after fusion (every node type).
-        num_layers: number of fusion layers.
-        edge_types: the edge types the graph carries.
-        existence_gating: multiply unimodal messages by the existence probability.
-        dropout: dropout on messages, attention and in the feed-forward block.
-        heads: attention heads (``hidden_dim`` must be divisible by it).
+    Takes the arguments of :class:`~mnerqg_graph.fusion.layers.StackedFusion`.
 
     Shapes:
         x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; edge_attr_dict[r]:
@@ -64,20 +57,4 @@ class GraphTransformerFusion(StackedFusion):
         token->query]: ``(edge_index [2, E], weights [E])``.
     """
 
-    def __init__(
-        self,
-        in_dims: dict[NodeType, int],
-        hidden_dim: int,
-        num_layers: int,
-        edge_types: list[EdgeType],
-        existence_gating: bool = True,
-        dropout: float = 0.1,
-        heads: int = 4,
-    ) -> None:
-        super().__init__(in_dims, hidden_dim, existence_gating, heads)
-        self.layers = nn.ModuleList(
-            [
-                _Layer(list(in_dims), list(edge_types), hidden_dim, heads, dropout)
-                for _ in range(num_layers)
-            ]
-        )
+    layer_class = _Layer

@@ -24,7 +24,7 @@ from torch_geometric.nn import GATv2Conv
 
 from mnerqg_graph.fusion.base import register_fusion
 from mnerqg_graph.fusion.layers import RelationConvLayer, StackedFusion
-from mnerqg_graph.graph.schema import EDGE_ATTR_DIM, EdgeType, NodeType
+from mnerqg_graph.graph.schema import EDGE_ATTR_DIM
 
 
 class _Layer(RelationConvLayer):
@@ -49,34 +49,11 @@ class _Layer(RelationConvLayer):
 class HeteroGATFusion(StackedFusion):
     """GATv2 per edge type with existence-gated unimodal messages.
 
-    Args:
-        in_dims: input feature size per node type.
-        hidden_dim: feature size after fusion (every node type).
-        num_layers: number of fusion layers.
-        edge_types: the edge types the graph carries.
-        existence_gating: multiply unimodal messages by the existence probability.
-        dropout: dropout on messages and attention.
-        heads: attention heads (``hidden_dim`` must be divisible by it).
+    Takes the arguments of :class:`~mnerqg_graph.fusion.layers.StackedFusion`.
 
     Shapes:
         x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; gate: ``[num_examples]``;
         attention[region->token or token->query]: ``(edge_index [2, E], weights [E])``.
     """
 
-    def __init__(
-        self,
-        in_dims: dict[NodeType, int],
-        hidden_dim: int,
-        num_layers: int,
-        edge_types: list[EdgeType],
-        existence_gating: bool = True,
-        dropout: float = 0.1,
-        heads: int = 4,
-    ) -> None:
-        super().__init__(in_dims, hidden_dim, existence_gating, heads)
-        self.layers = nn.ModuleList(
-            [
-                _Layer(list(in_dims), edge_types, hidden_dim, heads, dropout)
-                for _ in range(num_layers)
-            ]
-        )
+    layer_class = _Layer

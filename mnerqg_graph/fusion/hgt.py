@@ -36,12 +36,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 from torch_geometric.nn import HGTConv
 from torch_geometric.utils import softmax
 
 from mnerqg_graph.fusion.base import register_fusion
-from mnerqg_graph.fusion.layers import Attention, InteractionLayer, StackedFusion, gate_all
+from mnerqg_graph.fusion.layers import (
+    Attention,
+    InteractionLayer,
+    LayerGraph,
+    StackedFusion,
+    gate_all,
+)
 from mnerqg_graph.graph.schema import EdgeType, NodeType, is_alignment_edge, is_unimodal
 
 
@@ -128,59 +134,34 @@ class _Layer(InteractionLayer):
     def cross_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
         attn: Attention = {}
-        return self._updates(self.conv_cross, self.cross_types, x, ei, want_attn, attn), attn
+        return self._updates(
+            self.conv_cross, self.cross_types, x, graph.edge_index, want_attn, attn
+        ), attn
 
     def unimodal_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         gate: Tensor | None,
     ) -> dict[NodeType, Tensor]:
-        return gate_all(self._updates(self.conv_uni, self.uni_types, x, ei, False, {}), batch, gate)
+        uni = self._updates(self.conv_uni, self.uni_types, x, graph.edge_index, False, {})
+        return gate_all(uni, graph.batch, gate)
 
 
 @register_fusion("hgt")
 class HGTFusion(StackedFusion):
     """Two HGTConvs per layer (cross-modal + multi-scale; existence-gated unimodal).
 
-    Args:
-        in_dims: input feature size per node type.
-        hidden_dim: feature size after fusion (every node type).
-        num_layers: number of fusion layers.
-        edge_types: the edge types the graph carries.
-        existence_gating: multiply the unimodal updates by the existence probability.
-        dropout: dropout on the updates and in the feed-forward block.
-        heads: attention heads (``hidden_dim`` must be divisible by it).
+    Takes the arguments of :class:`~mnerqg_graph.fusion.layers.StackedFusion` (``existence_gating``
+    scales the unimodal updates).
 
     Shapes:
         x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; gate: ``[num_examples]``;
         attention[region->token or token->query]: ``(edge_index [2, E], weights [E])``.
     """
 
-    def __init__(
-        self,
-        in_dims: dict[NodeType, int],
-        hidden_dim: int,
-        num_layers: int,
-        edge_types: list[EdgeType],
-        existence_gating: bool = True,
-        dropout: float = 0.1,
-        heads: int = 4,
-    ) -> None:
-        super().__init__(in_dims, hidden_dim, existence_gating, heads)
-        self.layers = nn.ModuleList(
-            [
-                _Layer(list(in_dims), list(edge_types), hidden_dim, heads, dropout)
-                for _ in range(num_layers)
-            ]
-        )
+    layer_class = _Layer

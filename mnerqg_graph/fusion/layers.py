@@ -13,13 +13,17 @@ how they compute the messages ``c`` and ``u``: :class:`InteractionLayer` holds t
 and the order of the sub-steps, subclasses implement :meth:`InteractionLayer.cross_messages` and
 :meth:`InteractionLayer.unimodal_messages`. :class:`RelationConvLayer` is the common case of one
 PyG conv per edge type, summed at the destination. :class:`StackedFusion` is the module around the
-layers: input projections, the layer loop, and the last layer's attention.
+layers (input projections, the layer loop, the last layer's attention); a fusion module is a
+subclass that names its layer class.
 
 Parameter names (``layers.{i}.norm_cross.{type}``, ``layers.{i}.convs.{src__rel__dst}``, ...) are
 those of saved checkpoints and must not change.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
 
 from torch import Tensor, nn
 
@@ -43,14 +47,32 @@ def gate_all(
     return {nt: gate_messages(m, batch[nt], gate) for nt, m in messages.items()}
 
 
+@dataclass
+class LayerGraph:
+    """The graph every layer of one forward pass reads (its messages follow it).
+
+    Attributes:
+        edge_index: ``[2, E_r]`` per edge type ``r``.
+        edge_attr: ``[E_r, EDGE_ATTR_DIM]`` per edge type.
+        batch: ``[N_t]`` example index per node type ``t``.
+        num_examples: number of (tweet, type) examples.
+    """
+
+    edge_index: dict[EdgeType, Tensor]
+    edge_attr: dict[EdgeType, Tensor]
+    batch: dict[NodeType, Tensor]
+    num_examples: int
+
+
 class InteractionLayer(nn.Module):
     """One fusion layer: cross-modal, then (gated) unimodal messages, then a feed-forward block.
 
-    Subclasses build their message modules in ``__init__`` and then call
+    Subclasses take ``(node_types, edge_types, dim, heads, dropout)`` (how :class:`StackedFusion`
+    builds them), build their message modules in ``__init__`` and then call
     :meth:`build_residual_blocks` (in that order, which fixes the order of random initialisation).
 
     Shapes:
-        x[t]: ``[N_t, D]`` -> ``[N_t, D]``; batch[t]: ``[N_t]`` example index; gate:
+        x[t]: ``[N_t, D]`` -> ``[N_t, D]``; graph: :class:`LayerGraph`; gate:
         ``[num_examples]`` or None (gating off); attention[region->token or token->query]:
         ``(edge_index [2, E], weights [E])``.
     """
@@ -85,15 +107,12 @@ class InteractionLayer(nn.Module):
     def cross_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
         """Cross-modal and multi-scale messages per node type; attention on alignment edges.
 
-        The attention (when ``want_attn``) covers every alignment edge type of ``ei``
+        The attention (when ``want_attn``) covers every alignment edge type of the graph
         (:func:`~mnerqg_graph.graph.schema.is_alignment_edge`): region->token and token->query.
         """
         raise NotImplementedError
@@ -101,10 +120,7 @@ class InteractionLayer(nn.Module):
     def unimodal_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         gate: Tensor | None,
     ) -> dict[NodeType, Tensor]:
         """Unimodal messages per destination node type, already scaled by ``gate`` where gated."""
@@ -113,20 +129,17 @@ class InteractionLayer(nn.Module):
     def forward(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         gate: Tensor | None,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
         """The three residual sub-steps (see the class docstring)."""
-        cross, attn = self.cross_messages(x, ei, ea, batch, num_examples, want_attn)
+        cross, attn = self.cross_messages(x, graph, want_attn)
         x = {
             nt: self.norm_cross[nt](h + self.drop(cross[nt])) if nt in cross else h
             for nt, h in x.items()
         }
-        uni = self.unimodal_messages(x, ei, ea, batch, num_examples, gate)
+        uni = self.unimodal_messages(x, graph, gate)
         x = {
             nt: self.norm_uni[nt](h + self.drop(uni[nt])) if nt in uni else h for nt, h in x.items()
         }
@@ -174,11 +187,11 @@ class RelationConvLayer(InteractionLayer):
     def _messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
+        graph: LayerGraph,
         unimodal: bool,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
+        ei, ea = graph.edge_index, graph.edge_attr
         out: dict[NodeType, Tensor] = {}
         attn: Attention = {}
         for et in self.edge_types:
@@ -205,47 +218,62 @@ class RelationConvLayer(InteractionLayer):
     def cross_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         want_attn: bool,
     ) -> tuple[dict[NodeType, Tensor], Attention]:
         """Sum over the non-``uni`` relations into each node type."""
-        return self._messages(x, ei, ea, False, want_attn)
+        return self._messages(x, graph, False, want_attn)
 
     def unimodal_messages(
         self,
         x: dict[NodeType, Tensor],
-        ei: dict[EdgeType, Tensor],
-        ea: dict[EdgeType, Tensor],
-        batch: dict[NodeType, Tensor],
-        num_examples: int,
+        graph: LayerGraph,
         gate: Tensor | None,
     ) -> dict[NodeType, Tensor]:
         """Sum over the ``uni`` relations into each node type, gated."""
-        return gate_all(self._messages(x, ei, ea, True, False)[0], batch, gate)
+        return gate_all(self._messages(x, graph, True, False)[0], graph.batch, gate)
 
 
 class StackedFusion(FusionModule):
-    """Input projections and a stack of :class:`InteractionLayer` (the fusion modules' body).
+    """Input projections and a stack of ``layer_class`` layers: the body of a fusion module.
 
-    Subclasses call ``super().__init__`` and then set ``self.layers``.
+    A fusion module names its layer and nothing else::
+
+        @register_fusion("gat")
+        class GatFusion(StackedFusion):
+            layer_class = GatLayer
+
+    Each layer is built as ``layer_class(node_types, edge_types, hidden_dim, heads, dropout)``
+    (the :class:`RelationConvLayer` signature), after the projections (which fixes the order of
+    random initialisation), and stored as ``layers.{i}`` (the checkpoint layout).
 
     Args:
         in_dims: input feature size per node type.
         hidden_dim: feature size after fusion (every node type).
-        existence_gating: pass the existence probability to the layers (else None).
+        num_layers: number of fusion layers.
+        edge_types: the edge types the graph carries.
+        existence_gating: pass the existence probability to the layers (else None), which scale
+            their unimodal messages by it.
+        dropout: dropout on attention, messages and in the feed-forward block.
         heads: attention heads (``hidden_dim`` must be divisible by it).
 
     Shapes:
-        x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; gate: ``[num_examples]``.
+        x_dict[t]: ``[N_t, in_dims[t]]`` -> ``[N_t, hidden_dim]``; gate: ``[num_examples]``;
+        attention[region->token or token->query]: ``(edge_index [2, E], weights [E])``.
     """
 
-    layers: nn.ModuleList
+    #: The layer class; set by every fusion module.
+    layer_class: ClassVar[type[InteractionLayer]]
 
     def __init__(
-        self, in_dims: dict[NodeType, int], hidden_dim: int, existence_gating: bool, heads: int
+        self,
+        in_dims: dict[NodeType, int],
+        hidden_dim: int,
+        num_layers: int,
+        edge_types: list[EdgeType],
+        existence_gating: bool = True,
+        dropout: float = 0.1,
+        heads: int = 4,
     ) -> None:
         super().__init__()
         if hidden_dim % heads:
@@ -253,6 +281,10 @@ class StackedFusion(FusionModule):
         self.hidden_dim = hidden_dim
         self.existence_gating = existence_gating
         self.proj = nn.ModuleDict({nt: nn.Linear(d, hidden_dim) for nt, d in in_dims.items()})
+        self.layers = nn.ModuleList(
+            self.layer_class(list(in_dims), list(edge_types), hidden_dim, heads, dropout)
+            for _ in range(num_layers)
+        )
 
     def output_dims(self) -> dict[NodeType, int]:
         """Every node type comes out with ``hidden_dim`` features."""
@@ -270,11 +302,9 @@ class StackedFusion(FusionModule):
         """Project, run the layers; the attention is the last layer's (see the class docstring)."""
         x = {nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj}
         g = gate if self.existence_gating else None
-        n = gate.size(0)
+        graph = LayerGraph(edge_index_dict, edge_attr_dict, batch_dict, gate.size(0))
         attn: Attention = {}
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1
-            x, attn = layer(
-                x, edge_index_dict, edge_attr_dict, batch_dict, n, g, return_attention and last
-            )
+            x, attn = layer(x, graph, g, return_attention and last)
         return FusionOutput(x, attn if return_attention else None)

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from mnerqg_graph.config import TrainConfig
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
+from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import TrainingError
 from mnerqg_graph.progress import Progress
 from mnerqg_graph.training.checkpoint import (
@@ -44,13 +45,6 @@ class TrainResult:
     best_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def length_bucket_batches(

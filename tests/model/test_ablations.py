@@ -7,7 +7,6 @@ module where they apply.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,13 +24,7 @@ GRAPH_MODULES = ["hetero_gat", "hgt", "graph_transformer", "cross_attention"]
 SPAN_PARTS = ("start", "end", "match")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core machine, tiny ops run 10x+ faster than with 2."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

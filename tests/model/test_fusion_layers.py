@@ -24,8 +24,6 @@ from mnerqg_graph.graph.schema import (
     EDGE_ATTR_DIM,
     QUERY,
     TOKEN,
-    EdgeType,
-    NodeType,
     is_alignment_edge,
     is_unimodal,
 )
@@ -44,21 +42,7 @@ class _GatLayer(RelationConvLayer):
 class GatFusion(StackedFusion):
     """GAT (v1) per edge type on the shared template."""
 
-    def __init__(
-        self,
-        in_dims: dict[NodeType, int],
-        hidden_dim: int,
-        num_layers: int,
-        edge_types: list[EdgeType],
-        existence_gating: bool = True,
-        dropout: float = 0.1,
-        heads: int = 4,
-    ) -> None:
-        super().__init__(in_dims, hidden_dim, existence_gating, heads)
-        self.layers = nn.ModuleList(
-            _GatLayer(list(in_dims), edge_types, hidden_dim, heads, dropout)
-            for _ in range(num_layers)
-        )
+    layer_class = _GatLayer
 
 
 @pytest.fixture(autouse=True)
