@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnerqg_graph.data.conll import write_conll
@@ -62,7 +62,9 @@ def gold_and_pred(draw: st.DrawFn) -> tuple[list[list[str]], list[list[str]]]:
     return gold, pred
 
 
-@settings(max_examples=300, deadline=None)  # ~2,500 sequence pairs
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)  # ~2,500 sequence pairs
 @given(gold_and_pred())
 def test_entity_prf_agrees_with_seqeval(data: tuple[list[list[str]], list[list[str]]]) -> None:
     gold, pred = data

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnerqg_graph.data.conll import (
@@ -316,7 +316,7 @@ def tweets(draw: st.DrawFn) -> list[Tweet]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     tw=tweets(),
     trailing=st.integers(0, 2),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -328,7 +328,7 @@ def candidate_lists(draw: st.DrawFn) -> tuple[int, list[Candidate], list[int]]:
     return n, cands, list(perm)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(candidate_lists())
 def test_decode_properties(case: tuple[int, list[Candidate], list[int]]) -> None:
     n, cands, perm = case
@@ -368,7 +368,7 @@ def tweets(draw: st.DrawFn) -> Tweet:
     return Tweet(draw(st.text("abc0123", min_size=1, max_size=5)), tokens, tags)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.lists(tweets(), min_size=1, max_size=4),
     st.integers(1, 8),
