@@ -218,6 +218,12 @@ def run(
         if isinstance(exc, OSError) and not isinstance(exc, MnerqgError):
             if exc.errno not in WRITE_ERRNOS:
                 raise  # not a full disk or a read-only folder: a traceback helps here
+            if exc.errno in (errno.EACCES, errno.EPERM):  # a read or a write: say neither
+                why = exc.strerror or type(exc).__name__
+                print(
+                    f"experiments.train: error: {exc.filename or 'a file'}: {why}", file=sys.stderr
+                )
+                raise SystemExit(2) from None
             exc = WriteError(exc.filename or "a file", exc)  # a writer of a library's
         print(f"experiments.train: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mnerqg_graph.data.mrc import PACKED_POSITIONS, QUERY_ENCODINGS
-from mnerqg_graph.errors import ConfigError
+from mnerqg_graph.errors import ConfigError, MnerqgError
 
 #: JSON value kinds accepted per annotation (the first one builds a placeholder default).
 _JSON_KINDS: dict[str, tuple[type, ...]] = {
@@ -183,6 +183,8 @@ class ModelConfig:
     plugins: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.backbone != "small_cnn" and self.backbone_kwargs == default_backbone_kwargs():
+            self.backbone_kwargs = {}  # the default options are small_cnn's, not another's
         for name, allowed in (
             ("query_encoding", QUERY_ENCODINGS),
             ("packed_attention", PACKED_ATTENTION),
@@ -194,7 +196,17 @@ class ModelConfig:
                 )
         if self.decoder not in DECODERS:  # a plugin's decoder: in the registry
             from mnerqg_graph.decoding import DECODER_REGISTRY
+            from mnerqg_graph.plugins import import_plugins
 
+            if self.decoder not in DECODER_REGISTRY and self.plugins:
+                try:  # the modules a saved config names register it (read before any build)
+                    import_plugins(self.plugins)
+                except (MnerqgError, ImportError, OSError) as exc:
+                    why = " ".join(str(exc).split()) or type(exc).__name__
+                    raise ConfigError(
+                        f"decoder {self.decoder!r} comes from the plugins {self.plugins}, "
+                        f"which cannot be imported ({why})"
+                    ) from None
             if self.decoder not in DECODER_REGISTRY:
                 known = ", ".join(DECODER_REGISTRY.names())
                 raise ConfigError(f"decoder must be one of {known}, not {self.decoder!r}")

@@ -59,7 +59,7 @@ from torch.profiler import record_function
 
 from detectors.backbones import BACKBONE_REGISTRY, ImageBackbone
 from detectors.regions import REGION_SOURCE_REGISTRY, RegionNodes, RegionSource
-from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.config import ModelConfig, default_fusion_kwargs
 from mnerqg_graph.data.collate import MrcBatch
 from mnerqg_graph.encoders.features import SHAPES
 from mnerqg_graph.encoders.text import TEXT_ENCODER_REGISTRY, TextEncoder
@@ -619,10 +619,16 @@ class MnerqgModel(nn.Module):
         ):
             assert out.grounding_boxes is not None
             box, conf = self.grounding_head.predict(out.grounding_logits, out.grounding_boxes)
-            for e, bx, c in zip(
-                out.image_examples.tolist(), box.tolist(), conf.tolist(), strict=True
+            has = (
+                out.grounding_mask.any(1).tolist()
+                if out.grounding_mask is not None
+                else [True] * len(conf)
+            )  # box regions: an image without detections grounds nothing
+            for e, bx, c, h in zip(
+                out.image_examples.tolist(), box.tolist(), conf.tolist(), has, strict=True
             ):
-                boxes[e] = (bx, c)
+                if h:
+                    boxes[e] = (bx, c)
         return boxes
 
     @torch.no_grad()
@@ -739,6 +745,9 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
                 for s in shapes[: config.num_scales]
             )
     in_dims = MnerqgModel.input_dims(config, text.output_dim, backbone, config.num_scales)
+    fusion_kwargs = dict(config.fusion_kwargs)
+    if fusion_kwargs == default_fusion_kwargs() and not _takes(fusion_cls, "heads"):
+        fusion_kwargs = {}  # the default options are the attention modules'
     fusion = FUSION_REGISTRY.build(
         config.fusion,
         in_dims=in_dims,
@@ -747,9 +756,20 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
         edge_types=edge_types(config.num_scales, backbone is not None),
         existence_gating=config.existence_gating,
         dropout=config.dropout,
-        **config.fusion_kwargs,
+        **fusion_kwargs,
     )
     return MnerqgModel(config, text, backbone, fusion, grids, source, detector)
+
+
+def _takes(builder: Any, option: str) -> bool:
+    """Whether ``builder`` accepts the keyword ``option`` (or any keyword)."""
+    import inspect
+
+    try:
+        params = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == option or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def build_region_detector(config: ModelConfig, weights: bool = True) -> nn.Module:

@@ -892,7 +892,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="[MODE:]KEY=VALUE",
         help="a ModelConfig field for every model, or with a MODE: prefix for that query "
-        "encoding's full model, e.g. packed:head_dim=256 (repeatable)",
+        "encoding's models (the text-only reference follows the first mode's), e.g. "
+        "packed:head_dim=256 (repeatable)",
     )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
@@ -932,8 +933,9 @@ def parse_overrides(items: Sequence[str], modes: Sequence[str]) -> dict[str, dic
 
     Raises:
         SystemExit: an item without ``=``, a key that is not a ``ModelConfig`` field (or one
-            the bench sets itself: ``types``, ``text_encoder``, ``query_encoding``), or a mode
-            that ``--query-encoding`` does not run.
+            the bench sets itself: ``types``, ``text_encoder``, ``query_encoding``,
+            ``hidden_dim``, ``fusion``, ``use_image``), or a mode that ``--query-encoding`` does
+            not run.
     """
     import ast
     import dataclasses
@@ -944,6 +946,9 @@ def parse_overrides(items: Sequence[str], modes: Sequence[str]) -> dict[str, dic
         "types",
         "text_encoder",
         "query_encoding",
+        "hidden_dim",  # --hidden-dim
+        "fusion",  # --fusion (the text-only model's is none)
+        "use_image",  # the full models' image branch is what is measured
     }
     out: dict[str, dict[str, Any]] = {m: {} for m in modes}
     for item in items:

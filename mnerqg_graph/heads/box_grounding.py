@@ -160,10 +160,11 @@ class BoxGroundingHead(nn.Module):
         conf_loss = bce[pos].sum() / n_pos if pos.any() else logits.sum() * 0.0
         if neg.any():
             conf_loss = conf_loss + bce[neg].mean()
-        if presence_weight:
+        has = mask.any(dim=1)  # an image without regions has no best region to ask
+        if presence_weight and has.any():
             present = gt_mask.any(dim=1).to(logits.dtype)
             conf_loss = conf_loss + presence_weight * F.binary_cross_entropy_with_logits(
-                logits.max(dim=1).values, present
+                logits.max(dim=1).values[has], present[has]
             )
         if not pos.any():
             return conf_loss + boxes.sum() * 0.0
