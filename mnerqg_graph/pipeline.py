@@ -100,10 +100,14 @@ def predict_grid(
         all.
 
     Raises:
-        ConfigError: an unknown decoder, or one the model cannot use (the tagger without it).
+        ConfigError: an unknown decoder, or one the model cannot use (the tagger without it),
+            or inputs whose processor does not fit the model (other types, query layout, span
+            length or image size).
     """
     from mnerqg_graph.data import collate as collate_mod  # looked up per call (bench labels it)
 
+    if inputs.processor is not None:  # inputs prepared for another layout decode wrongly
+        inputs.processor.check_model(model)
     model.eval()
     cfg = model.config
     grid = [Decoding(str(d[0]), float(d[1]), float(d[2])) for d in decodings]

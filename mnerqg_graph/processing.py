@@ -134,12 +134,15 @@ class ModelInputs:
             the tweet's position in ``samples``).
         report: truncations, unreadable images, ... met while preparing.
         pad_id: the tokenizer's padding id.
+        processor: the processor that prepared them (checked against the model that reads
+            them; None: not checked).
     """
 
     samples: list[Sample]
     items: list[TweetItem]
     report: PrepareReport
     pad_id: int = 0
+    processor: Any = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -309,7 +312,8 @@ class MnerqgProcessor:
         """Raise a ConfigError when ``model`` does not read what this processor prepares.
 
         The types, the query encoding, the packed position ids, the span length and the image
-        size (or none) must agree; the word-piece budget and URL handling may differ.
+        size must agree (a processor without images fits any model: it runs text-only); the
+        word-piece budget and URL handling may differ.
         """
         cfg = model.config
         want = {
@@ -328,6 +332,8 @@ class MnerqgProcessor:
             "max_span_len": self.max_span_len,
             "image_size": self.image_size,
         }
+        if have["image_size"] is None:  # images left out on purpose: the model runs text-only
+            want["image_size"] = None
         bad = [f"{k} {have[k]!r} (model: {want[k]!r})" for k in want if have[k] != want[k]]
         if bad:
             raise ConfigError("the processor does not fit the model: " + "; ".join(bad))
@@ -363,7 +369,7 @@ class MnerqgProcessor:
             samples = [samples]
         smp = [to_sample(s, i) for i, s in enumerate(samples)]
         items, report = self.prepare(smp)
-        return ModelInputs(smp, items, report, self.pad_id)
+        return ModelInputs(smp, items, report, self.pad_id, self)
 
     # ---------------------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:

@@ -264,3 +264,20 @@ def test_both_decoders_from_one_forward_pass_decode_as_each_alone(
     for d in grid:
         alone = predict(model, inputs, decoding=d, batch_size=8)
         assert (alone.spans, alone.tags, alone.boxes) == (got[d].spans, got[d].tags, got[d].boxes)
+
+
+def test_inputs_of_another_layout_are_refused(tmp_path: Path, encoder_dir: Path) -> None:
+    from mnerqg_graph.errors import ConfigError
+    from mnerqg_graph.model import build_model
+    from mnerqg_graph.pipeline import predict
+    from mnerqg_graph.processing import MnerqgProcessor
+    from tests.helpers import samples, tiny_config
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config(encoder_dir, query_encoding="packed")).eval()
+    tok = AutoTokenizer.from_pretrained(str(encoder_dir))
+    proc = MnerqgProcessor.from_model(model, tok, load_queries())
+    smp = samples(tmp_path)
+    assert len(predict(model, proc.replace(image_size=None)(smp))) == len(smp)  # text-only: fine
+    with pytest.raises(ConfigError, match="packed_separators"):
+        model.predict(proc.replace(packed_separators=False)(smp))
