@@ -221,6 +221,17 @@ def open_for_model(path: str | Path, model: Any) -> RegionCache:
     return cache
 
 
+#: Region-source options recorded in the cache and compared with the reading model's source.
+REGION_OPTIONS = (
+    "max_regions",
+    "score_threshold",
+    "num_classes",
+    "canonical_size",
+    "pool_size",
+    "sampling_ratio",
+)
+
+
 def attach(
     cache: RegionCache, model: Any, items: Sequence[Any], samples: Sequence[Any]
 ) -> CacheReport:
@@ -487,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         source = build_region_source("grid", scales=args.num_scales)
+    # every option of the built source, so that a model pooling otherwise is refused
+    region_kwargs = {k: getattr(source, k) for k in REGION_OPTIONS if hasattr(source, k)}
     samples = []
     for split in [s.strip() for s in args.splits.split(",") if s.strip()]:
         if split_path(args.data, split) is None:

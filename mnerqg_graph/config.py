@@ -210,6 +210,8 @@ class ModelConfig:
             if self.decoder not in DECODER_REGISTRY:
                 known = ", ".join(DECODER_REGISTRY.names())
                 raise ConfigError(f"decoder must be one of {known}, not {self.decoder!r}")
+        if not 1 <= self.num_scales <= 3:
+            raise ConfigError(f"num_scales must be 1..3 (region scales), not {self.num_scales!r}")
         if self.head_dim < 0:
             raise ConfigError(
                 f"head_dim must be >= 0 (0: the heads' input width), not {self.head_dim!r}"
@@ -257,7 +259,10 @@ class ModelConfig:
         unknown_loss = set(data.get("loss_weights", {})) - set(default_loss_weights())
         if unknown_loss:
             raise ConfigError(f"{source}: unknown loss_weights keys {sorted(unknown_loss)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except ConfigError as exc:  # a value check of __post_init__: say which file holds it
+            raise ConfigError(f"{source}: {exc}") from None
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically)."""

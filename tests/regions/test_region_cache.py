@@ -98,7 +98,15 @@ def test_detector_cache_round_trip(
     )
     meta = json.loads((cache_dir / "cache.json").read_text())
     assert meta["regions"] == "detector" and meta["detector"]["sha256"]
-    assert meta["region_kwargs"] == {"max_regions": 16, "score_threshold": 0.3}
+    # every option of the region source, so that a model pooling otherwise is refused
+    assert meta["region_kwargs"] == {
+        "max_regions": 16,
+        "score_threshold": 0.3,
+        "num_classes": 4,
+        "canonical_size": 0.25,
+        "pool_size": 2,
+        "sampling_ratio": 2,
+    }
     samples = load_split(synth, "valid").samples
     model = build_model(
         detector_config(encoder_dir, detector_dir, backbone_kwargs=BACKBONE, freeze_image=True)
