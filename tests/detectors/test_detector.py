@@ -224,6 +224,8 @@ def test_train_and_detect_commands(
         == 0
     )
     assert (ckpt / "model.safetensors").is_file()
+    printed = capsys.readouterr().out
+    assert "epoch 1/1: loss" in printed and "trained 1 steps" in printed
     assert (
         main(
             [
