@@ -39,6 +39,7 @@ interpolation) on a split's gold boxes (:func:`box_average_precision`).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -804,8 +805,7 @@ def train_detector(
             total += float(loss.detach()) * len(idx)
             count += len(idx)
             steps += 1
-            running = total / count
-            bar.update(loss=lambda running=running: running)
+            bar.update(loss=functools.partial(float, total / count))
             if max_steps is not None and steps >= max_steps:
                 break
         bar.close()
