@@ -31,8 +31,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,17 +169,20 @@ class RegionCache:
         return load_state_dict_file(self.path / BACKBONE_NAME)
 
 
-def open_for_model(path: str | Path, model: Any) -> RegionCache:
-    """Open a cache and make ``model``'s image side the one that made it.
+def open_for_model(path: str | Path, model: Any, adopt_backbone: bool = False) -> RegionCache:
+    """Open a cache for ``model``, optionally making its backbone the one that made the cache.
 
     The model's config must match the cache's (backbone name and options, image size, scales,
-    region source and its options, detector). A model built without backbone weights
-    (no ``weights`` in ``backbone_kwargs``, or None) adopts the cache's backbone; one with weights
-    keeps them, and :func:`attach` refuses entries made by other weights.
+    region source and its options, detector). With ``adopt_backbone`` a model built without
+    backbone weights (no ``weights`` in ``backbone_kwargs``, or None), i.e. a new model about to
+    train from the cache, takes the cache's backbone weights, so that its checkpoint predicts on
+    images exactly as it was trained; otherwise the model keeps its backbone (a trained one is
+    never overwritten) and :func:`attach` refuses entries made by other weights.
 
     Args:
         path: the cache folder.
         model: an :class:`~mnerqg_graph.model.MnerqgModel` with an image branch.
+        adopt_backbone: load the cache's backbone into a model built without backbone weights.
 
     Raises:
         ConfigError: the model cannot read this cache (names the field that differs).
@@ -210,7 +211,7 @@ def open_for_model(path: str | Path, model: Any) -> RegionCache:
                 f"{cache.path / META_NAME}: the cache was made with region option {key}={value!r}, "
                 f"the model has {getattr(model.region_source, key)!r}"
             )
-    if cfg.backbone_kwargs.get("weights") is None:
+    if adopt_backbone and cfg.backbone_kwargs.get("weights") is None:
         try:
             model.backbone.load_state_dict(cache.backbone_state())
         except RuntimeError as exc:
@@ -324,7 +325,7 @@ def extract_regions(
     from safetensors.torch import save_file
 
     from mnerqg_graph.data.images import load_image
-    from mnerqg_graph.io import atomic_write_text, replace_dir
+    from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
     from mnerqg_graph.progress import Progress
 
     dev = torch.device(device)
@@ -339,8 +340,7 @@ def extract_regions(
     backbone_sha = weights_sha256(backbone)
     detector_sha = weights_sha256(detector) if detector is not None else ""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     skipped: list[str] = []
     shards: list[str] = []
     written = 0
@@ -404,8 +404,8 @@ def extract_regions(
         }
         atomic_write_text(tmp / META_NAME, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:  # a failed write is a WriteError naming OUT; OUT is as it was
+        abandon_dir(tmp, out, exc)
         raise
     return out, written, skipped
 

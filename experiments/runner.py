@@ -290,7 +290,7 @@ def run_experiment(
         if data.get("region_cache"):  # region nodes read from the cache: no image is decoded
             from detectors.region_cache import open_for_model
 
-            cache = open_for_model(data["region_cache"], net)
+            cache = open_for_model(data["region_cache"], net, adopt_backbone=True)  # a new model
             processor = processor.replace(image_size=None)
         inputs = {}
         for split, samples in (

@@ -80,7 +80,7 @@ def test_grid_cache_round_trip_equals_the_image_side(
     torch.manual_seed(1)  # another initialisation than the cache's backbone: it is adopted
     model = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE, freeze_image=True))
     model.eval()
-    cache = open_for_model(grid_cache, model)
+    cache = open_for_model(grid_cache, model, adopt_backbone=True)
     cached, report = _items(model, encoder_dir, samples, cache)
     assert report is not None and report.read == sum(s.image_path is not None for s in samples)
     assert all(it.image is None for it in cached)
@@ -111,7 +111,7 @@ def test_detector_cache_round_trip(
     model = build_model(
         detector_config(encoder_dir, detector_dir, backbone_kwargs=BACKBONE, freeze_image=True)
     ).eval()
-    cache = open_for_model(cache_dir, model)
+    cache = open_for_model(cache_dir, model, adopt_backbone=True)
     # the fixed detector gives the i-th image of a batch TABLE[i % 3]: batches of 3 images here
     cached, _ = _items(model, encoder_dir, samples, cache)
     fly, _ = _items(model, encoder_dir, samples, None)
@@ -154,9 +154,26 @@ def test_stale_entries_are_refused_with_their_imgid(
     assert victim.image_path is not None
     write_image(victim.image_path, seed=99, size=64)
     model = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE, freeze_image=True))
-    cache = open_for_model(grid_cache, model)
+    cache = open_for_model(grid_cache, model, adopt_backbone=True)
     with pytest.raises(DataError, match=rf"IMGID:{victim.tweet.id} was made from another version"):
         _items(model, encoder_dir, changed, cache)
+
+
+def test_a_model_keeps_its_backbone_unless_it_adopts_the_caches(
+    synth: Path, grid_cache: Path, encoder_dir: Path
+) -> None:
+    torch.manual_seed(5)  # a model whose backbone is not the cache's (say, a trained one)
+    model = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE, freeze_image=True))
+    assert model.backbone is not None
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    cache = open_for_model(grid_cache, model)
+    after = model.backbone.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    samples = load_split(synth, "train").samples
+    with pytest.raises(DataError, match="was made from another backbone"):
+        _items(model, encoder_dir, samples, cache)
+    open_for_model(grid_cache, model, adopt_backbone=True)
+    assert not all(torch.equal(before[k], model.backbone.state_dict()[k]) for k in before)
 
 
 def test_missing_entries_run_text_only_and_are_counted(

@@ -117,6 +117,22 @@ def test_synth_data_set(
     assert tree_bytes(out) == before and leftovers(out.parent, {"synth"}) == []
 
 
+@pytest.mark.parametrize("kind", FAILURES)
+def test_region_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fail_writes: object, kind: str
+) -> None:
+    data = tmp_path / "synth"
+    argv = ["synth", "--out", str(data), "--train", "3", "--valid", "1", "--test", "1"]
+    assert run_cli(capsys, [*argv, "--seed", "1"]).code == 0
+    out = tmp_path / "cache" / "regions"
+    argv = ["extract-regions", "--grid", "--data", str(data), "--out", str(out), "--no-progress"]
+    assert run_cli(capsys, argv).code == 0
+    before = tree_bytes(out)
+    fail_writes(kind, out.parent)  # type: ignore[operator]
+    _failed(run_cli(capsys, [*argv, "--seed", "3"]), "extract-regions", out, kind)
+    assert tree_bytes(out) == before and leftovers(out.parent, {"regions"}) == []
+
+
 @pytest.fixture(scope="module")
 def grounder_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """An untrained tiny visual grounder checkpoint and a small SynthTweets set."""
