@@ -16,6 +16,7 @@ and the benchmarks all decode through :func:`~mnerqg_graph.decoding.decode_batch
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,24 @@ def _device(model: Any, device: torch.device | str | None) -> torch.device:
 
 
 @torch.no_grad()
+def inference_precision(
+    device: torch.device, bf16: bool | None = None
+) -> contextlib.AbstractContextManager[Any]:
+    """The precision of every inference pass (predict, the decoding choice, visualize).
+
+    bf16 autocast on CUDA (as training runs with ``optim.amp``), float32 elsewhere, so that
+    ``mnerqg visualize`` draws what ``mnerqg predict`` outputs on the same device.
+
+    Args:
+        device: where the model runs.
+        bf16: force bf16 autocast on (True) or off (False); None: on CUDA only.
+    """
+    on = device.type == "cuda" if bf16 is None else bf16
+    if not on:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def predict_grid(
     model: Any,
     inputs: ModelInputs,
@@ -123,11 +142,7 @@ def predict_grid(
     for chunk in _batches(by_length, batch_size):  # similar lengths together: less padding
         batch = collate_mod.collate(chunk, cfg.max_span_len, cfg.image_size, inputs.pad_id)
         batch = batch.to(dev)
-        with (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if dev.type == "cuda"
-            else torch.autocast("cpu", enabled=False)
-        ):
+        with inference_precision(dev):
             out = model(batch, span_floor=floor)
         from torch.profiler import record_function
 

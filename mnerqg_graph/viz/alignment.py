@@ -399,6 +399,7 @@ def explain(
     Returns:
         One :class:`TweetExplanation` per tweet, in input order.
     """
+    from mnerqg_graph import pipeline
     from mnerqg_graph.data.collate import collate
     from mnerqg_graph.decoding import DecoderInput, Decoding, check_decodings, decode_batch
 
@@ -423,14 +424,15 @@ def explain(
     try:
         for chunk in _chunks(items, max(1, batch_size)):
             batch = collate(chunk, cfg.max_span_len, cfg.image_size, processor.pad_id).to(device)
-            out = model(batch, return_attention=True, return_graph=True)
+            with pipeline.inference_precision(device):  # as predict runs on this device
+                out = model(batch, return_attention=True, return_graph=True)
             decoded = decode_batch(model, DecoderInput(out, chunk, samples), [decoding])
             graph = out.graph
             tok_batch = graph[TOKEN].batch.cpu().numpy()
             tok_pos = graph[TOKEN].pos.cpu().numpy()
             cells = {rt: graph[rt].cell.cpu().numpy() for rt in offset if rt in graph.node_types}
             box_nodes = {
-                rt: (graph[rt].batch.cpu().numpy(), graph[rt].box.cpu().numpy())
+                rt: (graph[rt].batch.cpu().numpy(), graph[rt].box.float().cpu().numpy())
                 for rt in region_types(box_scales or 1)
                 if box_scales and rt in graph.node_types
             }

@@ -537,3 +537,29 @@ def test_query_token_edges_carry_attention_and_span_probabilities(
                     assert {d["kind"] for _, _, d in g.edges(data=True)} == {"query"}
             row += 1
     assert row == batch.first_piece.size(0)
+
+
+def test_explain_runs_at_predicts_precision(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The forward pass of explain runs under the pipeline's inference precision (bf16 on CUDA).
+
+    Forced to bf16 on the CPU here, the model runs under autocast, and the explanation (attention
+    weights, span probabilities) still converts to NumPy.
+    """
+    from mnerqg_graph import pipeline
+
+    seen: list[bool] = []
+    hook = setup.model.register_forward_pre_hook(
+        lambda _m, _a: seen.append(torch.is_autocast_enabled("cpu"))
+    )
+    proc = _proc(setup.model, setup)
+    try:
+        explain(setup.model, proc, setup.samples[:2])
+        assert seen and not any(seen)  # float32 on the CPU by default
+        seen.clear()
+        forced = pipeline.inference_precision
+        monkeypatch.setattr(pipeline, "inference_precision", lambda d: forced(d, bf16=True))
+        expl = explain(setup.model, proc, setup.samples[:2])
+    finally:
+        hook.remove()
+    assert seen and all(seen)
+    assert all(al.edge_weight.dtype == np.float32 for e in expl for al in e.alignments.values())
