@@ -34,7 +34,8 @@ def _synth_stale(root: Path, want: dict[str, Any]) -> bool:
     """Whether SynthTweets must be (re)generated in ``root``.
 
     True when there is no data there yet, or a set that the generator made with another seed or
-    other split sizes (its ``synth_meta.json``), such as the 24-tweet set of the ``fast`` config.
+    other split sizes (its ``synth_meta.json``; the ``fast`` config's 24-tweet set has a folder
+    of its own, so that it does not replace the demo's).
     A folder without that file is a user's and is kept as it is.
     """
     if not (root / "train.txt").exists():

@@ -151,8 +151,16 @@ def detector_regions() -> None:
 
 @ex.named_config
 def fast() -> None:
-    """A tiny smoke run (seconds): few tweets, one epoch, tiny model."""
-    data = {"limit": 24, "synth": {"seed": 0, "train": 24, "valid": 12, "test": 12}}  # noqa: F841
+    """A tiny smoke run (seconds): few tweets, one epoch, tiny model.
+
+    Its 24-tweet SynthTweets set has a folder of its own (``data/synth_fast``): the demo's
+    ``data/synth`` (2,000 tweets, what region caches and detectors are made from) is left as it is.
+    """
+    data = {  # noqa: F841
+        "limit": 24,
+        "root": "data/synth_fast",
+        "synth": {"seed": 0, "train": 24, "valid": 12, "test": 12},
+    }
     model = {
         "tiny": {
             "hidden_size": 32,

@@ -109,6 +109,9 @@ def test_named_configs_still_override_the_defaults() -> None:
     assert config["optim"]["lr"] == 1e-3 and config["optim"]["epochs"] == 10
     fast = _sacred_config(["fast"])
     assert fast["model"]["fusion_kwargs"] == {"heads": 2} and fast["optim"]["epochs"] == 1
+    # the smoke run's 24 tweets do not replace the demo's 2,000 in data/synth
+    assert fast["data"]["root"] == "data/synth_fast"
+    assert _sacred_config()["data"]["root"] == "data/synth"
 
 
 def test_print_config_shows_the_library_values_with_their_docs(
