@@ -305,6 +305,9 @@ class TrainConfig:
         length_buckets: 0 shuffles tweets freely; ``N`` > 0 shuffles, then sorts each pool of
             ``N`` batches by sequence length and shuffles the batches (less padding: real tweets
             vary in length); ignored under a distributed sampler.
+        ema_decay: 0 trains as usual; in (0, 1), an exponential moving average of the weights
+            with this decay is what is validated, selected and saved
+            (:class:`~mnerqg_graph.training.averaging.WeightAverage`).
         progress: show each epoch's steps, running loss and ETA on stderr (main process only):
             a bar on a terminal, a line every 30 s in a log (:class:`~mnerqg_graph.progress.
             Progress`).
@@ -323,4 +326,5 @@ class TrainConfig:
     select_metric: str = "f1"
     eval_batch_size: int = 64
     length_buckets: int = 0
+    ema_decay: float = 0.0
     progress: bool = True

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -253,23 +254,38 @@ def load_model(
 
 
 def save_training_state(
-    out_dir: str | Path, optimizer: torch.optim.Optimizer, trainer_state: dict[str, Any]
+    out_dir: str | Path,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+    tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ) -> None:
-    """Write optimizer tensors, trainer bookkeeping and the RNG state atomically."""
+    """Write optimizer tensors, trainer bookkeeping and the RNG state atomically.
+
+    Args:
+        out_dir: the state folder (replaced as a whole).
+        optimizer: its state is saved.
+        trainer_state: JSON-serialisable bookkeeping, returned by :func:`load_training_state`.
+        tensors: more safetensors files of the state, ``{file name: {key: tensor}}`` (read back
+            with :func:`load_state_tensors`), e.g. a weight average and the raw weights.
+    """
     out_dir = Path(out_dir)
     tmp = temp_dir_beside(out_dir)
     try:
+        for file_name, part in (tensors or {}).items():
+            with writing(tmp / file_name):
+                flat = {k: v.detach().contiguous().cpu() for k, v in part.items()}
+                save_file(flat, str(tmp / file_name))
         opt = optimizer.state_dict()
-        tensors: dict[str, torch.Tensor] = {}
+        opt_tensors: dict[str, torch.Tensor] = {}
         scalars: dict[str, Any] = {}
         for pid, st in opt["state"].items():
             for name, val in st.items():
                 if torch.is_tensor(val):
-                    tensors[f"{pid}.{name}"] = val.detach().contiguous().cpu()
+                    opt_tensors[f"{pid}.{name}"] = val.detach().contiguous().cpu()
                 else:
                     scalars[f"{pid}.{name}"] = val
         with writing(tmp / "optimizer.safetensors"):
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         with writing(tmp / "rng.safetensors"):
             save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
         meta = {"param_groups": opt["param_groups"], "scalars": scalars, "trainer": trainer_state}
@@ -302,3 +318,18 @@ def load_training_state(state_dir: str | Path, optimizer: torch.optim.Optimizer)
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(rng)
     return dict(meta["trainer"])
+
+
+def load_state_tensors(state_dir: str | Path, name: str) -> dict[str, torch.Tensor]:
+    """One of :func:`save_training_state`'s ``tensors`` files.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable.
+    """
+    path = Path(state_dir) / name
+    if not path.is_file():
+        raise CheckpointError(f"{state_dir}: training state is missing {name}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable training state: {exc}") from None

@@ -27,7 +27,9 @@ from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import TrainingError
 from mnerqg_graph.progress import Progress
+from mnerqg_graph.training.averaging import WeightAverage
 from mnerqg_graph.training.checkpoint import (
+    load_state_tensors,
     load_training_state,
     save_model,
     save_training_state,
@@ -35,6 +37,10 @@ from mnerqg_graph.training.checkpoint import (
 from mnerqg_graph.training.distributed import first_bad_step, is_active, mean_over_ranks
 
 LogFn = Callable[[str, float, int], None]
+
+#: Files of the training state with ``optim.ema_decay``: the optimiser's weights and the average.
+RAW_WEIGHTS = "raw_model.safetensors"
+AVERAGE = "weight_average.safetensors"
 
 
 @dataclass
@@ -202,6 +208,8 @@ class Trainer:
             )
         total = max(self.steps_per_epoch * config.epochs, 1)
         warm = int(total * config.warmup_ratio)
+        # the weights validated, selected and saved: an average of the raw ones (optim.ema_decay)
+        self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: (
@@ -225,8 +233,15 @@ class Trainer:
         if resume and (state_dir / "trainer.json").is_file():
             from safetensors.torch import load_file
 
-            self.model.load_state_dict(load_file(str(self.out_dir / "last" / "model.safetensors")))
             meta = load_training_state(state_dir, self.optimizer)
+            if self.average is not None:  # last/ holds the average; the raw weights are here
+                self.model.load_state_dict(load_state_tensors(state_dir, RAW_WEIGHTS))
+                self.average.load_state_dict(
+                    load_state_tensors(state_dir, AVERAGE), str(state_dir / AVERAGE)
+                )
+            else:
+                last = self.out_dir / "last" / "model.safetensors"
+                self.model.load_state_dict(load_file(str(last)))
             self.scheduler.load_state_dict(meta["scheduler"])
             start_epoch, step = meta["epoch"] + 1, meta["step"]
             best, best_epoch, history = meta["best"], meta["best_epoch"], meta["history"]
@@ -273,7 +288,8 @@ class Trainer:
             # averaged over every rank's batches under DDP (one read-back per epoch)
             metrics = {f"train/loss_{k}": v for k, v in mean_over_ranks(sums, n_batches).items()}
             self.model.eval()
-            valid = self.evaluate(self.model)
+            with self._evaluated_weights():
+                valid = self.evaluate(self.model)
             metrics.update({f"valid/{k}": float(v) for k, v in valid.items()})
             metrics["epoch"] = float(epoch)
             history.append(metrics)
@@ -293,14 +309,21 @@ class Trainer:
                     + "  ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
                 )
             score = float(valid.get(cfg.select_metric, float("-inf")))
-            if best_epoch < 0 or score > best.get(cfg.select_metric, float("-inf")):
+            improved = best_epoch < 0 or score > best.get(cfg.select_metric, float("-inf"))
+            if improved:
                 best, best_epoch = {k: float(v) for k, v in valid.items()}, epoch
-                if self.is_main:
-                    save_model(
-                        self.model, mcfg, self.queries, self.tokenizer, self.out_dir / "best"
-                    )
             if self.is_main:
-                save_model(self.model, mcfg, self.queries, self.tokenizer, self.out_dir / "last")
+                with self._evaluated_weights():  # a saved model is the one evaluated
+                    for name in ("best", "last") if improved else ("last",):
+                        save_model(
+                            self.model, mcfg, self.queries, self.tokenizer, self.out_dir / name
+                        )
+                extra: dict[str, dict[str, torch.Tensor]] = {}
+                if self.average is not None:  # to continue: the raw weights and the average
+                    extra = {
+                        RAW_WEIGHTS: dict(self.model.state_dict()),
+                        AVERAGE: self.average.state_dict(),
+                    }
                 save_training_state(
                     state_dir,
                     self.optimizer,
@@ -312,8 +335,13 @@ class Trainer:
                         "best_epoch": best_epoch,
                         "history": history,
                     },
+                    extra,
                 )
         return TrainResult(best_epoch, best, history, time.perf_counter() - t0)
+
+    def _evaluated_weights(self) -> Any:
+        """A context in which the model holds the weights to validate and save."""
+        return self.average.applied(self.model) if self.average is not None else nullcontext()
 
     def _check_finite(self, first_bad: torch.Tensor, bad_loss: torch.Tensor) -> None:
         """Raise if a step since the epoch began had a non-finite loss (on any rank)."""
@@ -340,6 +368,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
+        if self.average is not None:
+            self.average.update(self.model)
         return {k: v.detach() for k, v in losses.items()}
 
 

@@ -67,7 +67,14 @@ def test_missing_file_and_foreign_config_are_clear_errors(
         load_model(ckpt)
 
 
-def _trainer(tmp_path: Path, encoder_dir: Path, epochs: int, out: Path) -> Trainer:
+def _trainer(
+    tmp_path: Path,
+    encoder_dir: Path,
+    epochs: int,
+    out: Path,
+    ema_decay: float = 0.0,
+    evaluated: list[dict[str, torch.Tensor]] | None = None,
+) -> Trainer:
     torch.manual_seed(0)
     cfg = tiny_config(encoder_dir)
     model = build_model(cfg)
@@ -76,8 +83,10 @@ def _trainer(tmp_path: Path, encoder_dir: Path, epochs: int, out: Path) -> Train
     items = processor(encoder_dir, cfg)(smp).items
 
     def evaluate(m: torch.nn.Module) -> dict[str, float]:
+        if evaluated is not None:  # the weights each validation saw
+            evaluated.append({k: v.detach().clone() for k, v in m.state_dict().items()})
         # a deterministic function of the weights: identical models select identical epochs
-        return {"f1": float(m.span_head.start[-1].weight.sum())}  # type: ignore[index]
+        return {"f1": float(m.span_head.start[-1].weight.detach().sum())}  # type: ignore[index]
 
     return Trainer(
         model,
@@ -85,17 +94,26 @@ def _trainer(tmp_path: Path, encoder_dir: Path, epochs: int, out: Path) -> Train
         load_queries(),
         items,
         evaluate,
-        TrainConfig(epochs=epochs, batch_size=2, lr=1e-3, encoder_lr=1e-3, seed=0, device="cpu"),
+        TrainConfig(
+            epochs=epochs,
+            batch_size=2,
+            lr=1e-3,
+            encoder_lr=1e-3,
+            seed=0,
+            device="cpu",
+            ema_decay=ema_decay,
+        ),
         out,
     )
 
 
-def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path) -> None:
-    full = _trainer(tmp_path, encoder_dir, 2, tmp_path / "full").fit()
-    part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part")
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["raw", "weight_average"])
+def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path, ema_decay: float) -> None:
+    full = _trainer(tmp_path, encoder_dir, 2, tmp_path / "full", ema_decay).fit()
+    part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part", ema_decay)
     part.cfg.epochs = 1  # "interrupted" after the first epoch: only epoch 0's state exists
     part.fit()
-    resumed = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part")
+    resumed = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part", ema_decay)
     res = resumed.fit(resume=True)
     assert len(res.history) == 2 and res.best_epoch == full.best_epoch
     assert res.best_metrics == pytest.approx(full.best_metrics)
@@ -147,3 +165,22 @@ def test_training_uses_the_fused_adamw_kernel_and_its_update(
         fused.step()
         multi.step()
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, twins, strict=True))
+
+
+def test_the_weight_average_is_what_is_validated_and_saved(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    from safetensors.torch import load_file
+
+    evaluated: list[dict[str, torch.Tensor]] = []
+    trainer = _trainer(tmp_path, encoder_dir, 2, tmp_path / "ema", 0.9, evaluated)
+    res = trainer.fit()
+    assert len(evaluated) == 2 and trainer.average is not None
+    best = load_file(str(tmp_path / "ema" / "best" / "model.safetensors"))
+    last = load_file(str(tmp_path / "ema" / "last" / "model.safetensors"))
+    for saved, seen in ((best, evaluated[res.best_epoch]), (last, evaluated[-1])):
+        assert all(torch.equal(saved[k], seen[k]) for k in saved)
+    # the average is not the raw weights the optimiser left, which the model holds again
+    raw = trainer.model.state_dict()
+    moved = [k for k in trainer.average.shadow if not torch.equal(raw[k], last[k])]
+    assert moved and all(torch.equal(last[k], trainer.average.shadow[k]) for k in moved)
