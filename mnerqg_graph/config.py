@@ -305,6 +305,9 @@ class TrainConfig:
         length_buckets: 0 shuffles tweets freely; ``N`` > 0 shuffles, then sorts each pool of
             ``N`` batches by sequence length and shuffles the batches (less padding: real tweets
             vary in length); ignored under a distributed sampler.
+        layer_decay: 1 gives every text-encoder layer the encoder learning rate; below 1,
+            layer-wise decay: the layer k steps under the top learns at encoder_lr times
+            layer_decay to the power k.
         ema_decay: 0 trains as usual; in (0, 1), an exponential moving average of the weights
             with this decay is what is validated, selected and saved
             (:class:`~mnerqg_graph.training.averaging.WeightAverage`).
@@ -326,5 +329,6 @@ class TrainConfig:
     select_metric: str = "f1"
     eval_batch_size: int = 64
     length_buckets: int = 0
+    layer_decay: float = 1.0
     ema_decay: float = 0.0
     progress: bool = True

@@ -42,6 +42,16 @@ class TextEncoder(nn.Module):
         """Contextual features of every word piece."""
         raise NotImplementedError
 
+    def depths(self) -> tuple[dict[str, int], int]:
+        """How deep each parameter sits, for layer-wise learning rates (``optim.layer_decay``).
+
+        Returns:
+            ``({parameter name: depth}, top)``: names as in ``named_parameters()``; depth 0 is
+            the embeddings, ``i + 1`` the ``i``-th layer, ``top`` what sits above the last layer.
+            The base class puts every parameter at ``top`` (no layer-wise decay).
+        """
+        return {name: 1 for name, _ in self.named_parameters()}, 1
+
 
 TEXT_ENCODER_REGISTRY: Registry[TextEncoder] = Registry(
     "text encoder", TextEncoder, doc=__doc__ or ""
@@ -100,6 +110,28 @@ class HFTextEncoder(TextEncoder):
         if position_ids is not None:
             kwargs["position_ids"] = position_ids + self.position_offset
         return self.model(**kwargs).last_hidden_state
+
+    def depths(self) -> tuple[dict[str, int], int]:
+        """Depths of a Hugging Face encoder's parameters (see :meth:`TextEncoder.depths`).
+
+        A parameter under ``embeddings`` is at depth 0, one under ``layer.I.`` or ``layers.I.``
+        (BERT, RoBERTa, MiniLM, DeBERTa, ...) at ``I + 1``, any other (a pooler) at the top,
+        ``num_hidden_layers + 1``.
+        """
+        import re
+
+        n_layers = int(self.model.config.num_hidden_layers)
+        layer = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+        out: dict[str, int] = {}
+        for name, _ in self.named_parameters():
+            found = layer.search(name)
+            if found:
+                out[name] = int(found.group(1)) + 1
+            elif ".embeddings." in f".{name}":
+                out[name] = 0
+            else:
+                out[name] = n_layers + 1
+        return out, n_layers + 1
 
     @staticmethod
     def _full_mask(visible: Tensor) -> Tensor:

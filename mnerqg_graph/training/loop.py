@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from mnerqg_graph.config import TrainConfig
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.environment import resolve_device
-from mnerqg_graph.errors import TrainingError
+from mnerqg_graph.errors import ConfigError, TrainingError
 from mnerqg_graph.progress import Progress
 from mnerqg_graph.training.averaging import WeightAverage
 from mnerqg_graph.training.checkpoint import (
@@ -140,6 +140,40 @@ def make_adamw(groups: list[dict[str, Any]], weight_decay: float) -> torch.optim
         return torch.optim.AdamW(groups, weight_decay=weight_decay, foreach=True)
 
 
+def param_groups(model: Any, config: TrainConfig) -> list[dict[str, Any]]:
+    """The optimiser's parameter groups: the text encoder's (layer by layer) and the rest.
+
+    The text encoder learns at ``encoder_lr``; with ``layer_decay`` < 1 a parameter at depth
+    ``d`` of its encoder (:meth:`~mnerqg_graph.encoders.text.TextEncoder.depths`: 0 the
+    embeddings, ``top`` above the last layer) at ``encoder_lr * layer_decay ** (top - d)``: the
+    lower layers, closer to the pretrained features, move less. Everything else learns at ``lr``.
+
+    Args:
+        model: an :class:`~mnerqg_graph.model.MnerqgModel` (its ``text_encoder``).
+        config: the learning rates.
+
+    Returns:
+        AdamW parameter groups (``params``, ``lr``), the encoder's from the bottom up.
+    """
+    if not 0.0 < config.layer_decay <= 1.0:
+        raise ConfigError(f"layer_decay must be in (0, 1] (1: off), not {config.layer_decay!r}")
+    prefix = "text_encoder."
+    rest = [p for n, p in model.named_parameters() if not n.startswith(prefix)]
+    enc = dict(model.text_encoder.named_parameters())
+    if config.layer_decay == 1.0:
+        groups = [{"params": list(enc.values()), "lr": config.encoder_lr}]
+    else:
+        depth, top = model.text_encoder.depths()
+        by_depth: dict[int, list[torch.nn.Parameter]] = {}
+        for name, param in enc.items():
+            by_depth.setdefault(depth[name], []).append(param)
+        groups = [
+            {"params": by_depth[d], "lr": config.encoder_lr * config.layer_decay ** (top - d)}
+            for d in sorted(by_depth)
+        ]
+    return [*groups, {"params": rest, "lr": config.lr}]
+
+
 class Trainer:
     """Trains an :class:`~mnerqg_graph.model.MnerqgModel`.
 
@@ -195,12 +229,7 @@ class Trainer:
         # and the non-finite-loss check reads back every `check_every` steps and at epoch end
         # (every step for a single CPU process, where a read-back costs nothing).
         self.check_every = 1 if self.device.type == "cpu" and not is_active() else 50
-        enc = [p for n, p in model.named_parameters() if n.startswith("text_encoder.")]
-        rest = [p for n, p in model.named_parameters() if not n.startswith("text_encoder.")]
-        self.optimizer = make_adamw(
-            [{"params": enc, "lr": config.encoder_lr}, {"params": rest, "lr": config.lr}],
-            weight_decay=config.weight_decay,
-        )
+        self.optimizer = make_adamw(param_groups(model, config), weight_decay=config.weight_decay)
         self.steps_per_epoch = math.ceil(len(train_items) / config.batch_size)
         if sampler_fn is not None:
             self.steps_per_epoch = len(sampler_fn(0)) // config.batch_size + (
