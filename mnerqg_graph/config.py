@@ -88,6 +88,9 @@ class ModelConfig:
         max_span_len: longest span scored, in tokens.
         tag_head: add the auxiliary BIO tagger over all types on the token nodes, trained with the
             loss weight ``tags`` (its features are shared with the span heads; see ``decoder``).
+        tag_crf: a linear-chain CRF over the tagger's BIO tags (needs ``tag_head``): its loss is
+            the gold sequence's negative log-likelihood and the ``tags`` decoder reads the best
+            sequence (Viterbi) under the BIO constraints.
         head_dim: hidden width of the span heads' and the tagger's MLPs (0: their input width,
             the fused token features plus the token's own). They run on every token of every
             (tweet, type) example: a narrower width cuts most of what the heads cost.
@@ -158,6 +161,7 @@ class ModelConfig:
     casing_dim: int = 16
     max_span_len: int = 8
     tag_head: bool = False
+    tag_crf: bool = False
     head_dim: int = 0
     url_word: str = ""
     max_length: int = 128
@@ -216,6 +220,8 @@ class ModelConfig:
             raise ConfigError(
                 f"head_dim must be >= 0 (0: the heads' input width), not {self.head_dim!r}"
             )
+        if self.tag_crf and not self.tag_head:
+            raise ConfigError("tag_crf needs tag_head=True (the tagger whose tags it chains)")
         if self.decoder == "tags" and not self.tag_head:
             raise ConfigError("decoder 'tags' needs tag_head=True (the tagger it decodes with)")
 

@@ -247,6 +247,7 @@ def tag_head_spans(
     existence: torch.Tensor,
     types: Sequence[str],
     existence_threshold: float = 0.0,
+    crf: Any = None,
 ) -> list[ScoredSpan]:
     """One tweet's entities from the auxiliary tagger, read from all of the tweet's sequences.
 
@@ -262,6 +263,8 @@ def tag_head_spans(
         types: entity types in tag-id order (``config.types``).
         existence_threshold: the tags of a type whose existence probability is under it are
             not predicted (0: off).
+        crf: the model's :class:`~mnerqg_graph.heads.crf.BioCrf` (``tag_crf``): the best tag
+            sequence under its transitions instead of each token's best tag (None: the latter).
 
     Returns:
         ``(span, score)`` sorted by start; the score is the span's mean tag probability.
@@ -274,7 +277,13 @@ def tag_head_spans(
     if existence_threshold > 0:
         off = (existence < existence_threshold).repeat_interleave(2)
         lp = lp.masked_fill(torch.cat([off.new_zeros(1), off])[None, :], float("-inf"))
-    best, ids = lp.max(-1)
+    if crf is not None:  # the masked positions (truncated tokens) come last: they stay O
+        path = crf.viterbi(lp[None], token_mask[None])[0]
+        ids = torch.zeros(lp.shape[0], dtype=torch.long)
+        ids[: len(path)] = torch.tensor(path, dtype=torch.long)
+        best = lp.gather(1, ids[:, None])[:, 0]
+    else:
+        best, ids = lp.max(-1)
     ids = ids.masked_fill(~token_mask, 0)
     names = bio_tag_names(types)
     conf = best.exp().tolist()
@@ -312,7 +321,12 @@ class TagDecoder(Decoder):
             for t in thresholds:
                 got[t].append(
                     tag_head_spans(
-                        tag_lp[r0:r1, :n_tok], token_mask[r0, :n_tok], by_type, types, t[1]
+                        tag_lp[r0:r1, :n_tok],
+                        token_mask[r0, :n_tok],
+                        by_type,
+                        types,
+                        t[1],
+                        getattr(model, "tag_crf", None),
                     )
                 )
         return got

@@ -68,6 +68,7 @@ from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
 from mnerqg_graph.graph.builder import BoxLayout, GraphSpec, build_graph
 from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types, region_types
 from mnerqg_graph.heads import BoxGroundingHead, ExistenceHead, GroundingHead, SpanHead, TagHead
+from mnerqg_graph.heads.crf import BioCrf
 from mnerqg_graph.heads.features import TokenFeatures
 from mnerqg_graph.plugins import import_plugins
 
@@ -237,6 +238,7 @@ class MnerqgModel(nn.Module):
             if config.tag_head
             else None
         )
+        self.tag_crf = BioCrf(len(config.types)) if config.tag_crf else None
 
     @staticmethod
     def input_dims(
@@ -511,7 +513,9 @@ class MnerqgModel(nn.Module):
         parts["existence"] = ExistenceHead.loss(out.existence_logits, batch.exists) + (
             ExistenceHead.loss(out.gate_logits, batch.exists)
         )
-        if out.tag_logits is not None:
+        if out.tag_logits is not None and self.tag_crf is not None:
+            parts["tags"] = self.tag_crf.loss(out.tag_logits, batch.tags, out.token_mask)
+        elif out.tag_logits is not None:
             parts["tags"] = TagHead.loss(out.tag_logits, batch.tags, out.token_mask)
         if (
             self.grounding_head is not None
