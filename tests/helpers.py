@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -102,3 +103,25 @@ def items_and_batch(
     proc = processor(encoder, cfg)
     items = proc(smp).items
     return items, collate(items, cfg.max_span_len, cfg.image_size, proc.tokenizer.pad_token_id)
+
+
+def count_calls(fn: Callable[..., object], *args: object, **kwargs: object) -> int:
+    """How many function calls (Python and C, e.g. torch ops) ``fn(*args, **kwargs)`` makes.
+
+    A structural stand-in for a time limit: a vectorised step makes the same number of calls
+    whatever the size of its input, a Python loop over examples or edges does not.
+    """
+    import sys
+
+    calls = 0
+
+    def count(frame: object, event: str, arg: object) -> None:
+        nonlocal calls
+        calls += event in ("call", "c_call")
+
+    sys.setprofile(count)
+    try:
+        fn(*args, **kwargs)
+    finally:
+        sys.setprofile(None)
+    return calls

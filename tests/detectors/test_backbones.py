@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import time
 from pathlib import Path
 
 import pytest
@@ -101,18 +100,12 @@ def test_backbone_rejects_bad_input_shape() -> None:
         model(torch.rand(2, 1, 64, 64))
 
 
-def test_small_cnn_forward_backward_fast_on_cpu() -> None:
-    model = build_backbone("small_cnn")  # default size
+def test_small_cnn_forward_backward_reaches_every_parameter() -> None:
+    model = build_backbone("small_cnn")  # default size (its speed: the throughput benchmark)
     images = torch.rand(2, 3, 64, 64)
-    timings = []
-    for _ in range(4):  # the first step warms up autograd and the allocator; best of the rest
-        model.zero_grad()
-        start = time.perf_counter()
-        loss = sum(m.square().mean() for m in model(images))
-        assert isinstance(loss, torch.Tensor)
-        loss.backward()
-        timings.append(time.perf_counter() - start)
-    assert min(timings[1:]) < 1.0, timings
+    loss = sum(m.square().mean() for m in model(images))
+    assert isinstance(loss, torch.Tensor)
+    loss.backward()
     assert all(p.grad is not None for p in model.parameters())
 
 

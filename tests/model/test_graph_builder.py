@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 
 from mnerqg_graph.graph.builder import GraphSpec, build_graph
 from mnerqg_graph.graph.schema import edge_types, node_types
+from tests.helpers import count_calls
 
 SPEC = GraphSpec(grids=((1, 1), (2, 2), (4, 4)), token_window=2)
 
@@ -59,13 +58,18 @@ def test_text_only_graph() -> None:
     assert set(data.node_types) == {"token", "query"}
 
 
-def test_build_is_vectorised_and_fast() -> None:
-    valid = torch.ones(256, 40, dtype=torch.bool)
-    has_img = torch.ones(256, dtype=torch.bool)
+def test_build_is_vectorised() -> None:
+    """No Python loop over examples or edges: 8 and 256 examples make the same Python calls.
+
+    (A structural check instead of a time limit, which a busy machine breaks; the build's time is
+    in the throughput benchmark.)
+    """
     spec = GraphSpec(grids=((2, 2), (4, 4), (8, 8)))
-    build_graph(valid, has_img, spec)
-    t = time.process_time()  # this process's CPU time: a busy machine does not count
+    build_graph(torch.ones(2, 40, dtype=torch.bool), torch.ones(2, dtype=torch.bool), spec)
+    eight = torch.ones(8, 40, dtype=torch.bool), torch.ones(8, dtype=torch.bool)
+    small = count_calls(build_graph, *eight, spec)
+    valid, has_img = torch.ones(256, 40, dtype=torch.bool), torch.ones(256, dtype=torch.bool)
+    large = count_calls(build_graph, valid, has_img, spec)
+    assert large == small, (small, large)
     data = build_graph(valid, has_img, spec)
-    elapsed = time.process_time() - t
     assert data["token", "cross", "region_s3"].edge_index.size(1) == 256 * 40 * 64
-    assert elapsed < 0.5, f"graph build of 256 examples took {elapsed:.2f}s"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -179,7 +178,6 @@ def _free_port() -> int:
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
-    t0 = time.perf_counter()
     _encoder(tmp_path)
     torch.multiprocessing.spawn(
         _worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD, join=True
@@ -213,8 +211,6 @@ def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_
     for h_ddp, h_ref in zip(info[0]["history"], ref_result.history, strict=True):
         assert h_ddp["train/loss_total"] == pytest.approx(h_ref["train/loss_total"], rel=1e-5)
     assert info[0]["best_epoch"] == ref_result.best_epoch
-    # a hang guard, not a benchmark: ~20 s idle, several times that on a loaded 2-core machine
-    assert time.perf_counter() - t0 < 300
 
 
 def test_single_process_is_left_alone() -> None:
