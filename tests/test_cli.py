@@ -113,6 +113,47 @@ def test_ordinary_commands_print_no_library_warnings(tmp_path: Path, argv: list[
         assert result.returncode == 0, result.stderr
 
 
+#: What a command that runs no model must not import: the libraries behind the model (torch alone
+#: costs about 2 s of CPU; transformers' model classes and PyG bring ``torch._dynamo``, sympy and
+#: more) and the experiment's (sacred, which also warns about ``pkg_resources``).
+MODEL_LIBRARIES = ("torch", "torch._dynamo", "torch_geometric", "transformers", "sacred")
+
+
+def test_commands_without_a_model_import_no_model_library(tmp_path: Path) -> None:
+    """check-data, evaluate and the help of model commands: no torch, and nothing on stderr.
+
+    Structural, not timed: a regression shows as a module in ``sys.modules`` (issue 23).
+    """
+    from mnerqg_graph.data.synth import main as synth
+
+    data = tmp_path / "synth"
+    args = ["--out", str(data), "--train", "4", "--valid", "3", "--test", "3", "--image-size", "32"]
+    assert synth(args) == 0
+    test = str(data / "test.txt")
+    runs = [
+        ["check-data", str(data)],
+        ["evaluate", "--gold", test, "--pred", test],
+        *([name, "--help"] for name in ("predict", "visualize", "report")),
+    ]
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from mnerqg_graph.cli import main
+        for argv in {runs!r}:
+            assert main(argv) == 0, argv
+            loaded = [m for m in {MODEL_LIBRARIES!r} if m in sys.modules]
+            assert not loaded, (argv, loaded)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""  # no library warning either
+    assert "micro" in result.stdout  # (evaluate's table)
+
+
 def test_arguments_after_the_command_are_passed_through(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []
 
