@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     region_kwargs: dict[str, Any] = {}
     detector_spec = None
     if args.detector is not None:
-        from detectors.detector import load_detector
+        from detectors.detection import load_detector
 
         detector = load_detector(args.detector, args.device)
         region_kwargs = {"max_regions": args.max_regions, "score_threshold": args.score_threshold}

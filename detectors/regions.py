@@ -20,7 +20,7 @@ Registered sources (``REGION_SOURCE_REGISTRY``):
 ``detector_boxes``
     Boxes from a detector, each assigned to the scale that matches its size and RoIAligned from that
     scale's map, padded to a fixed count per scale with a mask (:meth:`RegionSource.regions` only;
-    :func:`detectors.detector.detection_regions` uses it).
+    :func:`detectors.detection.regions.detection_regions` uses it).
 
 Helpers used by the graph builder: :func:`grid_boxes`, :func:`grid_neighbors`, :func:`parent_index`.
 All index computations are vectorised (no Python loops over cells or boxes).
@@ -190,7 +190,7 @@ class RegionSet:
 
 
 class BoxDetections(Protocol):
-    """What a box source reads from a detector's output (see ``detectors.detector.Detections``).
+    """What a box source reads from a detector's output (see ``detectors.detection.Detections``).
 
     Shapes:
         - boxes: ``[K, 4]`` normalised xyxy; scores: ``[K]``; labels: ``[K]`` int64 class indices.

@@ -783,7 +783,7 @@ def build_region_detector(config: ModelConfig, weights: bool = True) -> nn.Modul
     Raises:
         ConfigError: no detector folder given. CheckpointError: the folder is not a detector's.
     """
-    from detectors.detector import build_detector, load_detector
+    from detectors.detection import build_detector, load_detector
 
     if not weights and config.detector_config:
         spec = config.detector_config

@@ -36,9 +36,6 @@ ALLOWED_PACKAGE_CYCLES: set[frozenset[str]] = {
 
 #: Modules that import each other through a deferred (in-function) import, with the reason.
 ALLOWED_MUTUAL: set[frozenset[str]] = {
-    # the detectors rewrite (issue 23, branch regions) splits these modules
-    frozenset({"detectors.detector", "detectors.detectron2_backend"}),
-    frozenset({"detectors.grounder", "detectors.weak_labels"}),
     # MnerqgModel.save_pretrained/from_pretrained call the checkpoint I/O, which builds models
     frozenset({"mnerqg_graph.model", "mnerqg_graph.training.checkpoint"}),
     # a registry asked for an unknown name reads the entry points; recording a checkpoint's
