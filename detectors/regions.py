@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
+from mnerqg_graph.boxes import box_area, box_intersection
 from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.registry import Registry
 
@@ -519,11 +520,8 @@ def assign_levels(
 
 def _containment(child: Tensor, parent: Tensor) -> Tensor:
     """Fraction of each child box's area inside each parent box, ``[B, Nc, 4] x [B, Np, 4]``."""
-    lt = torch.maximum(child[:, :, None, :2], parent[:, None, :, :2])
-    rb = torch.minimum(child[:, :, None, 2:], parent[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)  # (B, Nc, Np)
-    area = (child[:, :, 2:] - child[:, :, :2]).clamp(min=0).prod(-1)  # (B, Nc)
-    return inter / area.clamp(min=1e-12).unsqueeze(-1)
+    inter = box_intersection(child[:, :, None], parent[:, None])  # (B, Nc, Np)
+    return inter / box_area(child).clamp(min=1e-12).unsqueeze(-1)
 
 
 @REGION_SOURCE_REGISTRY.register("detector_boxes")

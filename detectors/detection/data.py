@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from mnerqg_graph.boxes import normalise_boxes
 from mnerqg_graph.data.types import Sample
 from mnerqg_graph.errors import ConfigError
 
@@ -19,24 +20,15 @@ from mnerqg_graph.errors import ConfigError
 def normalised_boxes(sample: Sample, entity_type: str) -> Tensor:
     """The boxes of ``entity_type``'s entities in ``sample``, normalised by its image size.
 
-    Boxes are clipped to the image; those that become empty are left out.
+    Boxes are clipped to the image; those that become empty are left out
+    (:func:`mnerqg_graph.boxes.normalise_boxes`).
 
     Shapes:
         - output: ``[n, 4]`` normalised xyxy (``n`` may be 0).
     """
     if sample.image_size is None:
         return torch.zeros(0, 4)
-    w, h = sample.image_size
-    rows = []
-    for b in sample.boxes_of_type(entity_type):
-        box = [
-            min(max(b.xmin / w, 0.0), 1.0),
-            min(max(b.ymin / h, 0.0), 1.0),
-            min(max(b.xmax / w, 0.0), 1.0),
-            min(max(b.ymax / h, 0.0), 1.0),
-        ]
-        if box[2] > box[0] and box[3] > box[1]:
-            rows.append(box)
+    rows = normalise_boxes(sample.boxes_of_type(entity_type), sample.image_size)
     return torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)
 
 

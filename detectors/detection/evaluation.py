@@ -20,6 +20,7 @@ import torch
 from detectors.detection.base import Detections, DetectorBackend, Target
 from detectors.detection.data import detection_targets
 from detectors.images import load_image_set
+from mnerqg_graph.boxes import normalise_box, pairwise_box_iou
 from mnerqg_graph.data.types import Sample
 from mnerqg_graph.errors import DataError
 
@@ -120,18 +121,22 @@ def read_detections(path: str | Path, types: Sequence[str]) -> dict[str, Detecti
                 rec = json.loads(line)
                 w, h = float(rec["width"]), float(rec["height"])
                 dets = rec["detections"]
-                boxes = [
-                    [d["box"][0] / w, d["box"][1] / h, d["box"][2] / w, d["box"][3] / h]
-                    for d in dets
-                ]
+                boxes = [normalise_box(d["box"], (w, h)) for d in dets]
                 labels = [index[d["type"]] for d in dets]
                 scores = [float(d["score"]) for d in dets]
                 out[str(rec["id"])] = Detections(
-                    torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4).clamp(0, 1),
+                    torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
                     torch.tensor(scores, dtype=torch.float32),
                     torch.tensor(labels, dtype=torch.int64),
                 )
-            except (json.JSONDecodeError, KeyError, TypeError, IndexError, ZeroDivisionError) as e:
+            except (
+                json.JSONDecodeError,
+                KeyError,
+                TypeError,
+                IndexError,
+                ValueError,
+                ZeroDivisionError,
+            ) as e:
                 raise DataError(
                     str(path), f"malformed detection record ({e!r})", line=lineno
                 ) from None
@@ -142,8 +147,6 @@ def _average_precision(
     detections: Sequence[Detections], targets: Sequence[Target], label: int, iou: float
 ) -> float:
     """All-point interpolated AP of one class at one IoU threshold (nan: no gold box)."""
-    from torchvision.ops import box_iou
-
     n_gold = sum(int((t["labels"] == label).sum()) for t in targets)
     if n_gold == 0:
         return math.nan
@@ -155,7 +158,7 @@ def _average_precision(
         order = sc.argsort(descending=True)
         boxes, sc = boxes[order], sc[order]
         taken = torch.zeros(gold.shape[0], dtype=torch.bool)
-        overlaps = box_iou(boxes, gold) if gold.numel() and boxes.numel() else None
+        overlaps = pairwise_box_iou(boxes, gold) if gold.numel() and boxes.numel() else None
         for i in range(boxes.shape[0]):  # greedy matching, best score first (VOC)
             hit = False
             if overlaps is not None:
