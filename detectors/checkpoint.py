@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from detectors.backbones import _load_into, load_state_dict_file
+from mnerqg_graph.encoders.image import load_state_dict_file, load_weights_into
 from mnerqg_graph.errors import CheckpointError
 from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
 
@@ -98,7 +98,7 @@ def load_checkpoint_weights(module: nn.Module, ckpt_dir: str | Path) -> None:
     if not path.is_file():
         raise CheckpointError(f"{Path(ckpt_dir)}: checkpoint is missing {WEIGHTS_NAME}")
     state = load_state_dict_file(path)
-    _load_into(module, state, path, what=type(module).__name__)
+    load_weights_into(module, state, path, what=type(module).__name__)
 
 
 __all__ = [

@@ -45,7 +45,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detectors.backbones import build_backbone
 from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
 from detectors.command import run_main
 from detectors.detection.data import normalised_boxes
@@ -53,6 +52,7 @@ from detectors.images import ImageSet, load_image_set
 from detectors.manual import select_manual
 from detectors.training import TrainResult
 from mnerqg_graph.data.types import Box, Sample
+from mnerqg_graph.encoders.image import build_backbone
 from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError, TrainingError
 from mnerqg_graph.heads.grounding import GroundingHead

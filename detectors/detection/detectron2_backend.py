@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectors.backbones import _load_into, load_state_dict_file
 from detectors.detection.base import (
     DETECTOR_REGISTRY,
     Detections,
@@ -38,6 +37,7 @@ from detectors.detection.base import (
     Target,
     as_image_list,
 )
+from mnerqg_graph.encoders.image import load_state_dict_file, load_weights_into
 from mnerqg_graph.errors import ConfigError
 
 #: The one-line install instruction shown when detectron2 is missing.
@@ -139,7 +139,7 @@ class Detectron2Backend(DetectorBackend):
             for key in [k for k in own if k.startswith("roi_heads.box_predictor.")]:
                 if key in state and state[key].shape != own[key].shape:
                     state[key] = own[key]
-            _load_into(self.model, state, weights, what=f"detectron2 {config_file}")
+            load_weights_into(self.model, state, weights, what=f"detectron2 {config_file}")
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (the weights file is not recorded: the checkpoint holds it)."""

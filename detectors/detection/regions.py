@@ -1,6 +1,6 @@
 """Detections as region sets of the padded ``detector_boxes`` source (:func:`detection_regions`).
 
-The model's own ``detector`` region source (:mod:`detectors.detector_regions`) reads detections
+The model's own ``detector`` region source (:mod:`mnerqg_graph.regions.detector`) reads detections
 directly and gives flat nodes instead.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 from torch import Tensor
 
 from detectors.detection.base import Detections
-from detectors.regions import DetectorBoxRegions, RegionSet
+from mnerqg_graph.regions import DetectorBoxRegions, RegionSet
 
 
 def detection_regions(
@@ -31,7 +31,7 @@ def detection_regions(
         image_size: the (square) input side in pixels.
         max_regions: region slots per scale and image.
         min_score: detections under this score are not used.
-        **kwargs: further options of :class:`detectors.regions.DetectorBoxRegions`.
+        **kwargs: further options of :class:`mnerqg_graph.regions.DetectorBoxRegions`.
 
     Returns:
         One :class:`RegionSet` per scale, coarsest first (see ``DetectorBoxRegions``).

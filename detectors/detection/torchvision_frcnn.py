@@ -14,7 +14,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detectors.backbones import _load_into, load_state_dict_file
 from detectors.detection.base import (
     DETECTOR_REGISTRY,
     Detections,
@@ -22,6 +21,7 @@ from detectors.detection.base import (
     Target,
     as_image_list,
 )
+from mnerqg_graph.encoders.image import load_state_dict_file, load_weights_into
 from mnerqg_graph.errors import ConfigError
 
 _FRCNN_ARCHS = ("mobilenet_v3_large_fpn", "resnet50_fpn")
@@ -144,7 +144,7 @@ class TorchvisionFasterRCNN(DetectorBackend):
         if self.arch.startswith("mobilenet"):  # body is features[:n]; keys "0.", "1.", ...
             own = set(body.state_dict())
             trunk = {k: v for k, v in trunk.items() if k in own}
-        _load_into(body, trunk, weights, what=f"the {self.arch} trunk")
+        load_weights_into(body, trunk, weights, what=f"the {self.arch} trunk")
 
     def _load_detector(self, weights: str) -> None:
         state = dict(load_state_dict_file(weights))
@@ -152,7 +152,7 @@ class TorchvisionFasterRCNN(DetectorBackend):
         for key in [k for k in own if k.startswith("roi_heads.box_predictor.")]:
             if key in state and state[key].shape != own[key].shape:
                 state[key] = own[key]  # another number of classes: keep the initialisation
-        _load_into(self.model, state, weights, what=f"Faster R-CNN {self.arch}")
+        load_weights_into(self.model, state, weights, what=f"Faster R-CNN {self.arch}")
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (weights files are not recorded: the checkpoint holds them)."""

@@ -28,7 +28,6 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.utils import to_dense_batch
 
-from detectors.regions import grid_neighbors, parent_index
 from mnerqg_graph.boxes import box_area, box_intersection, box_iou
 from mnerqg_graph.graph.schema import (
     CROSS,
@@ -41,6 +40,7 @@ from mnerqg_graph.graph.schema import (
     UNI,
     region_types,
 )
+from mnerqg_graph.regions import grid_neighbors, parent_index
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectors.backbones import build_backbone
 from detectors.detector import (
     DETECTOR_REGISTRY,
     Detections,
@@ -25,6 +24,7 @@ from detectors.detector import (
 )
 from mnerqg_graph.data.dataset import load_split
 from mnerqg_graph.data.synth import generate
+from mnerqg_graph.encoders.image import build_backbone
 from mnerqg_graph.errors import CheckpointError, ConfigError
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None

@@ -16,7 +16,7 @@ Registered sources (``REGION_SOURCE_REGISTRY``):
 ``detector``
     Up to ``max_regions`` detections per image over a score threshold, each RoIAligned from the
     scale that fits its size, with its geometry (box, area, score, class) as node features
-    (:mod:`detectors.detector_regions`; needs torchvision).
+    (:mod:`mnerqg_graph.regions.detector`; needs torchvision).
 ``detector_boxes``
     Boxes from a detector, each assigned to the scale that matches its size and RoIAligned from that
     scale's map, padded to a fixed count per scale with a mask (:meth:`RegionSource.regions` only;
