@@ -19,7 +19,7 @@ Transfer learning, as in the paper's weak supervision:
    "not in the image");
 2. ``finetune`` on the few manually annotated tweets of the *target* set: the ``manual_fraction``
    of its training tweets with an image chosen by
-   :func:`detectors.weak_labels.select_manual` (the experiment keeps gold boxes on exactly those);
+   :func:`detectors.manual.select_manual` (the experiment keeps gold boxes on exactly those);
 3. ``mnerqg pseudo-label`` (:mod:`detectors.weak_labels`) writes its boxes for the other tweets.
 
 Command line::
@@ -45,19 +45,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detectors.backbones import build_backbone
-from detectors.detector import (
-    ImageSet,
-    TrainResult,
-    load_checkpoint_weights,
-    load_image_set,
-    normalised_boxes,
-    read_checkpoint_config,
-    resolve_device,
-    run_main,
-    save_checkpoint,
-)
+from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
+from detectors.command import run_main
+from detectors.detection.data import normalised_boxes
+from detectors.images import ImageSet, load_image_set
+from detectors.manual import select_manual
+from detectors.training import TrainResult
 from mnerqg_graph.data.types import Box, Sample
+from mnerqg_graph.encoders.image import build_backbone
+from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError, TrainingError
 from mnerqg_graph.heads.grounding import GroundingHead
 from mnerqg_graph.metrics import GroundingScores, grounding_accuracy
@@ -651,8 +647,6 @@ def finetune(
     Returns:
         The fine-tuned grounder and what its training did.
     """
-    from detectors.weak_labels import select_manual
-
     say = log or (lambda _msg: None)
     model, stages = load_grounder(init, "cpu")
     samples = _load_samples(data, split, limit, images_dir, boxes_dir)

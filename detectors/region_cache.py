@@ -3,7 +3,7 @@
 ``mnerqg extract-regions (--detector DIR | --grid) --data DIR [--images DIR] --out PATH`` runs the
 image side once over every image of the data set (train, valid and test): the backbone in
 evaluation mode (a frozen image side), the detector (``--detector``), and the region source, and
-writes what the model reads from an image, its :class:`~detectors.regions.RegionNodes`, into a
+writes what the model reads from an image, its :class:`~mnerqg_graph.regions.RegionNodes`, into a
 folder::
 
     PATH/cache.json              what made the cache: backbone (name, options, weights hash), image
@@ -12,7 +12,7 @@ folder::
     PATH/backbone.safetensors    the backbone's weights (a model reading the cache adopts them)
     PATH/shard-00000.safetensors entries keyed by IMGID: ``<IMGID>/s1.features``, ``.boxes``,
                                  ``.geometry`` per scale (boxes and scores: see
-                                 :class:`~detectors.regions.RegionNodes`) and ``<IMGID>/pooled``;
+                                 :class:`~mnerqg_graph.regions.RegionNodes`) and ``<IMGID>/pooled``;
                                  the shard's metadata holds, per IMGID, the sha256 of the image
                                  file and of the backbone and detector weights that made it
 
@@ -73,7 +73,7 @@ class CacheEntry:
     """One image's cached region nodes and the identities of what made them.
 
     Attributes:
-        tensors: the image's tensors (:meth:`~detectors.regions.RegionNodes.per_image`).
+        tensors: the image's tensors (:meth:`~mnerqg_graph.regions.RegionNodes.per_image`).
         image_sha256: the image file's hash.
         backbone_sha256: the backbone weights' hash.
         detector_sha256: the detector weights' hash ("" for grid regions).
@@ -164,7 +164,7 @@ class RegionCache:
 
     def backbone_state(self) -> dict[str, Tensor]:
         """The weights of the backbone that made the cache."""
-        from detectors.backbones import load_state_dict_file
+        from mnerqg_graph.encoders.image import load_state_dict_file
 
         return load_state_dict_file(self.path / BACKBONE_NAME)
 
@@ -466,9 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``mnerqg extract-regions``; user errors are raised as ``MnerqgError``."""
-    from detectors.backbones import build_backbone
-    from detectors.regions import build_region_source
     from mnerqg_graph.data.dataset import load_split, split_path
+    from mnerqg_graph.encoders.image import build_backbone
+    from mnerqg_graph.regions import build_region_source
 
     args = build_parser().parse_args(argv)
     try:
@@ -485,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     region_kwargs: dict[str, Any] = {}
     detector_spec = None
     if args.detector is not None:
-        from detectors.detector import load_detector
+        from detectors.detection import load_detector
 
         detector = load_detector(args.detector, args.device)
         region_kwargs = {"max_regions": args.max_regions, "score_threshold": args.score_threshold}

@@ -16,26 +16,26 @@ one line, never dropped silently: boxes under the threshold, malformed files (a 
 image, a zero-area box ...), files for a tweet that is not in the split or whose image is missing,
 names that match no entity.
 
-:func:`select_manual` picks the "manually annotated" tweets; the experiment
-(``grounding.manual_fraction``) and ``python -m detectors.grounder finetune`` both use it, so the
-same tweets are "manual" in both places.
+:func:`detectors.manual.select_manual` picks the "manually annotated" tweets (the ones the
+experiment keeps gold boxes on, and the grounder is fine-tuned on).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from detectors.detector import load_image_set, resolve_device, run_main
+from detectors.command import run_main
 from detectors.grounder import VisualGrounder, load_grounder, predict_image_set
+from detectors.images import load_image_set
 from mnerqg_graph.data.types import Box, Sample, Span
 from mnerqg_graph.data.voc import VocAnnotation, VocObject, attach_boxes, read_voc, write_voc
+from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import ConfigError, DataError
 from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
 
@@ -43,31 +43,6 @@ from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_di
 SUMMARY_NAME = "weak_labels.json"
 #: How many individual problems a summary prints before "... (+N more)".
 SHOWN_PROBLEMS = 5
-
-
-def select_manual(samples: Sequence[Sample], fraction: float, seed: int) -> set[int]:
-    """The indices of the "manually annotated" tweets: a seeded share of those with an image.
-
-    ``random.Random(seed).sample`` of the indices of the tweets with an image
-    (``image_path is not None``), ``round(fraction * n)`` of them. The experiment keeps gold boxes
-    on exactly these tweets, and the grounder is fine-tuned on them.
-
-    Args:
-        samples: the training tweets, in file order (after any ``data.limit``).
-        fraction: the share in [0, 1]; 1 selects every tweet with an image.
-        seed: the experiment's seed.
-
-    Returns:
-        Indices into ``samples``.
-
-    Raises:
-        ConfigError: ``fraction`` outside [0, 1].
-    """
-    if not 0.0 <= fraction <= 1.0:
-        raise ConfigError(f"manual_fraction must be in [0, 1], got {fraction}")
-    with_image = [i for i, s in enumerate(samples) if s.image_path is not None]
-    rng = random.Random(seed)
-    return set(rng.sample(with_image, round(fraction * len(with_image))))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -571,7 +546,6 @@ __all__ = [
     "WeakLabelReport",
     "load_weak_boxes",
     "pseudo_label",
-    "select_manual",
 ]
 
 

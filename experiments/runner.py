@@ -113,7 +113,7 @@ def apply_grounding_supervision(
     frac = float(grounding.get("manual_fraction", 1.0))
     if frac >= 1.0:
         return train, {"manual_tweets": float(sum(bool(s.boxes) for s in train))}
-    from detectors.weak_labels import select_manual
+    from detectors.manual import select_manual
 
     keep = select_manual(train, frac, seed)
     weak_dir = grounding.get("weak_dir")

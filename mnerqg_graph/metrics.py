@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mnerqg_graph.boxes import as_tensor, pairwise_box_iou
+from mnerqg_graph.boxes import box_iou as tensor_box_iou
 from mnerqg_graph.data.conll import read_conll
 from mnerqg_graph.data.tags import spans_from_tags
 from mnerqg_graph.data.types import Box, Span
@@ -349,24 +351,23 @@ def format_scores(scores: EntityScores) -> str:
 
 
 def box_iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes (continuous pixel coordinates, no +1).
+    """Intersection over union of two boxes: :func:`mnerqg_graph.boxes.box_iou` on two :class:`Box`.
 
     Args:
         a: a box.
         b: another box.
 
     Returns:
-        IoU in [0, 1]; 0 when the union is empty (two degenerate boxes).
+        IoU in [0, 1]; 0 for an empty box or an empty union (see :mod:`mnerqg_graph.boxes`).
     """
-    iw = min(a.xmax, b.xmax) - max(a.xmin, b.xmin)
-    ih = min(a.ymax, b.ymax) - max(a.ymin, b.ymin)
-    inter = max(0.0, iw) * max(0.0, ih)
-    union = a.area + b.area - inter
-    return inter / union if union > 0 else 0.0
+    return float(tensor_box_iou(as_tensor([a]), as_tensor([b]))[0])
 
 
 def _box_hits(pred: Box | None, gold: Sequence[Box], threshold: float) -> bool:
-    return pred is not None and any(box_iou(pred, g) >= threshold for g in gold)
+    if pred is None or not gold:
+        return False
+    iou = pairwise_box_iou(as_tensor([pred]), as_tensor(gold))
+    return bool((iou >= threshold).any())
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ gt_boxes, gt_mask    [N, K, 4], [N,K] gold boxes of the type, normalised xyxy (t
 
 The image is encoded once per tweet (``B`` images, not ``N``) and shared by the tweet's ``T``
 queries through ``example_tweet``; with ``packed`` queries the text is too. The model asks its
-region source (``config.regions``, :data:`detectors.regions.REGION_SOURCE_REGISTRY`) for each
+region source (``config.regions``, :data:`mnerqg_graph.regions.REGION_SOURCE_REGISTRY`) for each
 image's region nodes: ``grid`` cells (each plus a learned per-cell embedding) or ``detector`` boxes
 (each plus a projection of its geometry), a variable number per image, in the graph without
 padding; the grounding head is :class:`~mnerqg_graph.heads.GroundingHead` over grid cells or
@@ -57,11 +57,10 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from detectors.backbones import BACKBONE_REGISTRY, ImageBackbone
-from detectors.regions import REGION_SOURCE_REGISTRY, RegionNodes, RegionSource
 from mnerqg_graph.config import ModelConfig, default_fusion_kwargs
 from mnerqg_graph.data.collate import MrcBatch
 from mnerqg_graph.encoders.features import SHAPES
+from mnerqg_graph.encoders.image import BACKBONE_REGISTRY, ImageBackbone
 from mnerqg_graph.encoders.text import TEXT_ENCODER_REGISTRY, TextEncoder
 from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
@@ -71,6 +70,7 @@ from mnerqg_graph.heads import BoxGroundingHead, ExistenceHead, GroundingHead, S
 from mnerqg_graph.heads.crf import BioCrf
 from mnerqg_graph.heads.features import TokenFeatures
 from mnerqg_graph.plugins import import_plugins
+from mnerqg_graph.regions import REGION_SOURCE_REGISTRY, RegionNodes, RegionSource
 
 if TYPE_CHECKING:
     from mnerqg_graph.decoding import Decoding, Predictions
@@ -787,7 +787,7 @@ def build_region_detector(config: ModelConfig, weights: bool = True) -> nn.Modul
     Raises:
         ConfigError: no detector folder given. CheckpointError: the folder is not a detector's.
     """
-    from detectors.detector import build_detector, load_detector
+    from detectors.detection import build_detector, load_detector
 
     if not weights and config.detector_config:
         spec = config.detector_config

@@ -142,8 +142,8 @@ def test_predict_text_imports_nothing_it_does_not_use(checkpoint: Path) -> None:
         argv = ["predict", "--checkpoint", {str(checkpoint)!r}, "--text", "Kelvo visits Marn"]
         assert main([*argv, "--device", "cpu"]) == 0
         unused = ["matplotlib", "networkx", "sacred", "experiments", "benchmarks", "seqeval",
-                  "mnerqg_graph.viz", "detectors.detector", "detectors.grounder",
-                  "detectors.weak_labels"]
+                  "mnerqg_graph.viz", "detectors", "detectors.detector", "detectors.detection",
+                  "detectors.grounder", "detectors.weak_labels"]
         loaded = [m for m in unused if m in sys.modules]
         assert not loaded, loaded
         assert "torch_geometric" in sys.modules  # (what the model's forward needs)

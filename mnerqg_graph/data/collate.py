@@ -18,7 +18,7 @@ from torch import Tensor
 from mnerqg_graph.data.mrc import MrcExample
 
 if TYPE_CHECKING:
-    from detectors.regions import RegionNodes
+    from mnerqg_graph.regions import RegionNodes
 
 
 def bio_tag_names(types: Sequence[str]) -> list[str]:
@@ -78,7 +78,7 @@ class TweetItem:
         image: ``[3, S, S]`` uint8, or None when the tweet has no usable image.
         grounding_labelled: whether the tweet's boxes are known (see ``Sample``).
         regions: the image's region nodes read from a region cache (one image's tensors, as
-            :meth:`detectors.regions.RegionNodes.per_image` gives them), in place of ``image``;
+            :meth:`mnerqg_graph.regions.RegionNodes.per_image` gives them), in place of ``image``;
             None: the image (if any) is encoded by the model.
     """
 
@@ -154,7 +154,7 @@ def collate(
         pad_id: the tokenizer's padding id.
 
     Items with cached ``regions`` count as having an image; their images are not read, and the
-    batch carries their region nodes (:class:`~detectors.regions.RegionNodes`, in item order).
+    batch carries their region nodes (:class:`~mnerqg_graph.regions.RegionNodes`, in item order).
     """
     exs = [e for it in items for e in it.examples]
     n = len(exs)
@@ -221,7 +221,7 @@ def collate(
             has_image[t] = True
     regions = None
     if cached:
-        from detectors.regions import RegionNodes
+        from mnerqg_graph.regions import RegionNodes
 
         regions = RegionNodes.cat(cached)
     return MrcBatch(

@@ -48,6 +48,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mnerqg_graph.boxes import NormBox, normalise_boxes
 from mnerqg_graph.data.tags import canonical_type, spans_from_tags, tags_from_spans
 from mnerqg_graph.data.types import Sample, Span, Tweet
 from mnerqg_graph.encoders.features import encoder_words, is_url
@@ -63,9 +64,6 @@ Candidate = tuple[int, int, str, float]
 QUERY_ENCODINGS: tuple[str, ...] = ("per_type", "packed")
 #: Position ids of a packed sequence (module docstring).
 PACKED_POSITIONS: tuple[str, ...] = ("sequential", "per_query")
-
-#: A normalised box ``(xmin, ymin, xmax, ymax)`` in [0, 1] image coordinates.
-NormBox = tuple[float, float, float, float]
 
 
 @dataclass(slots=True)
@@ -258,23 +256,20 @@ def _pair_template(tokenizer: PreTrainedTokenizerBase) -> _PairTemplate:
 
 
 def _norm_boxes(sample: Sample, typ: str) -> list[NormBox]:
-    """The boxes of ``typ``'s entities in ``sample``, normalised by the image size, clamped."""
+    """The boxes of ``typ``'s entities in ``sample`` (:func:`~mnerqg_graph.boxes.normalise_boxes`).
+
+    Normalised by the image size and clipped; a box empty after clipping is left out.
+    """
     assert sample.image_size is not None
-    width, height = sample.image_size
-    out: list[NormBox] = []
-    for span, boxes in sample.boxes.items():
-        if canonical_type(span.type) != typ:
-            continue
-        for b in boxes:
-            out.append(
-                (
-                    min(max(b.xmin / width, 0.0), 1.0),
-                    min(max(b.ymin / height, 0.0), 1.0),
-                    min(max(b.xmax / width, 0.0), 1.0),
-                    min(max(b.ymax / height, 0.0), 1.0),
-                )
-            )
-    return out
+    return normalise_boxes(
+        (
+            b
+            for span, boxes in sample.boxes.items()
+            if canonical_type(span.type) == typ
+            for b in boxes
+        ),
+        sample.image_size,
+    )
 
 
 @contextmanager

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.utils import to_dense_batch
 
-from detectors.regions import grid_neighbors, parent_index
+from mnerqg_graph.boxes import box_area, box_intersection, box_iou
 from mnerqg_graph.graph.schema import (
     CROSS,
     EDGE_ATTR_DIM,
@@ -40,6 +40,7 @@ from mnerqg_graph.graph.schema import (
     UNI,
     region_types,
 )
+from mnerqg_graph.regions import grid_neighbors, parent_index
 
 
 @dataclass(frozen=True)
@@ -288,13 +289,9 @@ def _box_pairs(
     device = box_a.device
     dense_a, mask_a = to_dense_batch(box_a, ex_a, batch_size=n_ex)  # [N, Ka, 4]
     dense_b, mask_b = to_dense_batch(box_b, ex_b, batch_size=n_ex)  # [N, Kb, 4]
-    lt = torch.maximum(dense_a[:, :, None, :2], dense_b[:, None, :, :2])
-    rb = torch.minimum(dense_a[:, :, None, 2:], dense_b[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)  # [N, Ka, Kb]
-    area_a = (dense_a[..., 2:] - dense_a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (dense_b[..., 2:] - dense_b[..., :2]).clamp(min=0).prod(-1)
-    iou = inter / (area_a[:, :, None] + area_b[:, None, :] - inter).clamp(min=1e-9)
-    inside = inter / area_a[:, :, None].clamp(min=1e-9)  # share of a inside b
+    pair_a, pair_b = dense_a[:, :, None], dense_b[:, None]  # [N, Ka, 1, 4], [N, 1, Kb, 4]
+    iou = box_iou(pair_a, pair_b)  # [N, Ka, Kb]
+    inside = box_intersection(pair_a, pair_b) / box_area(pair_a).clamp(min=1e-9)  # share of a in b
     valid = mask_a[:, :, None] & mask_b[:, None, :]
     if same_scale:
         eye = torch.eye(valid.size(1), dtype=torch.bool, device=device)

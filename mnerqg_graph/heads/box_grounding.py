@@ -21,26 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnerqg_graph.heads.grounding import box_xyxy_iou
+from mnerqg_graph.boxes import generalized_box_iou, pairwise_box_iou
 
 #: Logit of the padded slots of an example with fewer regions than ``C`` (sigmoid: 0).
 PAD_LOGIT = -1.0e4
 #: Bound of the log-scale refinement of a box's width and height.
 MAX_LOG_SCALE = 1.5
-
-
-def pairwise_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of every box of ``a`` with every box of ``b``, per example.
-
-    Shapes:
-        a: ``[M, C, 4]``; b: ``[M, K, 4]`` xyxy -> ``[M, C, K]``.
-    """
-    lt = torch.maximum(a[:, :, None, :2], b[:, None, :, :2])
-    rb = torch.minimum(a[:, :, None, 2:], b[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
-    return inter / (area_a[:, :, None] + area_b[:, None, :] - inter).clamp(min=1e-9)
 
 
 class BoxGroundingHead(nn.Module):
@@ -118,7 +104,7 @@ class BoxGroundingHead(nn.Module):
             anchors: ``[M, C, 4]``; mask: ``[M, C]``; gt: ``[M, K, 4]``; gt_mask: ``[M, K]``
             -> ``[M, C]``, ``[M, C, 4]``.
         """
-        iou = pairwise_iou(anchors, gt)  # [M, C, K]
+        iou = pairwise_box_iou(anchors, gt)  # [M, C, K]
         iou = iou.masked_fill(~(mask[:, :, None] & gt_mask[:, None, :]), -1.0)
         best_iou, best_gt = iou.max(2)  # per region: the gold box it overlaps most
         pos = best_iou >= self.positive_iou
@@ -168,7 +154,7 @@ class BoxGroundingHead(nn.Module):
             )
         if not pos.any():
             return conf_loss + boxes.sum() * 0.0
-        _, giou = box_xyxy_iou(boxes[pos], box_t[pos])
+        _, giou = generalized_box_iou(boxes[pos], box_t[pos])
         box_loss = F.l1_loss(boxes[pos], box_t[pos], reduction="sum") / n_pos
         return conf_loss + box_loss + (1 - giou).sum() / n_pos
 

@@ -15,23 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def box_xyxy_iou(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
-    """IoU and generalised IoU of paired boxes.
-
-    Shapes:
-        a, b: ``[..., 4]`` xyxy -> iou, giou: ``[...]``.
-    """
-    lt = torch.maximum(a[..., :2], b[..., :2])
-    rb = torch.minimum(a[..., 2:], b[..., 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)
-    area_a = (a[..., 2:] - a[..., :2]).clamp(min=0).prod(-1)
-    area_b = (b[..., 2:] - b[..., :2]).clamp(min=0).prod(-1)
-    union = area_a + area_b - inter
-    iou = inter / union.clamp(min=1e-9)
-    hull = (torch.maximum(a[..., 2:], b[..., 2:]) - torch.minimum(a[..., :2], b[..., :2])).prod(-1)
-    giou = iou - (hull - union) / hull.clamp(min=1e-9)
-    return iou, giou
+from mnerqg_graph.boxes import generalized_box_iou
 
 
 class GroundingHead(nn.Module):
@@ -150,7 +134,7 @@ class GroundingHead(nn.Module):
             )
         if not pos.any():
             return conf_loss
-        _, giou = box_xyxy_iou(boxes[pos], box_t[pos])
+        _, giou = generalized_box_iou(boxes[pos], box_t[pos])
         box_loss = F.l1_loss(boxes[pos], box_t[pos], reduction="sum") / n_pos
         return conf_loss + box_loss + (1 - giou).sum() / n_pos
 

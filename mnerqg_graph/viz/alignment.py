@@ -65,12 +65,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from mnerqg_graph.boxes import NormBox
 from mnerqg_graph.data.mrc import MrcExample
 from mnerqg_graph.data.types import Sample, Span
 from mnerqg_graph.graph.schema import CROSS, QUERY, TOKEN, EdgeType, is_query_token, region_types
-
-#: A normalised ``(xmin, ymin, xmax, ymax)`` box in [0, 1] image coordinates.
-NormBox = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from detectors import (
     grid_neighbors,
     parent_index,
 )
-from detectors.regions import assign_levels
 from mnerqg_graph.errors import CheckpointError, ConfigError
+from mnerqg_graph.regions import assign_levels
 
 TINY: dict[str, dict[str, int]] = {
     "small_cnn": {"width": 8, "out_channels": 16},

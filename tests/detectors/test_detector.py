@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectors.backbones import build_backbone
 from detectors.detector import (
     DETECTOR_REGISTRY,
     Detections,
@@ -25,6 +24,7 @@ from detectors.detector import (
 )
 from mnerqg_graph.data.dataset import load_split
 from mnerqg_graph.data.synth import generate
+from mnerqg_graph.encoders.image import build_backbone
 from mnerqg_graph.errors import CheckpointError, ConfigError
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -287,3 +287,19 @@ def test_box_average_precision_of_known_detections() -> None:
         perfect[1],
     ]
     assert box_average_precision(mixed, gold, ["PER"])["AP50_PER"] == pytest.approx(2 / 3)
+
+
+def test_detection_targets_leave_out_boxes_empty_inside_the_image() -> None:
+    from mnerqg_graph.data.types import Box, Sample, Span, Tweet
+
+    tweet = Tweet("t", ["Kelvo", "in", "Marn"], ["B-PER", "O", "B-LOC"])
+    per, loc = Span(0, 1, "PER"), Span(2, 3, "LOC")
+    boxes = {
+        per: [Box(10, 20, 110, 220), Box(210, 10, 260, 50)],  # the second is right of the image
+        loc: [Box(50, 50, 50, 90)],  # zero width
+    }
+    sample = Sample(tweet, Path("t.jpg"), (200, 400), boxes)
+    (target,) = detection_targets([sample], TYPES)
+    assert torch.allclose(target["boxes"], torch.tensor([[0.05, 0.05, 0.55, 0.55]]))
+    assert target["labels"].tolist() == [0]
+    assert not target["boxes"].isnan().any()

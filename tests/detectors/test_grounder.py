@@ -21,7 +21,7 @@ from detectors.grounder import (
     pretrain,
     save_grounder,
 )
-from detectors.weak_labels import select_manual
+from detectors.manual import select_manual
 from mnerqg_graph.data.dataset import load_split
 from mnerqg_graph.data.synth import generate
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError

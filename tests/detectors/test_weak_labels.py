@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from detectors.grounder import VisualGrounder, predict_image_set, save_grounder
-from detectors.weak_labels import load_weak_boxes, pseudo_label, select_manual
+from detectors.manual import select_manual
+from detectors.weak_labels import load_weak_boxes, pseudo_label
 from mnerqg_graph.data.dataset import load_split
 from mnerqg_graph.data.synth import generate
 from mnerqg_graph.data.types import Sample
@@ -79,7 +80,7 @@ def test_pseudo_labels_round_trip_through_voc(
     assert report.boxes == sum(len(read_voc(x).objects) for x in xmls)
     assert report.below_threshold == report.zero_area == 0
 
-    from detectors.detector import load_image_set
+    from detectors.images import load_image_set
 
     todo = [s for s in train if s.image_path is not None and s.tweet.entities]
     images = load_image_set(todo, model.image_size)

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detectors.detector import DETECTOR_REGISTRY, Detections, DetectorBackend
+from detectors.detection import DETECTOR_REGISTRY, Detections, DetectorBackend
 from mnerqg_graph.data.types import Box, Sample, Span, Tweet
 from tests.helpers import TWEETS, write_image
 

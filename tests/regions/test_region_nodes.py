@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from detectors.detector_regions import DetectorRegions
-from detectors.regions import REGION_SOURCE_REGISTRY, RegionNodes, build_region_source
 from mnerqg_graph.graph.builder import BoxLayout, GraphSpec, build_graph
+from mnerqg_graph.regions import REGION_SOURCE_REGISTRY, RegionNodes, build_region_source
+from mnerqg_graph.regions.detector import DetectorRegions
 from tests.helpers import count_calls
 from tests.regions.helpers import FixedBoxes
 

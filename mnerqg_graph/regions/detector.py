@@ -2,7 +2,7 @@
 
 Each image gives at most ``max_regions`` of its detections whose score passes ``score_threshold``
 (the best first); each box is assigned, FPN-style, to the scale that fits its size
-(:func:`detectors.regions.assign_levels`) and RoIAligned (:func:`torchvision.ops.roi_align`) from
+(:func:`mnerqg_graph.regions.assign_levels`) and RoIAligned (:func:`torchvision.ops.roi_align`) from
 that scale's map. A node's geometry ``[x0, y0, x1, y1, area, score, one-hot class]`` goes with its
 feature. An image may have no box at all (its tweet keeps its ``image`` node); nothing is padded.
 Everything is computed for the whole batch at once: no Python loop over images or boxes.
@@ -15,14 +15,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from detectors.regions import (
+from mnerqg_graph.errors import ConfigError
+from mnerqg_graph.regions.sources import (
     REGION_SOURCE_REGISTRY,
     BoxDetections,
     RegionNodes,
     RegionSource,
     assign_levels,
 )
-from mnerqg_graph.errors import ConfigError
 
 #: Geometry features before the class one-hot: x0, y0, x1, y1, area, score.
 GEOMETRY_BASE = 6
@@ -38,7 +38,7 @@ class DetectorRegions(RegionSource):
         score_threshold: detections under this score are not used.
         num_classes: the detector's classes (the size of the class one-hot).
         canonical_size: normalised box side assigned to the middle scale
-            (see :func:`~detectors.regions.assign_levels`).
+            (see :func:`~mnerqg_graph.regions.assign_levels`).
         pool_size: RoIAlign output side before averaging.
         sampling_ratio: RoIAlign sampling points per bin side.
 

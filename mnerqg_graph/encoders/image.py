@@ -114,7 +114,7 @@ class ImageBackbone(nn.Module):
             CheckpointError: the file is missing, unreadable, or its keys/shapes do not match.
         """
         state = load_state_dict_file(weights)
-        _load_into(self, state, weights, what=type(self).__name__)
+        load_weights_into(self, state, weights, what=type(self).__name__)
 
 
 BACKBONE_REGISTRY: Registry[ImageBackbone] = Registry(
@@ -218,10 +218,20 @@ def _require_torchvision(what: str) -> None:
         ) from None
 
 
-def _load_into(
+def load_weights_into(
     module: nn.Module, state: Mapping[str, Tensor], source: str | Path, what: str
 ) -> None:
-    """``module.load_state_dict(state, strict=True)`` with a one-line error naming ``source``."""
+    """``module.load_state_dict(state, strict=True)`` with a one-line error naming ``source``.
+
+    Args:
+        module: the module to load into.
+        state: its state dict (e.g. from :func:`load_state_dict_file`).
+        source: the file the weights come from (named in the error).
+        what: what ``module`` is, for the error ("the trunk of ...").
+
+    Raises:
+        CheckpointError: missing, unexpected or mis-shaped keys (the first three of each kind).
+    """
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -276,14 +286,14 @@ class _PretrainedFPNBackbone(ImageBackbone):
         """
         state = load_state_dict_file(weights)
         if any(k.startswith(("body.", "fpn.")) for k in state):
-            _load_into(self, state, weights, what=type(self).__name__)
+            load_weights_into(self, state, weights, what=type(self).__name__)
             return
         trunk = {
             k[len(self._trunk_prefix) :]: v
             for k, v in state.items()
             if k.startswith(self._trunk_prefix) and not k.startswith(self._head_prefixes)
         }
-        _load_into(self.body, trunk, weights, what=f"the trunk of {type(self).__name__}")
+        load_weights_into(self.body, trunk, weights, what=f"the trunk of {type(self).__name__}")
 
     def train(self, mode: bool = True) -> _PretrainedFPNBackbone:
         """Set training mode; a frozen trunk stays in eval mode (fixed BatchNorm statistics)."""

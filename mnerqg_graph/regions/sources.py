@@ -16,11 +16,11 @@ Registered sources (``REGION_SOURCE_REGISTRY``):
 ``detector``
     Up to ``max_regions`` detections per image over a score threshold, each RoIAligned from the
     scale that fits its size, with its geometry (box, area, score, class) as node features
-    (:mod:`detectors.detector_regions`; needs torchvision).
+    (:mod:`mnerqg_graph.regions.detector`; needs torchvision).
 ``detector_boxes``
     Boxes from a detector, each assigned to the scale that matches its size and RoIAligned from that
     scale's map, padded to a fixed count per scale with a mask (:meth:`RegionSource.regions` only;
-    :func:`detectors.detector.detection_regions` uses it).
+    :func:`detectors.detection.regions.detection_regions` uses it).
 
 Helpers used by the graph builder: :func:`grid_boxes`, :func:`grid_neighbors`, :func:`parent_index`.
 All index computations are vectorised (no Python loops over cells or boxes).
@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import Tensor, nn
 
+from mnerqg_graph.boxes import box_area, box_intersection
 from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.registry import Registry
 
@@ -190,7 +191,7 @@ class RegionSet:
 
 
 class BoxDetections(Protocol):
-    """What a box source reads from a detector's output (see ``detectors.detector.Detections``).
+    """What a box source reads from a detector's output (see ``detectors.detection.Detections``).
 
     Shapes:
         - boxes: ``[K, 4]`` normalised xyxy; scores: ``[K]``; labels: ``[K]`` int64 class indices.
@@ -519,11 +520,8 @@ def assign_levels(
 
 def _containment(child: Tensor, parent: Tensor) -> Tensor:
     """Fraction of each child box's area inside each parent box, ``[B, Nc, 4] x [B, Np, 4]``."""
-    lt = torch.maximum(child[:, :, None, :2], parent[:, None, :, :2])
-    rb = torch.minimum(child[:, :, None, 2:], parent[:, None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(-1)  # (B, Nc, Np)
-    area = (child[:, :, 2:] - child[:, :, :2]).clamp(min=0).prod(-1)  # (B, Nc)
-    return inter / area.clamp(min=1e-12).unsqueeze(-1)
+    inter = box_intersection(child[:, :, None], parent[:, None])  # (B, Nc, Np)
+    return inter / box_area(child).clamp(min=1e-12).unsqueeze(-1)
 
 
 @REGION_SOURCE_REGISTRY.register("detector_boxes")

@@ -30,8 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from detectors.backbones import _load_into, load_state_dict_file
-from detectors.detector import Detections, DetectorBackend, Target, _as_image_list
+from detectors.detection.base import (
+    DETECTOR_REGISTRY,
+    Detections,
+    DetectorBackend,
+    Target,
+    as_image_list,
+)
+from mnerqg_graph.encoders.image import load_state_dict_file, load_weights_into
 from mnerqg_graph.errors import ConfigError
 
 #: The one-line install instruction shown when detectron2 is missing.
@@ -50,6 +56,7 @@ def detectron2_available() -> bool:
     return importlib.util.find_spec("detectron2") is not None
 
 
+@DETECTOR_REGISTRY.register("detectron2")
 class Detectron2Backend(DetectorBackend):
     """detectron2 GeneralizedRCNN (Faster R-CNN by default) over the entity types.
 
@@ -132,7 +139,7 @@ class Detectron2Backend(DetectorBackend):
             for key in [k for k in own if k.startswith("roi_heads.box_predictor.")]:
                 if key in state and state[key].shape != own[key].shape:
                     state[key] = own[key]
-            _load_into(self.model, state, weights, what=f"detectron2 {config_file}")
+            load_weights_into(self.model, state, weights, what=f"detectron2 {config_file}")
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (the weights file is not recorded: the checkpoint holds it)."""
@@ -162,7 +169,7 @@ class Detectron2Backend(DetectorBackend):
         from detectron2.structures import Boxes, Instances
         from detectron2.utils.events import EventStorage
 
-        imgs = _as_image_list(images)
+        imgs = as_image_list(images)
         if len(imgs) != len(targets):
             raise ValueError(f"{len(imgs)} images but {len(targets)} targets")
         inputs = []
@@ -182,7 +189,7 @@ class Detectron2Backend(DetectorBackend):
     @torch.no_grad()
     def detect(self, images: Tensor | Sequence[Tensor]) -> list[Detections]:
         """Detections per image, best first (boxes normalised by the input image size)."""
-        imgs = _as_image_list(images)
+        imgs = as_image_list(images)
         inputs = []
         for img in imgs:
             x, _ = self._resize(img)

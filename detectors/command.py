@@ -1,0 +1,38 @@
+"""How the detectors package's commands run as scripts: a user error is one line and exit code 2.
+
+Used by ``python -m detectors.detector``, ``python -m detectors.grounder`` and the
+``mnerqg pseudo-label`` module (:mod:`detectors.weak_labels`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from mnerqg_graph.errors import MnerqgError
+
+
+def run_main(
+    main_fn: Callable[[list[str] | None], int], prog: str, argv: list[str] | None = None
+) -> int:
+    """Run a command's ``main`` as a script: a user error prints one line and exits with 2.
+
+    Args:
+        main_fn: the command's ``main(argv) -> int``.
+        prog: the program name for the error line.
+        argv: the arguments; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit code.
+    """
+    try:
+        return main_fn(argv)
+    except MnerqgError as exc:
+        print(f"{prog}: error: {exc}".splitlines()[0], file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: error: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["run_main"]
