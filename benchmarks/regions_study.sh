@@ -72,8 +72,8 @@ say "frozen image side, reading the images"
   --set model.detector=$DET model.freeze_image=True \
   model.backbone_kwargs.weights=$WORK/cache_det/backbone.safetensors \
   --runs "$OUT/det_nocache.jsonl" --out "$OUT/det_nocache.md"
-# 6. detector regions with the backbone trained (seed 0; the detector runs every step)
+# 6. detector regions with the backbone trained (three seeds; the detector runs every step)
 say "detector regions, trained backbone"
-"${CF[@]}" --seeds 0 --configs hetero_gat+detector_regions --set model.detector=$DET \
+"${CF[@]}" --seeds 0 1 2 --configs hetero_gat+detector_regions --set model.detector=$DET \
   --runs "$OUT/det_trained.jsonl" --out "$OUT/det_trained.md"
 say "done"
