@@ -6,10 +6,12 @@ Used by ``python -m detectors.detector``, ``python -m detectors.grounder`` and t
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
+from typing import Any
 
-from mnerqg_graph.errors import MnerqgError
+from mnerqg_graph.errors import ConfigError, MnerqgError
 
 
 def run_main(
@@ -35,4 +37,23 @@ def run_main(
         return 130
 
 
-__all__ = ["run_main"]
+def json_object_option(flag: str, text: str) -> dict[str, Any]:
+    """The value of a command-line option that takes options as a JSON object.
+
+    Args:
+        flag: the option, for the error (``--backbone-kwargs``).
+        text: what was given.
+
+    Raises:
+        ConfigError: ``text`` is not JSON, or not an object.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{flag} is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{flag} must be a JSON object")
+    return value
+
+
+__all__ = ["json_object_option", "run_main"]

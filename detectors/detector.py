@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
-from detectors.command import run_main
+from detectors.command import json_object_option, run_main
 from detectors.detection import (
     DETECTOR_REGISTRY,
     Detections,
@@ -50,7 +50,6 @@ from detectors.detection import (
 from detectors.images import ImageSet, load_image_set
 from detectors.training import TrainResult
 from mnerqg_graph.environment import resolve_device
-from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.io import atomic_write_text
 
 PROG = "python -m detectors.detector"
@@ -164,12 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         kwargs: dict[str, Any] = {}
         if args.backend_kwargs is not None:
-            try:
-                kwargs = json.loads(args.backend_kwargs)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"--backend-kwargs is not JSON: {exc}") from None
-            if not isinstance(kwargs, dict):
-                raise ConfigError("--backend-kwargs must be a JSON object")
+            kwargs = json_object_option("--backend-kwargs", args.backend_kwargs)
         for key in ("arch", "weights", "weights_backbone", "min_size", "max_size"):
             if getattr(args, key) is not None:
                 kwargs[key] = getattr(args, key)

@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
-from detectors.command import run_main
+from detectors.command import json_object_option, run_main
 from detectors.detection.data import normalised_boxes
 from detectors.images import ImageSet, load_image_set
 from detectors.manual import select_manual
@@ -785,10 +785,11 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     if args.command == "pretrain":
-        try:
-            bk = json.loads(args.backbone_kwargs) if args.backbone_kwargs else None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--backbone-kwargs is not JSON: {exc}") from None
+        bk = (
+            json_object_option("--backbone-kwargs", args.backbone_kwargs)
+            if args.backbone_kwargs
+            else None
+        )
         types = [t.strip() for t in args.types.split(",")] if args.types else None
         _, result = pretrain(
             args.data,

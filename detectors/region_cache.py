@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from detectors.command import json_object_option
 from mnerqg_graph.errors import ConfigError, DataError
 
 CACHE_KIND = "region_cache"
@@ -471,12 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     from mnerqg_graph.regions import build_region_source
 
     args = build_parser().parse_args(argv)
-    try:
-        kwargs = json.loads(args.backbone_kwargs)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--backbone-kwargs is not JSON: {exc}") from None
-    if not isinstance(kwargs, dict):
-        raise ConfigError("--backbone-kwargs must be a JSON object")
+    kwargs = json_object_option("--backbone-kwargs", args.backbone_kwargs)
     torch.manual_seed(args.seed)
     backbone = build_backbone(args.backbone, **kwargs)
     if args.backbone_weights:
