@@ -260,7 +260,7 @@ def run_one(
         },
     }
     if fusion is not None:
-        updates = merge(updates, {"model": {"fusion": fusion}})
+        updates = merge(updates, {"model": {"fusion": {"name": fusion}}})
     if args.epochs is not None:
         updates = merge(updates, {"optim": {"epochs": args.epochs}})
     if args.device is not None:
@@ -278,7 +278,7 @@ def run_one(
     row: dict[str, Any] = {
         "config": spec,
         "seed": seed,
-        "fusion": cfg["model"]["fusion"],
+        "fusion": cfg["model"]["fusion"]["name"],
         "named_configs": configs,
     }
     for key in _TEST_KEYS:

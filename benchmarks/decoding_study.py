@@ -77,7 +77,7 @@ def collect(
     with torch.no_grad():
         for k in range(0, len(items), batch_size):
             chunk = items[k : k + batch_size]
-            fwd = model(collate(chunk, cfg.max_span_len, cfg.image_size, pad_id))
+            fwd = model(collate(chunk, cfg.heads.max_span_len, cfg.image.image_size, pad_id))
             ps, pe, pm, cand = model.span_probabilities(fwd)
             pex = torch.sigmoid(fwd.existence_logits).tolist()
             row = 0
@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = model.config
     inputs = processor.replace(image_size=None)([Sample(t) for t in tweets])
     probs = collect(model, inputs.items, args.batch_size, inputs.pad_id)
-    own = (float(cfg.span_threshold), float(cfg.existence_threshold))
+    own = (float(cfg.decoding.span_threshold), float(cfg.decoding.existence_threshold))
     result = study(probs, [list(t.tags) for t in tweets], own)
     text = markdown(result, own, args.checkpoint)
     print(text, end="")

@@ -20,7 +20,7 @@ Steps (each timed):
    ``weak``    gold boxes on the manual share, the grounder's weak boxes (confidence >=
                ``--weak-threshold``) on the other tweets;
    ``manual``  gold boxes on the manual share only;
-   ``none``    no grounding supervision (``model.loss_weights.grounding=0``): the grounding head
+   ``none``    no grounding supervision (``model.losses.weights.grounding=0``): the grounding head
                is never trained, and its accuracy is simply measured, as for the others.
 
 The report is a Markdown table (entity F1, F1 on ambiguous mentions, grounding accuracy and "none"
@@ -72,7 +72,9 @@ def _grounding_updates(
     if variant == "manual":
         return {"manual_fraction": manual_fraction, "weak_dir": None}, {}
     if variant == "none":
-        return {"manual_fraction": 1.0, "weak_dir": None}, {"loss_weights": {"grounding": 0.0}}
+        return {"manual_fraction": 1.0, "weak_dir": None}, {
+            "losses": {"weights": {"grounding": 0.0}}
+        }
     raise ValueError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
 
 

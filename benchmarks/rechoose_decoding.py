@@ -62,14 +62,18 @@ def rechoose(record: dict[str, Any], data_root: Path, batch_size: int = 32) -> d
     chosen, scored, by_decoder = choose_decoding(
         model, inputs["valid"], types, None, "f1", batch_size, device
     )
-    own = (cfg.decoder, float(cfg.span_threshold), float(cfg.existence_threshold))
+    own = (
+        cfg.decoding.decoder,
+        float(cfg.decoding.span_threshold),
+        float(cfg.decoding.existence_threshold),
+    )
     print(f"{ckpt}: kept {own}, valid f1 {record['result'].get('valid/f1', float('nan')):.4f}")
     print(f"{ckpt}: chosen {chosen}, valid f1 {scored['f1']:.4f}")
     print(f"{ckpt}: best valid f1 by decoder: {by_decoder}")
     if chosen == own:
         return record
-    cfg.decoder = chosen[0]
-    cfg.span_threshold, cfg.existence_threshold = chosen[1], chosen[2]
+    cfg.decoding.decoder = chosen[0]
+    cfg.decoding.span_threshold, cfg.decoding.existence_threshold = chosen[1], chosen[2]
     model.save_pretrained(ckpt, processor)
     preds = predict(model, inputs["test"], batch_size=batch_size, device=device)
     test = score_predictions(inputs["test"].samples, preds, types)
@@ -77,9 +81,9 @@ def rechoose(record: dict[str, Any], data_root: Path, batch_size: int = 32) -> d
     result.update({f"test/{k}": float(v) for k, v in test.items()})
     result.update({f"valid/{k}": float(v) for k, v in scored.items()})
     result.update(
-        span_threshold=float(cfg.span_threshold),
-        existence_threshold=float(cfg.existence_threshold),
-        tag_decoder=float(cfg.decoder == "tags"),
+        span_threshold=float(cfg.decoding.span_threshold),
+        existence_threshold=float(cfg.decoding.existence_threshold),
+        tag_decoder=float(cfg.decoding.decoder == "tags"),
     )
     print(f"{ckpt}: test f1 {test['f1']:.4f} (was {record['result'].get('test/f1', 0):.4f})")
     return {**record, "result": result, "decoding_rechosen": time.strftime("%Y-%m-%d")}

@@ -56,7 +56,7 @@ say "frozen image side, from the caches"
 "${CF[@]}" --seeds 0 1 2 --configs hetero_gat --set data.region_cache=$WORK/cache_grid \
   --runs "$OUT/grid_cache.jsonl" --out "$OUT/grid_cache.md"
 "${CF[@]}" --seeds 0 1 2 --configs hetero_gat+detector_regions \
-  --set model.detector=$DET data.region_cache=$WORK/cache_det \
+  --set model.image.detector=$DET data.region_cache=$WORK/cache_det \
   --runs "$OUT/det_cache.jsonl" --out "$OUT/det_cache.md"
 # 4. the demo as it trains by default: grid regions, the backbone trained (three seeds)
 say "grid, trained backbone"
@@ -66,14 +66,14 @@ say "grid, trained backbone"
 #    metrics equal to 3.'s seed 0
 say "frozen image side, reading the images"
 "${CF[@]}" --seeds 0 --configs hetero_gat \
-  --set model.freeze_image=True model.backbone_kwargs.weights=$WORK/cache_grid/backbone.safetensors \
+  --set model.image.freeze_image=True model.image.backbone_kwargs.weights=$WORK/cache_grid/backbone.safetensors \
   --runs "$OUT/grid_nocache.jsonl" --out "$OUT/grid_nocache.md"
 "${CF[@]}" --seeds 0 --configs hetero_gat+detector_regions \
-  --set model.detector=$DET model.freeze_image=True \
-  model.backbone_kwargs.weights=$WORK/cache_det/backbone.safetensors \
+  --set model.image.detector=$DET model.image.freeze_image=True \
+  model.image.backbone_kwargs.weights=$WORK/cache_det/backbone.safetensors \
   --runs "$OUT/det_nocache.jsonl" --out "$OUT/det_nocache.md"
 # 6. detector regions with the backbone trained (three seeds; the detector runs every step)
 say "detector regions, trained backbone"
-"${CF[@]}" --seeds 0 1 2 --configs hetero_gat+detector_regions --set model.detector=$DET \
+"${CF[@]}" --seeds 0 1 2 --configs hetero_gat+detector_regions --set model.image.detector=$DET \
   --runs "$OUT/det_trained.jsonl" --out "$OUT/det_trained.md"
 say "done"

@@ -65,7 +65,8 @@ def tiny_checkpoint(
         use_image: build the image branch (False: ``fusion=none``, text-only).
         span_bias: the span heads' start/end output bias (None: as initialised); -0.15 makes
             a random model predict a few spans per tweet, some right, most wrong.
-        **config: other :class:`~mnerqg_graph.config.ModelConfig` fields.
+        **config: other :class:`~mnerqg_graph.config.ModelConfig` settings by section
+            (``heads={"tag_head": True}``: merged into the section's tiny values).
 
     Returns:
         The checkpoint folder.
@@ -92,19 +93,18 @@ def tiny_checkpoint(
         intermediate_size=64,
         seed=seed,
     )
-    kw: dict[str, Any] = dict(
-        types=list(queries),
-        text_encoder=str(enc),
-        hidden_dim=32,
-        fusion_layers=1,
-        fusion_kwargs={"heads": 2},
-        backbone_kwargs={"width": 8, "out_channels": 16, "min_stride": 16},
-        casing_dim=4,
-    )
+    sections: dict[str, dict[str, Any]] = {
+        "encoder": {"name": str(enc), "casing_dim": 4},
+        "graph": {"hidden_dim": 32},
+        "fusion": {"layers": 1, "kwargs": {"heads": 2}},
+        "image": {"backbone_kwargs": {"width": 8, "out_channels": 16, "min_stride": 16}},
+    }
     if not use_image:
-        kw.update(fusion="none", use_image=False, fusion_kwargs={})
-    kw.update(config)
-    cfg = ModelConfig(**kw)
+        sections["fusion"].update(name="none", kwargs={})
+        sections["image"]["use_image"] = False
+    for name, values in config.items():
+        sections.setdefault(name, {}).update(values)
+    cfg = ModelConfig(types=list(queries), **sections)  # type: ignore[arg-type]
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
     if span_bias is not None:

@@ -194,11 +194,13 @@ def open_for_model(path: str | Path, model: Any, adopt_backbone: bool = False) -
     if model.backbone is None or model.region_source is None:
         raise ConfigError(f"data.region_cache={path}: the model has no image branch to feed")
     want = {
-        "backbone": cfg.backbone,
-        "backbone_kwargs": {k: v for k, v in cfg.backbone_kwargs.items() if k not in _NOT_ARCH},
-        "image_size": cfg.image_size,
-        "num_scales": cfg.num_scales,
-        "regions": cfg.regions,
+        "backbone": cfg.image.backbone,
+        "backbone_kwargs": {
+            k: v for k, v in cfg.image.backbone_kwargs.items() if k not in _NOT_ARCH
+        },
+        "image_size": cfg.image.image_size,
+        "num_scales": cfg.image.num_scales,
+        "regions": cfg.image.regions,
     }
     for key, value in want.items():
         if meta.get(key) != value:
@@ -212,7 +214,7 @@ def open_for_model(path: str | Path, model: Any, adopt_backbone: bool = False) -
                 f"{cache.path / META_NAME}: the cache was made with region option {key}={value!r}, "
                 f"the model has {getattr(model.region_source, key)!r}"
             )
-    if adopt_backbone and cfg.backbone_kwargs.get("weights") is None:
+    if adopt_backbone and cfg.image.backbone_kwargs.get("weights") is None:
         try:
             model.backbone.load_state_dict(cache.backbone_state())
         except RuntimeError as exc:

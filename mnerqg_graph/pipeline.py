@@ -140,7 +140,9 @@ def predict_grid(
     dev = _device(model, device)
     by_length = sorted(inputs.items, key=lambda it: max(len(ex.input_ids) for ex in it.examples))
     for chunk in _batches(by_length, batch_size):  # similar lengths together: less padding
-        batch = collate_mod.collate(chunk, cfg.max_span_len, cfg.image_size, inputs.pad_id)
+        batch = collate_mod.collate(
+            chunk, cfg.heads.max_span_len, cfg.image.image_size, inputs.pad_id
+        )
         batch = batch.to(dev)
         with inference_precision(dev):
             out = model(batch, span_floor=floor)

@@ -264,7 +264,7 @@ class MnerqgProcessor:
         """
         proc = cls.from_model_config(model.config, tokenizer, queries)
         return proc.replace(
-            image_size=model.config.image_size if model.backbone is not None else None,
+            image_size=model.config.image.image_size if model.backbone is not None else None,
             max_positions=getattr(model.text_encoder, "max_positions", None),
         )
 
@@ -281,13 +281,13 @@ class MnerqgProcessor:
         return cls(
             tokenizer,
             dict(queries),
-            max_length=int(config.max_length),
-            max_span_len=int(config.max_span_len),
-            image_size=int(config.image_size) if config.use_image else None,
-            url_word=str(config.url_word),
-            query_encoding=str(config.query_encoding),
-            packed_positions=str(config.packed_positions),
-            packed_separators=bool(config.packed_separators),
+            max_length=int(config.encoder.max_length),
+            max_span_len=int(config.heads.max_span_len),
+            image_size=int(config.image.image_size) if config.image.use_image else None,
+            url_word=str(config.encoder.url_word),
+            query_encoding=str(config.encoder.query_encoding),
+            packed_positions=str(config.encoder.packed_positions),
+            packed_separators=bool(config.encoder.packed_separators),
         )
 
     def replace(self, **changes: Any) -> MnerqgProcessor:
@@ -318,11 +318,11 @@ class MnerqgProcessor:
         cfg = model.config
         want = {
             "types": list(cfg.types),
-            "query_encoding": cfg.query_encoding,
-            "packed_positions": cfg.packed_positions,
-            "packed_separators": cfg.packed_separators,
-            "max_span_len": cfg.max_span_len,
-            "image_size": cfg.image_size if model.backbone is not None else None,
+            "query_encoding": cfg.encoder.query_encoding,
+            "packed_positions": cfg.encoder.packed_positions,
+            "packed_separators": cfg.encoder.packed_separators,
+            "max_span_len": cfg.heads.max_span_len,
+            "image_size": cfg.image.image_size if model.backbone is not None else None,
         }
         have = {
             "types": self.types,

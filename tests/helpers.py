@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
-from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.config import (
+    EncoderConfig,
+    FusionConfig,
+    GraphConfig,
+    ImageConfig,
+    ModelConfig,
+)
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.data.types import Box, Sample, Span, Tweet
 from mnerqg_graph.processing import MnerqgProcessor
@@ -59,26 +65,27 @@ def samples(tmp: Path) -> list[Sample]:
     ]
 
 
-def tiny_config(encoder: Path, **over: object) -> ModelConfig:
-    """A tiny model config (32-dim, 1 fusion layer, 64 px images)."""
+def tiny_config(encoder: Path, over: Mapping[str, object] | None = None) -> ModelConfig:
+    """A tiny model config (32-dim, 1 fusion layer, 64 px images).
+
+    Args:
+        encoder: the text encoder directory.
+        over: settings changed after those, by dotted path (``{"heads.tag_head": True}``).
+    """
     from mnerqg_graph.data.queries import load_queries
 
-    kw: dict[str, object] = dict(
+    cfg = ModelConfig(
         types=list(load_queries()),
-        text_encoder=str(encoder),
-        hidden_dim=32,
-        fusion_layers=1,
-        fusion_kwargs={"heads": 2},
-        backbone_kwargs={"width": 8, "out_channels": 16},
-        image_size=64,
-        casing_dim=4,
+        encoder=EncoderConfig(name=str(encoder), casing_dim=4),
+        image=ImageConfig(backbone_kwargs={"width": 8, "out_channels": 16}, image_size=64),
+        graph=GraphConfig(hidden_dim=32),
+        fusion=FusionConfig(layers=1, kwargs={"heads": 2}),
     )
-    kw.update(over)
-    return ModelConfig(**kw)  # type: ignore[arg-type]
+    return cfg.updated(over) if over else cfg
 
 
 def processor(encoder: Path, cfg: ModelConfig) -> MnerqgProcessor:
-    """The processor of ``cfg`` with the default queries (images at ``cfg.image_size``)."""
+    """The processor of ``cfg`` with the default queries (images at ``cfg.image.image_size``)."""
     from transformers import AutoTokenizer
 
     from mnerqg_graph.data.queries import load_queries
@@ -88,11 +95,11 @@ def processor(encoder: Path, cfg: ModelConfig) -> MnerqgProcessor:
     return MnerqgProcessor(
         tok,
         load_queries(),
-        max_length=cfg.max_length,
-        max_span_len=cfg.max_span_len,
-        image_size=cfg.image_size,
-        query_encoding=cfg.query_encoding,
-        packed_positions=cfg.packed_positions,
+        max_length=cfg.encoder.max_length,
+        max_span_len=cfg.heads.max_span_len,
+        image_size=cfg.image.image_size,
+        query_encoding=cfg.encoder.query_encoding,
+        packed_positions=cfg.encoder.packed_positions,
     )
 
 
@@ -102,7 +109,9 @@ def items_and_batch(
     """Tweet items and their collated batch."""
     proc = processor(encoder, cfg)
     items = proc(smp).items
-    return items, collate(items, cfg.max_span_len, cfg.image_size, proc.tokenizer.pad_token_id)
+    return items, collate(
+        items, cfg.heads.max_span_len, cfg.image.image_size, proc.tokenizer.pad_token_id
+    )
 
 
 def count_calls(fn: Callable[..., object], *args: object, **kwargs: object) -> int:

@@ -36,7 +36,7 @@ ALLOWED_PACKAGE_CYCLES: set[frozenset[str]] = set()
 
 #: The only imports of ``detectors`` from ``mnerqg_graph``, deferred ones included, with the reason.
 ALLOWED_CORE_TO_DETECTORS: set[tuple[str, str]] = {
-    # a model with ``model.regions=detector`` builds or loads its frozen detector when it is built
+    # a model with ``model.image.regions=detector`` builds or loads its frozen detector when built
     ("mnerqg_graph.model", "detectors"),
     ("mnerqg_graph.model", "detectors.detection"),
 }

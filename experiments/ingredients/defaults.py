@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sacred.config.config_dict import ConfigDict
@@ -64,23 +64,38 @@ def _first_sentence(text: str) -> str:
     return re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "").strip()
 
 
-def dataclass_defaults(cls: type, exclude: Iterable[str] = (), **required: Any) -> DataclassConfig:
+def dataclass_defaults(
+    cls: type,
+    exclude: Iterable[str] = (),
+    docs: Mapping[str, str] | None = None,
+    **required: Any,
+) -> DataclassConfig:
     """A Sacred configuration holding the defaults of dataclass ``cls``.
+
+    A field that is itself a dataclass (a section of :class:`mnerqg_graph.config.ModelConfig`)
+    becomes a nested entry, whose keys are documented from that dataclass's docstring.
 
     Args:
         cls: the config dataclass (e.g. :class:`mnerqg_graph.config.ModelConfig`).
         exclude: fields that are not part of this ingredient (set elsewhere by the experiment).
+        docs: comments that replace the docstring's for these (dotted) keys.
         required: values for the fields without a default, only to build the default instance
             (they are dropped when also excluded).
 
     Returns:
         A config to append to an ingredient's ``configurations``.
     """
-    defaults = dataclasses.asdict(cls(**required))
+    instance = cls(**required)
+    defaults = dataclasses.asdict(instance)
     skip = set(exclude)
     values = {k: v for k, v in defaults.items() if k not in skip}
-    docs = {k: v for k, v in field_docs(cls).items() if k in values}
-    return DataclassConfig(values, docs)
+    comments = {k: v for k, v in field_docs(cls).items() if k in values}
+    for name in values:
+        section = getattr(instance, name)
+        if dataclasses.is_dataclass(section):  # a nested section: its own fields' docs
+            comments.update({f"{name}.{k}": v for k, v in field_docs(type(section)).items()})
+    comments.update(docs or {})
+    return DataclassConfig(values, comments)
 
 
 class DataclassConfig(ConfigDict):

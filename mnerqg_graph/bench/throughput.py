@@ -103,7 +103,11 @@ SPAN_BIAS = -4.0
 TINY_ENCODER = {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128}
 #: What the ``twitter2017`` named config changes in the model (``experiments/train.py``), used
 #: with ``--encoder minilm``, which benchmarks the real-data model (a test keeps the two equal).
-REAL_DATA_MODEL: dict[str, Any] = {"max_span_len": 10, "url_word": "url", "tag_head": True}
+REAL_DATA_MODEL: dict[str, Any] = {
+    "heads.max_span_len": 10,
+    "encoder.url_word": "url",
+    "heads.tag_head": True,
+}
 
 
 @dataclass
@@ -264,7 +268,7 @@ def build_models(
     """
     from transformers import AutoConfig, AutoTokenizer
 
-    from mnerqg_graph.config import ModelConfig
+    from mnerqg_graph.config import EncoderConfig, ModelConfig
     from mnerqg_graph.model import build_model
     from mnerqg_graph.processing import MnerqgProcessor
 
@@ -275,28 +279,31 @@ def build_models(
     variants: list[tuple[str, dict[str, Any]]] = [
         (
             "full" if k == 0 else f"full/{mode}",
-            {"fusion": fusion, "use_image": True, "query_encoding": mode},
+            {"fusion.name": fusion, "image.use_image": True, "encoder.query_encoding": mode},
         )
         for k, mode in enumerate(modes)
     ]
-    text_only = {"fusion": "none", "use_image": False, "query_encoding": modes[0]}
+    text_only = {
+        "fusion.name": "none",
+        "image.use_image": False,
+        "encoder.query_encoding": modes[0],
+    }
     variants.append(("text_only", text_only))
     for name, over in variants:
-        mode = over["query_encoding"]
+        mode = over["encoder.query_encoding"]
         own_queries = (mode_queries or {}).get(mode, queries)
         if list(own_queries) != list(queries):
             raise SystemExit(f"bench: the {mode} queries ask other types than the others")
         torch.manual_seed(0)
+        base = ModelConfig(types=list(own_queries), encoder=EncoderConfig(name=encoder))
         net = build_model(
-            ModelConfig(
-                types=list(own_queries),
-                text_encoder=encoder,
-                hidden_dim=hidden_dim,  # every other field: the defaults, the experiment's too
-                **{
+            base.updated(  # every other field: the defaults, the experiment's too
+                {
+                    "graph.hidden_dim": hidden_dim,
                     **(REAL_DATA_MODEL if real_data else {}),
                     **(overrides or {}).get(mode, {}),
                     **over,
-                },
+                }
             )
         )
         set_span_bias(net, SPAN_BIAS)  # few span candidates, as after training (docstring)
@@ -400,7 +407,7 @@ def run_train_steps(
             _sync(device)
             t0 = time.perf_counter()
             with record_function("mnerqg::collate"):
-                batch = collate(tweets, cfg.max_span_len, cfg.image_size, pad_id)
+                batch = collate(tweets, cfg.heads.max_span_len, cfg.image.image_size, pad_id)
                 batch = batch.to(device, non_blocking=True)
             trainer._step(batch, step0 + k)
             _sync(device)
@@ -677,7 +684,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "query_encoding": modes[0],
         "queries": {m: query_files[m] or "default" for m in modes},
         "model_overrides": overrides,
-        "hidden_dim": full.model.config.hidden_dim,
+        "hidden_dim": full.model.config.graph.hidden_dim,
         "tweets": len(samples),
         "types_per_tweet": n_types,
         "batch_size": args.batch_size,
@@ -891,9 +898,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="[MODE:]KEY=VALUE",
-        help="a ModelConfig field for every model, or with a MODE: prefix for that query "
-        "encoding's models (the text-only reference follows the first mode's), e.g. "
-        "packed:head_dim=256 (repeatable)",
+        help="a ModelConfig setting (dotted path) for every model, or with a MODE: prefix for "
+        "that query encoding's models (the text-only reference follows the first mode's), e.g. "
+        "packed:heads.head_dim=256 (repeatable)",
     )
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     return ap
@@ -925,30 +932,30 @@ def parse_queries(items: Sequence[str] | None, modes: Sequence[str]) -> dict[str
 
 
 def parse_overrides(items: Sequence[str], modes: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``--model [MODE:]KEY=VALUE`` items -> per mode, a dict of ``ModelConfig`` fields.
+    """``--model [MODE:]KEY=VALUE`` items -> per mode, a dict of ``ModelConfig`` settings.
 
-    ``["packed_separators=False", "packed:head_dim=256"]`` sets the first in every mode and the
-    second in ``packed`` only. Values are read as Python literals (``False``, ``128``, ``"x"``),
-    else kept as strings.
+    ``KEY`` is a setting's dotted path (``ModelConfig.field_paths``):
+    ``["encoder.packed_separators=False", "packed:heads.head_dim=256"]`` sets the first in every
+    mode and the second in ``packed`` only. Values are read as Python literals (``False``,
+    ``128``, ``"x"``), else kept as strings.
 
     Raises:
-        SystemExit: an item without ``=``, a key that is not a ``ModelConfig`` field (or one
-            the bench sets itself: ``types``, ``text_encoder``, ``query_encoding``,
-            ``hidden_dim``, ``fusion``, ``use_image``), or a mode that ``--query-encoding`` does
-            not run.
+        SystemExit: an item without ``=``, a key that is not a ``ModelConfig`` setting (or one
+            the bench sets itself: ``types``, ``encoder.name``, ``encoder.query_encoding``,
+            ``graph.hidden_dim``, ``fusion.name``, ``image.use_image``), or a mode that
+            ``--query-encoding`` does not run.
     """
     import ast
-    import dataclasses
 
     from mnerqg_graph.config import ModelConfig
 
-    allowed = {f.name for f in dataclasses.fields(ModelConfig)} - {
+    allowed = set(ModelConfig.field_paths()) - {
         "types",
-        "text_encoder",
-        "query_encoding",
-        "hidden_dim",  # --hidden-dim
-        "fusion",  # --fusion (the text-only model's is none)
-        "use_image",  # the full models' image branch is what is measured
+        "encoder.name",
+        "encoder.query_encoding",
+        "graph.hidden_dim",  # --hidden-dim
+        "fusion.name",  # --fusion (the text-only model's is none)
+        "image.use_image",  # the full models' image branch is what is measured
     }
     out: dict[str, dict[str, Any]] = {m: {} for m in modes}
     for item in items:

@@ -398,7 +398,7 @@ REGION_SOURCE_REGISTRY: Registry[RegionSource] = Registry(
     ``[B, N_k, C_k]`` (channels unchanged), normalised ``xyxy`` boxes and the index of each region's
     parent in the next coarser set (-1 for the coarsest). Index structures are built vectorised.
 
-    A source the model can put in its graph (``model.regions``) also implements
+    A source the model can put in its graph (``model.image.regions``) also implements
     ``nodes(features, detections=None)``, returning a :class:`RegionNodes` (flat nodes per scale
     with their image index, boxes, geometry ``[n_k, geometry_dim]`` and each image's pooled
     feature); ``uses_detector = True`` asks the model for a detector's boxes.

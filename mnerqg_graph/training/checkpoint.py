@@ -97,7 +97,7 @@ def write_checkpoint(
                 shutil.copy2(out_dir / rel, tmp / rel)
         model.text_encoder.model.config.save_pretrained(str(enc))  # type: ignore[union-attr,operator]
         cfg = ModelConfig.from_dict(config.to_dict())
-        cfg.text_encoder = "text_encoder"
+        cfg.encoder.name = "text_encoder"
         cfg.plugins = plugins_of(config, model)  # imported again by read_model
         cfg.save(tmp / "config.json")
         replace_dir(tmp, out_dir)
@@ -122,7 +122,7 @@ def save_model(
     from mnerqg_graph.processing import MnerqgProcessor
 
     processor = MnerqgProcessor.from_model(model, tokenizer, queries).replace(
-        max_length=int(config.max_length), url_word=str(config.url_word)
+        max_length=int(config.encoder.max_length), url_word=str(config.encoder.url_word)
     )
     return write_checkpoint(model, config, processor, out_dir)
 
@@ -152,7 +152,7 @@ def read_model(ckpt: str | Path, device: str | torch.device = "cpu") -> Any:
 
     ckpt = check_checkpoint_dir(ckpt, WEIGHT_FILES)
     config = ModelConfig.load(ckpt / "config.json")
-    config.text_encoder = str(ckpt / "text_encoder")
+    config.encoder.name = str(ckpt / "text_encoder")
     for spec in config.plugins:  # the modules its components come from, no --plugin needed
         try:
             load_plugin(spec)
@@ -169,9 +169,9 @@ def read_model(ckpt: str | Path, device: str | torch.device = "cpu") -> Any:
         raise CheckpointError(msg.splitlines()[0]) from None
     enc_cfg = getattr(getattr(model.text_encoder, "model", None), "config", None)
     positions = getattr(enc_cfg, "max_position_embeddings", None)
-    if positions is not None and config.max_length > positions:
+    if positions is not None and config.encoder.max_length > positions:
         raise CheckpointError(
-            f"{ckpt / 'config.json'}: max_length {config.max_length} exceeds the encoder's "
+            f"{ckpt / 'config.json'}: max_length {config.encoder.max_length} exceeds the encoder's "
             f"{positions} positions"
         )
     try:

@@ -356,7 +356,7 @@ def trainer_kwargs(
         from mnerqg_graph.data.collate import collate
 
         cfg: Any = getattr(model, "model", model).config  # the Trainer's ModelWithLosses
-        return collate(list(train_items[:2]), cfg.max_span_len, cfg.image_size, pad_id)
+        return collate(list(train_items[:2]), cfg.heads.max_span_len, cfg.image.image_size, pad_id)
 
     return {
         "wrap": make_wrap(env, device, example),

@@ -282,8 +282,8 @@ class Trainer:
             loader = make_loader(
                 self.train_items,
                 cfg.batch_size,
-                mcfg.max_span_len,
-                mcfg.image_size,
+                mcfg.heads.max_span_len,
+                mcfg.image.image_size,
                 pad_id,
                 shuffle=True,
                 seed=cfg.seed + epoch,

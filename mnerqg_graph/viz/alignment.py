@@ -421,7 +421,9 @@ def explain(
     result: list[TweetExplanation] = []
     try:
         for chunk in _chunks(items, max(1, batch_size)):
-            batch = collate(chunk, cfg.max_span_len, cfg.image_size, processor.pad_id).to(device)
+            batch = collate(
+                chunk, cfg.heads.max_span_len, cfg.image.image_size, processor.pad_id
+            ).to(device)
             with pipeline.inference_precision(device):  # as predict runs on this device
                 out = model(batch, return_attention=True, return_graph=True)
             decoded = decode_batch(model, DecoderInput(out, chunk, samples), [decoding])
@@ -495,7 +497,7 @@ def explain(
                         tweet_id=sample.tweet.id,
                         type=ex.type,
                         query=queries.get(ex.type, ""),
-                        fusion=cfg.fusion,
+                        fusion=cfg.fusion.name,
                         tokens=tokens,
                         n_tokens=n_tok,
                         regions=regions,
@@ -514,7 +516,7 @@ def explain(
                         box=None
                         if pred is None
                         else ((pred[0][0], pred[0][1], pred[0][2], pred[0][3]), float(pred[1])),
-                        grounding_threshold=float(cfg.grounding_threshold),
+                        grounding_threshold=float(cfg.decoding.grounding_threshold),
                         box_scales=box_scales,
                     )
                     row += 1

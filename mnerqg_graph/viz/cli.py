@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     model = predictor.model
     if model.backbone is None:
         print(
-            f"note: the model (fusion '{model.config.fusion}') has no image branch: the pictures "
-            "show the text side only",
+            f"note: the model (fusion '{model.config.fusion.name}') has no image branch: the "
+            "pictures show the text side only",
             file=sys.stderr,
         )
     paths = visualize_samples(

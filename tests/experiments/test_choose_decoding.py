@@ -12,7 +12,7 @@ from sacred import SETTINGS
 import mnerqg_graph.pipeline as pipeline
 from experiments.runner import EXISTENCE_THRESHOLDS, SPAN_THRESHOLDS, choose_decoding
 from experiments.train import ex
-from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.config import DecodingConfig, HeadsConfig, ModelConfig
 from mnerqg_graph.data.types import Sample
 from mnerqg_graph.pipeline import ModelInputs, Predictions
 from tests.helpers import TWEETS
@@ -26,9 +26,8 @@ class _Model:
     def __init__(self, tag_head: bool) -> None:
         self.config = ModelConfig(
             types=["PER", "LOC", "ORG", "OTHER"],
-            text_encoder="x",
-            tag_head=tag_head,
-            span_threshold=0.4,
+            heads=HeadsConfig(tag_head=tag_head),
+            decoding=DecodingConfig(span_threshold=0.4),
         )
         self.tag_head = object() if tag_head else None
 
@@ -104,7 +103,7 @@ def test_a_run_with_the_tagger_saves_its_chosen_decoder(tmp_path: Path) -> None:
         named_configs=["fast"],
         config_updates={
             "data": {"root": str(tmp_path / "synth")},
-            "model": {"tag_head": True},
+            "model": {"heads": {"tag_head": True}},
             "output_dir": str(tmp_path / "out"),
             "seed": 1,
             "save_artifacts": False,

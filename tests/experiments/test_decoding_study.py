@@ -58,7 +58,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("decoding")
     enc = tiny_encoder(root)
     torch.manual_seed(0)
-    cfg = tiny_config(enc, use_image=False, span_threshold=0.45)
+    cfg = tiny_config(enc, {"image.use_image": False, "decoding.span_threshold": 0.45})
     model = build_model(cfg).eval()
     set_span_bias(model, 0.0)  # probabilities near .5: thresholds matter
     return save_model(

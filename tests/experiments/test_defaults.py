@@ -16,35 +16,38 @@ from sacred import SETTINGS
 
 from experiments.ingredients.defaults import field_docs
 from experiments.train import ex
-from mnerqg_graph.config import ModelConfig, TrainConfig
+from mnerqg_graph.config import SECTIONS, ModelConfig, TrainConfig
 
 SETTINGS.CAPTURE_MODE = "sys"
 
-#: Ingredient keys that are the experiment's own (no library field): the encoder it resolves.
-MODEL_ONLY_SACRED = {"text_encoder", "tiny"}
+#: Ingredient keys that are the experiment's own (no library field): the tiny encoder's sizes.
+MODEL_ONLY_SACRED = {"tiny"}
 #: Dataclass fields that the experiment sets itself (types: the query file's; seed: the run's).
-MODEL_ONLY_LIBRARY = {"types", "text_encoder"}
+MODEL_ONLY_LIBRARY = {"types"}
 TRAIN_ONLY_LIBRARY = {"seed"}
+#: Settings whose experiment default is not the library's: the experiment resolves the encoder
+#: name (``tiny`` is built from the training text), the library has no default encoder.
+MODEL_RESOLVED = {"encoder.name"}
 
-#: What ``make demo`` (``python -m experiments.train``) runs with; its numbers in README.md and
-#: BENCHMARKS.md depend on every one of these.
+#: What ``make demo`` (``python -m experiments.train``) runs with (by dotted path); its numbers in
+#: README.md and BENCHMARKS.md depend on every one of these.
 DEMO: dict[str, dict[str, Any]] = {
     "model": {
-        "fusion": "hetero_gat",
-        "fusion_layers": 1,
-        "fusion_kwargs": {"heads": 4},
-        "hidden_dim": 64,
-        "backbone": "small_cnn",
-        "backbone_kwargs": {"width": 16, "out_channels": 64, "min_stride": 8},
-        "image_size": 64,
-        "num_scales": 3,
-        "token_window": 2,
-        "casing_dim": 16,
-        "max_span_len": 8,
-        "max_length": 128,
-        "dropout": 0.1,
-        "query_encoding": "per_type",
-        "loss_weights": {
+        "fusion.name": "hetero_gat",
+        "fusion.layers": 1,
+        "fusion.kwargs": {"heads": 4},
+        "graph.hidden_dim": 64,
+        "image.backbone": "small_cnn",
+        "image.backbone_kwargs": {"width": 16, "out_channels": 64, "min_stride": 8},
+        "image.image_size": 64,
+        "image.num_scales": 3,
+        "graph.token_window": 2,
+        "encoder.casing_dim": 16,
+        "heads.max_span_len": 8,
+        "encoder.max_length": 128,
+        "graph.dropout": 0.1,
+        "encoder.query_encoding": "per_type",
+        "losses.weights": {
             "start": 1.0,
             "end": 1.0,
             "match": 1.0,
@@ -52,7 +55,7 @@ DEMO: dict[str, dict[str, Any]] = {
             "grounding": 1.0,
             "tags": 1.0,
         },
-        "text_encoder": "tiny",
+        "encoder.name": "tiny",
         "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 2, "intermediate_size": 128},
     },
     "optim": {
@@ -75,15 +78,25 @@ def _sacred_config(named_configs: list[str] | None = None) -> dict[str, Any]:
 
 
 def _section(config: dict[str, Any], name: str) -> dict[str, Any]:
-    return {k: v for k, v in config[name].items() if not k.startswith("__")}
+    """A config section by dotted path (``heads.tag_head``), a model section's sections flat."""
+    out: dict[str, Any] = {}
+    for key, value in config[name].items():
+        if key.startswith("__"):
+            continue
+        if name == "model" and key in SECTIONS:
+            out.update({f"{key}.{k}": v for k, v in value.items() if not k.startswith("__")})
+        else:
+            out[key] = value
+    return out
 
 
 def test_model_ingredient_defaults_are_model_config_defaults() -> None:
     sacred = _section(_sacred_config(), "model")
-    library = dataclasses.asdict(ModelConfig(types=["PER"], text_encoder="enc"))
+    library = _section({"model": dataclasses.asdict(ModelConfig(types=["PER"]))}, "model")
     fields = set(library) - MODEL_ONLY_LIBRARY
+    assert fields == set(ModelConfig.field_paths()) - MODEL_ONLY_LIBRARY
     assert set(sacred) - MODEL_ONLY_SACRED == fields  # every key, both ways
-    for key in sorted(fields):
+    for key in sorted(fields - MODEL_RESOLVED):
         assert sacred[key] == library[key], key
 
 
@@ -105,10 +118,11 @@ def test_demo_runs_with_the_pinned_values(section: str) -> None:
 
 def test_named_configs_still_override_the_defaults() -> None:
     config = _sacred_config(["twitter2017"])
-    assert config["model"]["hidden_dim"] == 384 and config["model"]["text_encoder"] == "minilm"
+    model = config["model"]
+    assert model["graph"]["hidden_dim"] == 384 and model["encoder"]["name"] == "minilm"
     assert config["optim"]["lr"] == 1e-3 and config["optim"]["epochs"] == 10
     fast = _sacred_config(["fast"])
-    assert fast["model"]["fusion_kwargs"] == {"heads": 2} and fast["optim"]["epochs"] == 1
+    assert fast["model"]["fusion"]["kwargs"] == {"heads": 2} and fast["optim"]["epochs"] == 1
     # the smoke run's 24 tweets do not replace the demo's 2,000 in data/synth
     assert fast["data"]["root"] == "data/synth_fast"
     assert _sacred_config()["data"]["root"] == "data/synth"
@@ -120,12 +134,12 @@ def test_print_config_shows_the_library_values_with_their_docs(
     ex.run("print_config", options={"--unobserved": True})
     out = capsys.readouterr().out
     lines = {line.split("=")[0].strip(): line for line in out.splitlines() if " = " in line}
-    assert "hidden_dim = 64 " in lines["hidden_dim"]
+    assert "hidden_dim = 64 " in lines["hidden_dim"]  # model.graph.hidden_dim
     assert "# node feature size after fusion" in lines["hidden_dim"]
     assert "lr = 0.002 " in lines["lr"] and "# learning rate of everything" in lines["lr"]
 
 
-@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig])
+@pytest.mark.parametrize("cls", [ModelConfig, TrainConfig, *SECTIONS.values()])
 def test_every_field_has_a_one_line_doc(cls: type) -> None:
     docs = field_docs(cls)
     names = {f.name for f in dataclasses.fields(cls)}

@@ -31,15 +31,18 @@ def _run(variant: str, seed: int, f1: float, epochs: int = T17_EPOCHS) -> dict[s
 def test_variants_are_model_updates_or_named_configs() -> None:
     named = ["no_existence_loss", "text_only"]
     assert variant_updates("default", named) == ([], {})
-    assert variant_updates("casing_dim=0", named) == ([], {"model": {"casing_dim": 0}})
-    assert variant_updates("fusion=none+use_image=False+no_existence_loss", named) == (
-        ["no_existence_loss"],
-        {"model": {"fusion": "none", "use_image": False}},
-    )
-    # a key naming a section updates that section; other dotted keys stay model keys
-    assert variant_updates("optim.epochs=7+fusion_kwargs.heads=2", named) == (
+    assert variant_updates("encoder.casing_dim=0", named) == (
         [],
-        {"optim": {"epochs": 7}, "model": {"fusion_kwargs": {"heads": 2}}},
+        {"model": {"encoder": {"casing_dim": 0}}},
+    )
+    assert variant_updates("fusion.name=none+image.use_image=False+no_existence_loss", named) == (
+        ["no_existence_loss"],
+        {"model": {"fusion": {"name": "none"}, "image": {"use_image": False}}},
+    )
+    # a key naming an experiment section updates that section; other keys are model keys
+    assert variant_updates("optim.epochs=7+fusion.kwargs.heads=2", named) == (
+        [],
+        {"optim": {"epochs": 7}, "model": {"fusion": {"kwargs": {"heads": 2}}}},
     )
     with pytest.raises(SystemExit, match="nonsense"):
         variant_updates("nonsense", named)

@@ -29,7 +29,9 @@ def _setup(tmp_path: Path) -> tuple[Path, Path, dict[str, Any]]:
         write_conll(data / f"{split}.txt", TWEETS)
     enc = tiny_encoder(tmp_path)
     torch.manual_seed(0)
-    cfg = tiny_config(enc, use_image=False, tag_head=True, span_threshold=0.45)
+    cfg = tiny_config(
+        enc, {"image.use_image": False, "heads.tag_head": True, "decoding.span_threshold": 0.45}
+    )
     model = build_model(cfg).eval()
     set_span_bias(model, 0.0)  # probabilities near .5: the thresholds change the predictions
     ckpt = save_model(

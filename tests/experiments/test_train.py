@@ -24,7 +24,7 @@ def fast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, Path, Pa
             named_configs=["fast"],
             config_updates={
                 "data": {"root": str(tmp / "synth")},
-                "model": {"url_word": "url"},  # SynthTweets have t.co URLs
+                "model": {"encoder": {"url_word": "url"}},  # SynthTweets have t.co URLs
                 "output_dir": str(tmp / "out"),
                 "seed": 3,
                 "visualize": 1,
@@ -137,7 +137,7 @@ def test_same_seed_same_numbers(fast_run: tuple[object, Path, Path]) -> None:
         named_configs=["fast"],
         config_updates={
             "data": {"root": str(tmp / "synth")},
-            "model": {"url_word": "url"},
+            "model": {"encoder": {"url_word": "url"}},
             "seed": 3,
             "save_artifacts": False,
         },
@@ -190,7 +190,7 @@ def test_packed_run_saves_the_mode_and_predict_follows_it(
             named_configs=["fast"],
             config_updates={
                 "data": {"root": str(tmp_path / "synth")},
-                "model": {"query_encoding": "packed", "packed_attention": "isolated"},
+                "model": {"encoder": {"query_encoding": "packed", "packed_attention": "isolated"}},
                 "output_dir": str(tmp_path / "out"),
             },
         )

@@ -105,7 +105,9 @@ def test_gating_decides_whether_spans_train_the_gate(
     """The span losses reach the gate head only through the gating of unimodal messages."""
     for gating in (False, True):
         torch.manual_seed(0)
-        model = build_model(tiny_config(encoder_dir, fusion=name, existence_gating=gating))
+        model = build_model(
+            tiny_config(encoder_dir, {"fusion.name": name, "fusion.existence_gating": gating})
+        )
         losses = model.losses(batch, model(batch))
         torch.stack([losses[k] for k in SPAN_PARTS]).sum().backward()
         assert (_norm(model.gate_head) > 0) == gating, gating
@@ -118,7 +120,7 @@ def test_gating_decides_whether_spans_train_the_gate(
 def test_single_scale_graph_has_only_coarse_regions(
     name: str, encoder_dir: Path, batch: MrcBatch
 ) -> None:
-    model = build_model(tiny_config(encoder_dir, fusion=name, num_scales=1))
+    model = build_model(tiny_config(encoder_dir, {"fusion.name": name, "image.num_scales": 1}))
     out = model(batch, return_graph=True)
     graph = out.graph
     regions = {nt for nt in graph.node_types if nt.startswith("region")}  # type: ignore[union-attr]
@@ -144,7 +146,9 @@ def test_grounding_weight_zero_removes_the_grounding_gradient(
 ) -> None:
     weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5, "grounding": 0.0}
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, fusion=name, loss_weights=weights)).eval()
+    model = build_model(
+        tiny_config(encoder_dir, {"fusion.name": name, "losses.weights": weights})
+    ).eval()
     assert model.grounding_head is not None  # eval: no dropout, so two passes are the same
     losses = model.losses(batch, model(batch))
     losses["total"].backward()
@@ -158,7 +162,7 @@ def test_grounding_weight_zero_removes_the_grounding_gradient(
     assert all(torch.allclose(a, b) for a, b in zip(total_grads, _grads(model.fusion), strict=True))
 
     torch.manual_seed(0)  # contrast: with its default weight, the head does learn
-    model = build_model(tiny_config(encoder_dir, fusion=name))
+    model = build_model(tiny_config(encoder_dir, {"fusion.name": name}))
     model.losses(batch, model(batch))["total"].backward()
     assert model.grounding_head is not None and _norm(model.grounding_head) > 0
 
@@ -169,13 +173,13 @@ def test_existence_weight_zero_removes_the_existence_gradient(
 ) -> None:
     weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.0, "grounding": 1.0}
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, fusion=name, loss_weights=weights))
+    model = build_model(tiny_config(encoder_dir, {"fusion.name": name, "losses.weights": weights}))
     model.losses(batch, model(batch))["total"].backward()
     assert _norm(model.existence_head) == 0
     assert _norm(model.span_head) > 0
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, fusion=name))
+    model = build_model(tiny_config(encoder_dir, {"fusion.name": name}))
     model.losses(batch, model(batch))["total"].backward()
     assert _norm(model.existence_head) > 0
 
@@ -188,7 +192,9 @@ def test_fusion_layers_sets_the_depth(name: str, encoder_dir: Path, batch: MrcBa
     counts = {}
     for layers in (1, 3):
         torch.manual_seed(0)
-        model = build_model(tiny_config(encoder_dir, fusion=name, fusion_layers=layers))
+        model = build_model(
+            tiny_config(encoder_dir, {"fusion.name": name, "fusion.layers": layers})
+        )
         assert len(model.fusion.layers) == layers  # type: ignore[arg-type]
         counts[layers] = sum(p.numel() for p in model.fusion.parameters())
         if layers == 3:
@@ -201,7 +207,7 @@ def test_fusion_layers_sets_the_depth(name: str, encoder_dir: Path, batch: MrcBa
 def test_use_image_false_builds_no_image_branch(
     name: str, encoder_dir: Path, batch: MrcBatch
 ) -> None:
-    model = build_model(tiny_config(encoder_dir, fusion=name, use_image=False))
+    model = build_model(tiny_config(encoder_dir, {"fusion.name": name, "image.use_image": False}))
     assert model.backbone is None and model.grounding_head is None
     assert set(model.fusion.output_dims()) == {"token", "query"}
     assert not any(

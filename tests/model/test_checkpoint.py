@@ -51,7 +51,7 @@ def test_missing_file_and_foreign_config_are_clear_errors(
     ckpt, _ = _save(tmp_path, encoder_dir)
     cfg_path = ckpt / "config.json"
     cfg = json.loads(cfg_path.read_text())
-    cfg["hidden_dim"] = 48  # weights no longer fit
+    cfg["graph"]["hidden_dim"] = 48  # weights no longer fit
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(CheckpointError, match="do not match config.json"):
         load_model(ckpt)
@@ -65,6 +65,26 @@ def test_missing_file_and_foreign_config_are_clear_errors(
     (ckpt / "queries.json").unlink()
     with pytest.raises(CheckpointError, match="missing queries.json"):
         load_model(ckpt)
+
+
+def test_a_checkpoint_with_a_flat_version_1_config_still_loads(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    """Checkpoints saved before the config was nested (every field at the top) load unchanged."""
+    from mnerqg_graph.config import FLAT_FIELDS
+
+    ckpt, model = _save(tmp_path, encoder_dir)
+    nested = json.loads((ckpt / "config.json").read_text())
+    flat: dict[str, object] = {"config_version": 1, "types": nested["types"]}
+    for old, (section, name) in FLAT_FIELDS.items():
+        flat[old] = nested[section][name]
+    assert len(flat) == 2 + sum(len(v) for v in nested.values() if isinstance(v, dict))
+    (ckpt / "config.json").write_text(json.dumps(flat))
+    loaded, config, _, _ = load_model(ckpt)
+    nested["encoder"]["name"] = str(ckpt / "text_encoder")  # the copy load_model reads
+    assert config.to_dict() == nested
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
 
 
 def _trainer(

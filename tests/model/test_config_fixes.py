@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnerqg_graph.config import ModelConfig, default_backbone_kwargs
+from mnerqg_graph.config import ImageConfig, ModelConfig, default_backbone_kwargs
 from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.heads.box_grounding import BoxGroundingHead
 
@@ -22,18 +22,16 @@ def test_a_saved_config_with_a_plugin_decoder_reads_back(tmp_path: Path) -> None
     )
     data = {"config_version": 1, "types": ["PER"], "text_encoder": "x", "decoder": name}
     data["plugins"] = [str(plugin)]
-    assert ModelConfig.from_dict(data).decoder == name  # its plugin is imported first
+    assert ModelConfig.from_dict(data).decoding.decoder == name  # its plugin is imported first
     with pytest.raises(ConfigError, match="cannot be imported"):
         ModelConfig.from_dict({**data, "decoder": "nowhere", "plugins": [str(tmp_path / "no.py")]})
 
 
 def test_the_default_backbone_options_are_small_cnns_only() -> None:
-    cfg = ModelConfig(types=["PER"], text_encoder="x", backbone="resnet18_fpn")
-    assert cfg.backbone_kwargs == {}
-    assert ModelConfig(types=["PER"], text_encoder="x").backbone_kwargs == default_backbone_kwargs()
-    own = ModelConfig(
-        types=["PER"], text_encoder="x", backbone="resnet18_fpn", backbone_kwargs={"a": 1}
-    )
+    cfg = ModelConfig(types=["PER"], image=ImageConfig(backbone="resnet18_fpn"))
+    assert cfg.image.backbone_kwargs == {}
+    assert ModelConfig(types=["PER"]).image.backbone_kwargs == default_backbone_kwargs()
+    own = ImageConfig(backbone="resnet18_fpn", backbone_kwargs={"a": 1})
     assert own.backbone_kwargs == {"a": 1}
 
 

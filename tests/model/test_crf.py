@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.collate import bio_tag_names
 from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.heads.crf import BioCrf
@@ -79,7 +78,9 @@ def test_the_model_trains_and_decodes_with_the_crf(tmp_path: Path, encoder_dir: 
     from mnerqg_graph.training.checkpoint import load_model, save_model
 
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir, tag_head=True, tag_crf=True, decoder="tags")
+    cfg = tiny_config(
+        encoder_dir, {"heads.tag_head": True, "heads.tag_crf": True, "decoding.decoder": "tags"}
+    )
     model = build_model(cfg)
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
     out = model(batch)
@@ -106,5 +107,5 @@ def test_the_model_trains_and_decodes_with_the_crf(tmp_path: Path, encoder_dir: 
 
 
 def test_a_crf_without_the_tagger_is_refused(encoder_dir: Path) -> None:
-    with pytest.raises(ConfigError, match="tag_crf needs tag_head"):
-        ModelConfig(types=["PER"], text_encoder=str(encoder_dir), tag_crf=True)
+    with pytest.raises(ConfigError, match="tag_crf needs heads.tag_head"):
+        tiny_config(encoder_dir, {"heads.tag_crf": True})

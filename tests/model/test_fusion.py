@@ -80,7 +80,7 @@ def test_forward_backward_sizes_and_attention(
     name: str, which: str, encoder_dir: Path, batches: dict[str, MrcBatch]
 ) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, fusion=name))
+    model = build_model(tiny_config(encoder_dir, {"fusion.name": name}))
     batch = batches[which]
     out, x_in, fused = _run_capturing_fusion(model, batch)
     dims = model.fusion.output_dims()
@@ -131,7 +131,7 @@ def test_query_attention_over_its_tokens(
     """
     assert set(SOFTMAX) == set(MODULES) - {"none"}, "say how a new module's softmax is normalised"
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir, fusion=name, use_image=which != "text_only")
+    cfg = tiny_config(encoder_dir, {"fusion.name": name, "image.use_image": which != "text_only"})
     model = build_model(cfg).eval()
     batch = batches["no_image" if which == "no_image" else "mixed"]
     with torch.no_grad():
@@ -159,7 +159,7 @@ def test_short_training_lowers_the_loss(
     name: str, encoder_dir: Path, batches: dict[str, MrcBatch]
 ) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, fusion=name, dropout=0.0))
+    model = build_model(tiny_config(encoder_dir, {"fusion.name": name, "graph.dropout": 0.0}))
     batch = batches["mixed"]
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()

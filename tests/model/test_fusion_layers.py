@@ -72,7 +72,7 @@ def _fusion_inputs(model: Any, batch: Any) -> dict[str, Any]:
 
 
 def test_template_module_in_the_model(tmp_path: Path, encoder_dir: Path) -> None:
-    cfg = tiny_config(encoder_dir, fusion="gat_template", fusion_layers=2)
+    cfg = tiny_config(encoder_dir, {"fusion.name": "gat_template", "fusion.layers": 2})
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -98,7 +98,7 @@ def test_template_module_in_the_model(tmp_path: Path, encoder_dir: Path) -> None
 
 
 def test_gate_zero_is_no_unimodal_edges(tmp_path: Path, encoder_dir: Path) -> None:
-    cfg = tiny_config(encoder_dir, fusion="gat_template")
+    cfg = tiny_config(encoder_dir, {"fusion.name": "gat_template"})
     _, batch = items_and_batch([Sample(s.tweet) for s in samples(tmp_path)], encoder_dir, cfg)
     torch.manual_seed(0)
     model = build_model(cfg).eval()

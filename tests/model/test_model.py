@@ -105,7 +105,7 @@ def test_model_forward_losses_and_no_image_path(tmp_path: Path, encoder_dir: Pat
 def test_text_only_model_has_no_image_branch(
     tmp_path: Path, encoder_dir: Path, fusion: str
 ) -> None:
-    cfg = tiny_config(encoder_dir, fusion=fusion, use_image=False)
+    cfg = tiny_config(encoder_dir, {"fusion.name": fusion, "image.use_image": False})
     model = build_model(cfg)
     assert model.backbone is None and model.grounding_head is None
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
@@ -120,7 +120,7 @@ def test_unlabelled_grounding_examples_get_no_grounding_loss(
     from mnerqg_graph.data.types import Sample
 
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir, dropout=0.0)
+    cfg = tiny_config(encoder_dir, {"graph.dropout": 0.0})
     model = build_model(cfg).eval()
     smp = samples(tmp_path)
     _, labelled = items_and_batch(smp, encoder_dir, cfg)

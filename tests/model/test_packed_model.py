@@ -18,7 +18,7 @@ from mnerqg_graph.processing import MnerqgProcessor
 from mnerqg_graph.training.checkpoint import load_checkpoint, load_model, save_model
 from tests.helpers import items_and_batch, samples, tiny_config
 
-PACKED = {"query_encoding": "packed"}
+PACKED = {"encoder.query_encoding": "packed"}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_encoder_reads_one_sequence_per_tweet(tmp_path: Path, encoder_dir: Path) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, **PACKED)).eval()
+    model = build_model(tiny_config(encoder_dir, PACKED)).eval()
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, model.config)
     seen: list[tuple[int, ...]] = []
     model.text_encoder.register_forward_hook(lambda m, a, o: seen.append(tuple(o.shape)))
@@ -39,7 +39,7 @@ def test_token_and_query_nodes_are_what_the_layout_promises(
     tmp_path: Path, encoder_dir: Path
 ) -> None:
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, casing_dim=0, **PACKED)).eval()
+    model = build_model(tiny_config(encoder_dir, {"encoder.casing_dim": 0, **PACKED})).eval()
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, model.config)
     with torch.no_grad():
         hidden = model.text_encoder(
@@ -71,7 +71,9 @@ def test_one_type_packed_reads_exactly_what_per_type_reads(
     feats = {}
     for mode in ("per_type", "packed"):
         torch.manual_seed(0)
-        model = build_model(tiny_config(encoder_dir, types=["PER"], query_encoding=mode)).eval()
+        model = build_model(
+            tiny_config(encoder_dir, {"types": ["PER"], "encoder.query_encoding": mode})
+        ).eval()
         items = MnerqgProcessor.from_model(model, tok, queries)(smp).items
         batch = collate(items, 8, 64, tok.pad_token_id)
         with torch.no_grad():
@@ -87,7 +89,10 @@ def test_isolated_queries_see_only_themselves_and_the_tweet(
     for attention in ("full", "isolated"):
         torch.manual_seed(0)
         model = build_model(
-            tiny_config(encoder_dir, packed_attention=attention, casing_dim=0, **PACKED)
+            tiny_config(
+                encoder_dir,
+                {"encoder.packed_attention": attention, "encoder.casing_dim": 0, **PACKED},
+            )
         ).eval()
         _, batch = items_and_batch(smp, encoder_dir, model.config)
         mask = model._attention(batch)
@@ -119,11 +124,13 @@ def test_every_fusion_module_trains_a_step_on_packed_queries(
     torch.manual_seed(0)
     cfg = tiny_config(
         encoder_dir,
-        fusion=fusion,
-        tag_head=True,
-        packed_positions=positions,
-        packed_separators=separators,
-        **PACKED,
+        {
+            "fusion.name": fusion,
+            "heads.tag_head": True,
+            "encoder.packed_positions": positions,
+            "encoder.packed_separators": separators,
+            **PACKED,
+        },
     )
     model = build_model(cfg)
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
@@ -147,10 +154,12 @@ def test_checkpoint_keeps_the_mode_and_predicts_identically(
     torch.manual_seed(0)
     cfg = tiny_config(
         encoder_dir,
-        packed_attention="isolated",
-        packed_positions="per_query",
-        packed_separators=False,
-        **PACKED,
+        {
+            "encoder.packed_attention": "isolated",
+            "encoder.packed_positions": "per_query",
+            "encoder.packed_separators": False,
+            **PACKED,
+        },
     )
     model = build_model(cfg).eval()
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
@@ -184,7 +193,9 @@ def test_heads_on_feature_parts_equal_heads_on_the_concatenation(
     from mnerqg_graph.heads.features import TokenFeatures
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, tag_head=True, query_encoding=mode)).eval()
+    model = build_model(
+        tiny_config(encoder_dir, {"heads.tag_head": True, "encoder.query_encoding": mode})
+    ).eval()
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, model.config)
     with torch.no_grad():
         text = model.text_nodes(batch)
@@ -210,7 +221,10 @@ def test_scoring_only_the_needed_spans_changes_no_loss_and_no_decoding(
 ) -> None:
     torch.manual_seed(0)
     # no image branch: its batch norm would differ between training and evaluation
-    cfg = tiny_config(encoder_dir, dropout=0.0, max_span_len=3, use_image=False, **PACKED)
+    cfg = tiny_config(
+        encoder_dir,
+        {"graph.dropout": 0.0, "heads.max_span_len": 3, "image.use_image": False, **PACKED},
+    )
     model = build_model(cfg)
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
     with torch.no_grad():  # start/end biases that make some, not all, tokens candidates
@@ -254,7 +268,7 @@ def test_scoring_only_the_needed_spans_changes_no_loss_and_no_decoding(
 
 def test_head_dim_narrows_the_span_and_tagger_mlps(tmp_path: Path, encoder_dir: Path) -> None:
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir, tag_head=True, head_dim=12, **PACKED)
+    cfg = tiny_config(encoder_dir, {"heads.tag_head": True, "heads.head_dim": 12, **PACKED})
     model = build_model(cfg)
     span_in = model.span_head.start[0].in_features
     for layer in (
@@ -266,7 +280,7 @@ def test_head_dim_narrows_the_span_and_tagger_mlps(tmp_path: Path, encoder_dir: 
     ):
         assert (layer.in_features, layer.out_features) == (span_in, 12)
     assert model.span_head.match_out[-1].in_features == 12
-    wide = build_model(tiny_config(encoder_dir, tag_head=True, **PACKED))
+    wide = build_model(tiny_config(encoder_dir, {"heads.tag_head": True, **PACKED}))
     assert wide.span_head.start[0].out_features == span_in  # 0: the input width, as before
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
     parts = model.losses(batch, model(batch))
@@ -277,4 +291,4 @@ def test_head_dim_narrows_the_span_and_tagger_mlps(tmp_path: Path, encoder_dir: 
     loaded, cfg2, _, _ = load_model(save_model(model, cfg, load_queries(), tok, tmp_path / "c"))
     assert cfg2.head_dim == 12 and loaded.span_head.match_end.out_features == 12
     with pytest.raises(ConfigError, match="head_dim"):
-        tiny_config(encoder_dir, head_dim=-1)
+        tiny_config(encoder_dir, {"heads.head_dim": -1})

@@ -77,7 +77,7 @@ def test_plugin_module_is_selected_by_name(
     assert "my_fusion" in FUSION_REGISTRY.names()
 
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir, fusion="my_fusion")
+    cfg = tiny_config(encoder_dir, {"fusion.name": "my_fusion"})
     model = build_model(cfg)
     assert type(model.fusion).__name__ == "MyFusion"
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)

@@ -79,7 +79,7 @@ def test_entry_point_plugin_trains_and_its_checkpoint_predicts_without_flag(
     info = install(site, "mnerqg_ep_plugin", "ep_fusion")
     out = tmp_path / "out"
     train = _python(
-        ["-m", "experiments.train", "-u", "with", "fast", "model.fusion=ep_fusion",
+        ["-m", "experiments.train", "-u", "with", "fast", "model.fusion.name=ep_fusion",
          f"data.root={tmp_path / 'synth'}", f"output_dir={out}", "save_artifacts=False"],
         site,
         tmp_path,
@@ -145,7 +145,7 @@ def test_file_plugin_is_recorded_by_path_and_reimported_on_load(
     plugins.load_plugin(str(plugin))  # what `mnerqg --plugin file_fusion.py train ...` does
     plugins.load_plugin(str(plugin))  # a second import of the same file is a no-op
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir, fusion="file_fusion")
+    cfg = tiny_config(encoder_dir, {"fusion.name": "file_fusion"})
     model = build_model(cfg).eval()
     ckpt = save_model(
         model, cfg, load_queries(), AutoTokenizer.from_pretrained(str(encoder_dir)), tmp_path / "c"
@@ -157,7 +157,7 @@ def test_file_plugin_is_recorded_by_path_and_reimported_on_load(
     del sys.modules["file_fusion"]
     plugins._FILE_PLUGINS.pop("file_fusion")
     loaded, config, _, _ = load_model(ckpt)
-    assert type(loaded.fusion).__name__ == "MyFusion" and config.fusion == "file_fusion"
+    assert type(loaded.fusion).__name__ == "MyFusion" and config.fusion.name == "file_fusion"
     for (name, a), (_, b) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):

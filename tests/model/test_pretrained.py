@@ -22,11 +22,11 @@ from tests.helpers import samples, tiny_config
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _model(encoder_dir: Path, **over: Any) -> MnerqgModel:
+def _model(encoder_dir: Path, over: dict[str, Any] | None = None) -> MnerqgModel:
     """A tiny model that predicts entities and boxes (low thresholds: the checks are not empty)."""
     torch.manual_seed(0)
-    kw: dict[str, Any] = {"span_threshold": 0.2, "grounding_threshold": 0.0, **over}
-    return build_model(tiny_config(encoder_dir, **kw)).eval()
+    kw = {"decoding.span_threshold": 0.2, "decoding.grounding_threshold": 0.0, **(over or {})}
+    return build_model(tiny_config(encoder_dir, kw)).eval()
 
 
 def _processor(encoder_dir: Path, model: MnerqgModel) -> MnerqgProcessor:
@@ -61,7 +61,7 @@ def test_save_and_load_pretrained_predict_identically(tmp_path: Path, encoder_di
     }
 
     # the processor's files survive a model saved alone into the folder, in either order
-    loaded.config.span_threshold = 0.3
+    loaded.config.decoding.span_threshold = 0.3
     loaded.save_pretrained(ckpt)
     assert json.loads((ckpt / "config.json").read_text())["span_threshold"] == 0.3
     assert MnerqgProcessor.from_pretrained(ckpt).options() == processor.options()
@@ -74,7 +74,7 @@ def test_save_and_load_pretrained_predict_identically(tmp_path: Path, encoder_di
 def test_a_checkpoint_without_processor_json_still_loads(tmp_path: Path, encoder_dir: Path) -> None:
     from mnerqg_graph.pipeline import Pipeline
 
-    model = _model(encoder_dir, url_word="url", max_length=48)
+    model = _model(encoder_dir, {"encoder.url_word": "url", "encoder.max_length": 48})
     processor = _processor(encoder_dir, model)
     ckpt = model.save_pretrained(tmp_path / "old", processor)
     (ckpt / PROCESSOR_FILE).unlink()  # as written before processor.json existed
@@ -152,7 +152,9 @@ def test_processor_takes_text_and_records(tmp_path: Path, encoder_dir: Path) -> 
 def _tagger_checkpoint(tmp_path: Path, encoder_dir: Path) -> tuple[Path, MnerqgModel]:
     """A checkpoint that decodes with the tagger, whose entities differ from the span heads'."""
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, tag_head=True, decoder="tags")).eval()
+    model = build_model(
+        tiny_config(encoder_dir, {"heads.tag_head": True, "decoding.decoder": "tags"})
+    ).eval()
     with torch.no_grad():  # the tagger rarely says O: entities of several types
         model.tag_head.mlp[-1].bias[0] -= 5.0  # type: ignore[union-attr,index]
     processor = _processor(encoder_dir, model)
@@ -244,7 +246,7 @@ def test_both_decoders_from_one_forward_pass_decode_as_each_alone(
     from mnerqg_graph.decoding import Decoding
     from mnerqg_graph.pipeline import predict, predict_grid
 
-    model = _model(encoder_dir, tag_head=True)
+    model = _model(encoder_dir, {"heads.tag_head": True})
     with torch.no_grad():
         model.tag_head.mlp[-1].bias[0] -= 5.0  # type: ignore[union-attr,index]
     inputs = _processor(encoder_dir, model)(samples(tmp_path))
@@ -274,7 +276,7 @@ def test_inputs_of_another_layout_are_refused(tmp_path: Path, encoder_dir: Path)
     from tests.helpers import samples, tiny_config
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, query_encoding="packed")).eval()
+    model = build_model(tiny_config(encoder_dir, {"encoder.query_encoding": "packed"})).eval()
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
     proc = MnerqgProcessor.from_model(model, tok, load_queries())
     smp = samples(tmp_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from mnerqg_graph.config import ModelConfig
+from mnerqg_graph.config import DecodingConfig, EncoderConfig, ModelConfig
 from mnerqg_graph.data.collate import bio_tag_ids, bio_tag_names
 from mnerqg_graph.heads import TagHead
 from mnerqg_graph.heads.tagger import num_tags
@@ -53,7 +53,7 @@ def test_tag_head_trains_the_shared_features_and_round_trips(
     from mnerqg_graph.training.checkpoint import load_model, save_model
 
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir, tag_head=True, loss_weights={"tags": 2.0})
+    cfg = tiny_config(encoder_dir, {"heads.tag_head": True, "losses.weights": {"tags": 2.0}})
     model = build_model(cfg)
     _, batch = items_and_batch(samples(tmp_path), encoder_dir, cfg)
     out = model(batch)
@@ -72,7 +72,7 @@ def test_tag_head_trains_the_shared_features_and_round_trips(
     # the head's weights and flag survive a checkpoint
     save_model(model, cfg, {t: t for t in cfg.types}, _tokenizer(encoder_dir), tmp_path / "ck")
     loaded, _, _, _ = load_model(tmp_path / "ck", "cpu")
-    assert loaded.config.tag_head and loaded.tag_head is not None
+    assert loaded.config.heads.tag_head and loaded.tag_head is not None
     key = "tag_head.mlp.3.weight"
     assert torch.equal(model.state_dict()[key], loaded.state_dict()[key])
     assert ModelConfig.from_dict(cfg.to_dict()).tag_head
@@ -128,12 +128,12 @@ def test_decoder_config_is_checked() -> None:
     from mnerqg_graph.errors import ConfigError
 
     with pytest.raises(ConfigError, match="decoder must be one of"):
-        ModelConfig(types=["PER"], text_encoder="x", decoder="crf")
-    with pytest.raises(ConfigError, match="needs tag_head=True"):
-        ModelConfig(types=["PER"], text_encoder="x", decoder="tags")
-    data = ModelConfig(types=["PER"], text_encoder="x").to_dict()
-    data["decoder"] = "tags"  # a saved config that asks for a tagger the model does not have
-    with pytest.raises(ConfigError, match="needs tag_head=True"):
+        ModelConfig(types=["PER"], decoding=DecodingConfig(decoder="crf"))
+    with pytest.raises(ConfigError, match="needs heads.tag_head=True"):
+        ModelConfig(types=["PER"], decoding=DecodingConfig(decoder="tags"))
+    data = ModelConfig(types=["PER"], encoder=EncoderConfig(name="x")).to_dict()
+    data["decoding"]["decoder"] = "tags"  # a saved config asking for a tagger the model lacks
+    with pytest.raises(ConfigError, match="ck/config.json: .*needs heads.tag_head=True"):
         ModelConfig.from_dict(data, source="ck/config.json")
 
 
@@ -144,7 +144,7 @@ def test_tags_decoder_predictions_follow_the_tagger(tmp_path: Path, encoder_dir:
     from tests.helpers import processor
 
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir, tag_head=True)
+    cfg = tiny_config(encoder_dir, {"heads.tag_head": True})
     model = build_model(cfg).eval()
     smp = samples(tmp_path)
     _, batch = items_and_batch(smp, encoder_dir, cfg)
@@ -163,7 +163,7 @@ def test_tags_decoder_predictions_follow_the_tagger(tmp_path: Path, encoder_dir:
         want = ["O" if i in unseen else f"B-{first}" for i in range(len(s.tweet.tokens))]
         assert tags == want
     assert by_t[(0.3, 0.0)].tags == by_t[(0.5, 0.0)].tags  # the span threshold does not apply
-    cfg.decoder = "tags"  # predict() follows the config's decoder
+    cfg.decoding.decoder = "tags"  # predict() follows the config's decoder
     assert predict(model, inputs).tags == by_t[(0.5, 0.0)].tags
     with torch.no_grad():
         out = model(batch)

@@ -19,14 +19,18 @@ IMAGE_MODULES = [
 ]
 
 
-def detector_config(encoder: Path, detector: Path, **over: object) -> ModelConfig:
+def detector_config(
+    encoder: Path, detector: Path, over: dict[str, object] | None = None
+) -> ModelConfig:
     """A tiny model on the fixed detector's boxes (score threshold 0.3, K = 16)."""
     return tiny_config(
         encoder,
-        regions="detector",
-        detector=str(detector),
-        region_kwargs={"max_regions": 16, "score_threshold": 0.3},
-        **over,
+        {
+            "image.regions": "detector",
+            "image.detector": str(detector),
+            "image.region_kwargs": {"max_regions": 16, "score_threshold": 0.3},
+            **(over or {}),
+        },
     )
 
 
@@ -36,7 +40,7 @@ def test_detector_regions_in_the_graph(
     cfg = detector_config(encoder_dir, detector_dir)
     torch.manual_seed(0)
     model = build_model(cfg).eval()
-    assert cfg.detector_config == {"backend": "fixed_boxes", "kwargs": {"types": cfg.types}}
+    assert cfg.image.detector_config == {"backend": "fixed_boxes", "kwargs": {"types": cfg.types}}
     assert not any(p.requires_grad for p in model.detector.parameters())  # type: ignore[union-attr]
     assert not hasattr(model, "region_pos") and model.spec.grids == ()
     _, batch = items_and_batch(image_samples(tmp_path), encoder_dir, cfg)
@@ -69,7 +73,7 @@ def test_detector_regions_in_the_graph(
 def test_every_fusion_module_trains_on_detector_regions(
     module: str, tmp_path: Path, encoder_dir: Path, detector_dir: Path
 ) -> None:
-    cfg = detector_config(encoder_dir, detector_dir, fusion=module)
+    cfg = detector_config(encoder_dir, detector_dir, {"fusion.name": module})
     torch.manual_seed(0)
     model = build_model(cfg).train()
     assert model.detector is not None and not model.detector.training
@@ -87,7 +91,7 @@ def test_every_fusion_module_trains_on_detector_regions(
 
 
 def test_frozen_image_side(tmp_path: Path, encoder_dir: Path, detector_dir: Path) -> None:
-    cfg = detector_config(encoder_dir, detector_dir, freeze_image=True)
+    cfg = detector_config(encoder_dir, detector_dir, {"image.freeze_image": True})
     model = build_model(cfg).train()
     assert model.backbone is not None and not model.backbone.training
     assert not any(p.requires_grad for p in model.backbone.parameters())
@@ -98,10 +102,10 @@ def test_frozen_image_side(tmp_path: Path, encoder_dir: Path, detector_dir: Path
 def test_detector_regions_need_a_detector(encoder_dir: Path) -> None:
     from mnerqg_graph.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="model.detector=DIR"):
-        build_model(tiny_config(encoder_dir, regions="detector"))
+    with pytest.raises(ConfigError, match="model.image.detector=DIR"):
+        build_model(tiny_config(encoder_dir, {"image.regions": "detector"}))
     with pytest.raises(ConfigError, match="gives no graph nodes"):
-        build_model(tiny_config(encoder_dir, regions="detector_boxes"))
+        build_model(tiny_config(encoder_dir, {"image.regions": "detector_boxes"}))
 
 
 def test_box_grounding_targets_and_refinement() -> None:
@@ -145,7 +149,8 @@ def test_checkpoint_rebuilds_the_detector_without_its_folder(
     shutil.rmtree(moved)
     loaded, loaded_cfg, _, _ = load_model(tmp_path / "ckpt")
     assert (
-        loaded_cfg.regions == "detector" and loaded_cfg.detector_config["backend"] == "fixed_boxes"
+        loaded_cfg.image.regions == "detector"
+        and loaded_cfg.image.detector_config["backend"] == "fixed_boxes"
     )
     _, batch = items_and_batch(image_samples(tmp_path), encoder_dir, cfg)
     a, b = model(batch), loaded(batch)

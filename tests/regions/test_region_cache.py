@@ -57,8 +57,8 @@ def _items(model, encoder: Path, samples, cache: RegionCache | None):  # type: i
 
 def _same_outputs(model, a, b) -> None:  # type: ignore[no-untyped-def]
     cfg = model.config
-    out_a = model(collate(a, cfg.max_span_len, cfg.image_size))
-    out_b = model(collate(b, cfg.max_span_len, cfg.image_size))
+    out_a = model(collate(a, cfg.heads.max_span_len, cfg.image.image_size))
+    out_b = model(collate(b, cfg.heads.max_span_len, cfg.image.image_size))
     for x, y in zip(out_a.span_logits, out_b.span_logits, strict=True):
         assert torch.allclose(x, y, atol=1e-5)
     assert torch.allclose(out_a.grounding_logits, out_b.grounding_logits, atol=1e-5)
@@ -78,7 +78,9 @@ def test_grid_cache_round_trip_equals_the_image_side(
     assert meta["regions"] == "grid" and meta["entries"] == n and len(shards) == -(-n // 4)
     samples = load_split(synth, "train").samples
     torch.manual_seed(1)  # another initialisation than the cache's backbone: it is adopted
-    model = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE, freeze_image=True))
+    model = build_model(
+        tiny_config(encoder_dir, {"image.backbone_kwargs": BACKBONE, "image.freeze_image": True})
+    )
     model.eval()
     cache = open_for_model(grid_cache, model, adopt_backbone=True)
     cached, report = _items(model, encoder_dir, samples, cache)
@@ -109,7 +111,11 @@ def test_detector_cache_round_trip(
     }
     samples = load_split(synth, "valid").samples
     model = build_model(
-        detector_config(encoder_dir, detector_dir, backbone_kwargs=BACKBONE, freeze_image=True)
+        detector_config(
+            encoder_dir,
+            detector_dir,
+            {"image.backbone_kwargs": BACKBONE, "image.freeze_image": True},
+        )
     ).eval()
     cache = open_for_model(cache_dir, model, adopt_backbone=True)
     # the fixed detector gives the i-th image of a batch TABLE[i % 3]: batches of 3 images here
@@ -118,8 +124,8 @@ def test_detector_cache_round_trip(
     assert [it.regions["s2.boxes"].shape[0] for it in cached if it.regions] == [0, 0, 2, 0]
     with torch.no_grad():
         cfg = model.config
-        a = model(collate(cached[:3], cfg.max_span_len, cfg.image_size))
-        b = model(collate(fly[:3], cfg.max_span_len, cfg.image_size))
+        a = model(collate(cached[:3], cfg.heads.max_span_len, cfg.image.image_size))
+        b = model(collate(fly[:3], cfg.heads.max_span_len, cfg.image.image_size))
     assert a.grounding_mask is not None and b.grounding_mask is not None
     assert torch.equal(a.grounding_mask, b.grounding_mask)
     assert torch.allclose(a.grounding_logits, b.grounding_logits, atol=1e-5)  # type: ignore[arg-type]
@@ -134,12 +140,16 @@ def test_stale_entries_are_refused_with_their_imgid(
     from safetensors.torch import save_file
 
     torch.manual_seed(7)
-    donor = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE))
+    donor = build_model(tiny_config(encoder_dir, {"image.backbone_kwargs": BACKBONE}))
     assert donor.backbone is not None
     save_file({k: v.clone() for k, v in donor.backbone.state_dict().items()}, str(other))
     model = build_model(
         tiny_config(
-            encoder_dir, backbone_kwargs={**BACKBONE, "weights": str(other)}, freeze_image=True
+            encoder_dir,
+            {
+                "image.backbone_kwargs": {**BACKBONE, "weights": str(other)},
+                "image.freeze_image": True,
+            },
         )
     )
     cache = open_for_model(grid_cache, model)
@@ -153,7 +163,9 @@ def test_stale_entries_are_refused_with_their_imgid(
     victim = [s for s in changed if s.image_path is not None][2]
     assert victim.image_path is not None
     write_image(victim.image_path, seed=99, size=64)
-    model = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE, freeze_image=True))
+    model = build_model(
+        tiny_config(encoder_dir, {"image.backbone_kwargs": BACKBONE, "image.freeze_image": True})
+    )
     cache = open_for_model(grid_cache, model, adopt_backbone=True)
     with pytest.raises(DataError, match=rf"IMGID:{victim.tweet.id} was made from another version"):
         _items(model, encoder_dir, changed, cache)
@@ -163,7 +175,9 @@ def test_a_model_keeps_its_backbone_unless_it_adopts_the_caches(
     synth: Path, grid_cache: Path, encoder_dir: Path
 ) -> None:
     torch.manual_seed(5)  # a model whose backbone is not the cache's (say, a trained one)
-    model = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE, freeze_image=True))
+    model = build_model(
+        tiny_config(encoder_dir, {"image.backbone_kwargs": BACKBONE, "image.freeze_image": True})
+    )
     assert model.backbone is not None
     before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     cache = open_for_model(grid_cache, model)
@@ -180,22 +194,28 @@ def test_missing_entries_run_text_only_and_are_counted(
     synth: Path, tmp_path: Path, encoder_dir: Path
 ) -> None:
     only_train = _extract(synth, tmp_path / "train_only", "--grid", "--splits", "train")
-    model = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE, freeze_image=True))
+    model = build_model(
+        tiny_config(encoder_dir, {"image.backbone_kwargs": BACKBONE, "image.freeze_image": True})
+    )
     cache = open_for_model(only_train, model)
     test = load_split(synth, "test").samples
     items, report = _items(model, encoder_dir, test, cache)
     with_image = [s.tweet.id for s in test if s.image_path is not None]
     assert report is not None and report.read == 0 and report.missing == with_image
     assert all(it.image is None and it.regions is None for it in items)
-    batch = collate(items, model.config.max_span_len, model.config.image_size)
+    batch = collate(items, model.config.heads.max_span_len, model.config.image.image_size)
     assert not batch.has_image.any()
 
 
 def test_a_cache_of_another_configuration_is_refused(grid_cache: Path, encoder_dir: Path) -> None:
-    model = build_model(tiny_config(encoder_dir, backbone_kwargs=BACKBONE, image_size=32))
+    model = build_model(
+        tiny_config(encoder_dir, {"image.backbone_kwargs": BACKBONE, "image.image_size": 32})
+    )
     with pytest.raises(ConfigError, match="image_size=64.*image_size=32"):
         open_for_model(grid_cache, model)
-    model = build_model(tiny_config(encoder_dir, backbone_kwargs={"width": 4, "out_channels": 16}))
+    model = build_model(
+        tiny_config(encoder_dir, {"image.backbone_kwargs": {"width": 4, "out_channels": 16}})
+    )
     with pytest.raises(ConfigError, match="backbone_kwargs"):
         open_for_model(grid_cache, model)
     with pytest.raises(DataError, match="not a region cache"):

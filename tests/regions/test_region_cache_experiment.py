@@ -33,10 +33,12 @@ def test_cached_run_equals_frozen_run_on_images(tmp_path: Path) -> None:
         config_updates={
             **common,
             "model": {
-                "freeze_image": True,
-                "backbone_kwargs": {
-                    **FAST_BACKBONE,
-                    "weights": str(cache / "backbone.safetensors"),
+                "image": {
+                    "freeze_image": True,
+                    "backbone_kwargs": {
+                        **FAST_BACKBONE,
+                        "weights": str(cache / "backbone.safetensors"),
+                    },
                 },
             },
         },

@@ -275,11 +275,14 @@ def test_tweet_text_cannot_break_out_of_the_page(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"tag_head": True, "decoder": "tags"}, {"query_encoding": "packed"}],
+    [
+        {"heads": {"tag_head": True}, "decoding": {"decoder": "tags"}},
+        {"encoder": {"query_encoding": "packed"}},
+    ],
     ids=["tags-decoder", "packed-queries"],
 )
 def test_any_decoder_and_query_encoding_gives_the_entities_of_predict(
-    built: Built, tmp_path: Path, options: dict[str, object]
+    built: Built, tmp_path: Path, options: dict[str, dict[str, object]]
 ) -> None:
     from benchmarks.report_page import tiny_checkpoint
     from mnerqg_graph.data.dataset import load_split
@@ -290,13 +293,14 @@ def test_any_decoder_and_query_encoding_gives_the_entities_of_predict(
     valid = load_split(built.root, "valid").samples[:8]
     ckpt = tiny_checkpoint([s.tweet.tokens for s in train], tmp_path / "ck", **options)
     predictor = Predictor(str(ckpt), "cpu")
-    for key, value in options.items():
-        assert getattr(predictor.model.config, key) == value
+    for section, values in options.items():
+        for key, value in values.items():
+            assert getattr(getattr(predictor.model.config, section), key) == value
     data = build_report_data(predictor.model, predictor.processor, valid)
     records = predictor.predict(valid)
     assert [t["entities"] for t in data["tweets"]] == [r["entities"] for r in records]
     assert [t["boxes"] for t in data["tweets"]] == [r["boxes"] for r in records]
     assert sum(len(r["entities"]) for r in records) > 0  # the equality is not of empty lists
-    assert data["meta"]["decoder"] == predictor.model.config.decoder
+    assert data["meta"]["decoder"] == predictor.model.config.decoding.decoder
     for t in data["tweets"]:
         assert all(g["query"] == g["nodes"] and g["nodes"] for g in t["graphs"].values())

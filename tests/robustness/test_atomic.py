@@ -68,7 +68,7 @@ WRITERS: dict[str, Callable[[Path], None]] = {
     "write_voc": lambda p: write_voc(
         p, VocAnnotation("3.jpg", 9, 9, [VocObject("Kelvo", Box(0, 0, 5, 5))])
     ),
-    "ModelConfig.save": lambda p: ModelConfig(types=["PER"], text_encoder="enc").save(p),
+    "ModelConfig.save": lambda p: ModelConfig(types=["PER"]).save(p),
     "write_predictions": _write_predictions,
 }
 FILE_NAMES = {"write_voc": "1.xml", "write_predictions": "predictions.conll"}

@@ -81,13 +81,23 @@ def _trainer(encoder: Path, out: Path, batch_size: int, device: str, **kwargs: A
     torch.manual_seed(0)
     cfg = tiny_config(
         encoder,
-        dropout=0.0,
-        loss_weights={"start": 1.0, "end": 1.0, "match": 0.0, "existence": 0.5, "grounding": 1.0},
+        {
+            "graph.dropout": 0.0,
+            "losses.weights": {
+                "start": 1.0,
+                "end": 1.0,
+                "match": 0.0,
+                "existence": 0.5,
+                "grounding": 1.0,
+            },
+        },
     )
     model = build_model(cfg)
     tok = AutoTokenizer.from_pretrained(str(encoder))
     queries = load_queries()
-    proc = MnerqgProcessor(tok, queries, cfg.max_length, cfg.max_span_len, cfg.image_size)
+    proc = MnerqgProcessor(
+        tok, queries, cfg.encoder.max_length, cfg.heads.max_span_len, cfg.image.image_size
+    )
     items = proc([Sample(t) for t in TWEETS]).items
     evaluate = kwargs.pop("evaluate", _evaluate)
     tcfg = TrainConfig(

@@ -308,7 +308,7 @@ def test_every_fusion_with_attention_gives_complete_weighted_graphs(
     from mnerqg_graph.model import build_model
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(setup.encoder, fusion=fusion), weights=False).eval()
+    model = build_model(tiny_config(setup.encoder, {"fusion.name": fusion}), weights=False).eval()
     expl = explain(model, _proc(model, setup), setup.samples[:2])
     al = expl[0].alignments["LOC"]
     assert al.attention and not al.note()
@@ -329,7 +329,9 @@ def test_text_only_model_says_it_has_no_attention(setup: Setup, tmp_path: Path) 
     from mnerqg_graph.model import build_model
 
     torch.manual_seed(0)
-    model = build_model(tiny_config(setup.encoder, fusion="none", use_image=False)).eval()
+    model = build_model(
+        tiny_config(setup.encoder, {"fusion.name": "none", "image.use_image": False})
+    ).eval()
     [expl] = explain(model, _proc(model, setup), setup.samples[:1])
     al = expl.alignments["LOC"]
     assert not al.image_branch and al.num_edges == 0 and "no image branch" in al.note()
@@ -475,7 +477,7 @@ def test_packed_queries_explain_every_type_with_the_tweet_pieces(setup: Setup) -
     from mnerqg_graph.model import build_model
 
     torch.manual_seed(0)
-    cfg = tiny_config(setup.encoder, query_encoding="packed")
+    cfg = tiny_config(setup.encoder, {"encoder.query_encoding": "packed"})
     model = build_model(cfg, weights=False).eval()
     expl = explain(model, _proc(model, setup), setup.samples[:2])
     per_type = setup.explained[0].alignments
@@ -499,8 +501,8 @@ def test_query_token_edges_carry_attention_and_span_probabilities(
     torch.manual_seed(0)
     cfg = {
         "image": tiny_config(setup.encoder),
-        "text_only_gat": tiny_config(setup.encoder, use_image=False),
-        "none": tiny_config(setup.encoder, fusion="none", use_image=False),
+        "text_only_gat": tiny_config(setup.encoder, {"image.use_image": False}),
+        "none": tiny_config(setup.encoder, {"fusion.name": "none", "image.use_image": False}),
     }[model_kind]
     model = build_model(cfg).eval()
     expl = explain(model, _proc(model, setup), setup.samples)
