@@ -3,15 +3,15 @@
 Usage::
 
     python -m benchmarks.real_data --dataset twitter2017 [--seeds 1 2 3]
-        [--variants default casing_dim=0 fusion=none ...] [--set KEY=VALUE ...]
+        [--variants default encoder.casing_dim=0 fusion.name=none ...] [--set KEY=VALUE ...]
         [--data-root DIR] [--runs FILE.jsonl] [--checkpoints DIR] [--out FILE.md] [--report-only]
 
 Every run is the Sacred experiment itself (``experiments.train.ex.run`` with the ``twitter2015`` or
 ``twitter2017`` named config: MiniLM encoder, images absent, model chosen on the validation split,
 tested once). A variant is ``default`` (the named config as it is) or ``+``-joined ``KEY=VALUE``
-updates (of the ``model`` section unless the key names a section: ``casing_dim=0``,
-``fusion=none+use_image=False``, ``optim.epochs=7``) or named configs of the experiment
-(``no_existence_loss``).
+updates (of the ``model`` section unless the key names a section of the experiment:
+``encoder.casing_dim=0``, ``fusion.name=none+image.use_image=False``, ``optim.epochs=7``) or
+named configs of the experiment (``no_existence_loss``).
 
 Each finished run is appended at once to ``--runs`` (JSON lines), so a long job stopped halfway
 keeps what it finished, and a rerun skips the (variant, ``--set``, epochs, seed) runs already there
@@ -102,9 +102,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def variant_updates(variant: str, named: list[str]) -> tuple[list[str], dict[str, Any]]:
-    """``"casing_dim=0+optim.epochs=7+no_existence_loss"`` -> (named configs, config updates).
+    """``"encoder.casing_dim=0+optim.epochs=7+no_existence_loss"`` -> (named configs, updates).
 
-    A key without a section (``casing_dim``) is a ``model`` key; ``optim.epochs`` names its section.
+    A key that does not start with a section of the experiment (``encoder.casing_dim``) is a
+    ``model`` key; ``optim.epochs`` names its section.
     """
     if variant == "default":
         return [], {}

@@ -100,7 +100,7 @@ def model_config(model: dict[str, Any], types: list[str], encoder: str) -> Model
         ConfigError: an unknown key (a key of the flat layout before ``config_version`` 2 names
             its new place), a value of the wrong kind or out of range.
     """
-    sections = {k: _clean(v) if isinstance(v, dict) else v for k, v in model.items()}
+    sections = {k: _clean(v) if isinstance(v, dict) else v for k, v in _clean(model).items()}
     data = {k: v for k, v in sections.items() if k not in _NOT_MODEL_KEYS}
     data["encoder"] = {**data.get("encoder", {}), "name": encoder}
     data["types"] = types
@@ -269,6 +269,7 @@ def run_experiment(
     from mnerqg_graph.training.loop import TrainConfig, Trainer, resolve_device
 
     data, model, optim, grounding = (_clean(d) for d in (data, model, optim, grounding))
+    model_config(model, [], "checked before any data is read")  # a bad key fails at once
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     random.seed(seed)

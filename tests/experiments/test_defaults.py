@@ -145,3 +145,16 @@ def test_every_field_has_a_one_line_doc(cls: type) -> None:
     names = {f.name for f in dataclasses.fields(cls)}
     assert set(docs) == names
     assert all(doc and "\n" not in doc and "``" not in doc for doc in docs.values())
+
+
+def test_a_flat_model_key_of_config_version_1_names_its_new_place() -> None:
+    from experiments.runner import model_config
+    from mnerqg_graph.errors import ConfigError
+
+    sacred = _sacred_config()["model"]
+    cfg = model_config({**sacred, "heads": {"tag_head": True}}, ["PER"], "enc")
+    assert cfg.heads.tag_head and cfg.encoder.name == "enc" and cfg.types == ["PER"]
+    with pytest.raises(ConfigError, match=r"tag_head \(now heads\.tag_head\)"):
+        model_config({**sacred, "tag_head": True}, ["PER"], "enc")
+    with pytest.raises(ConfigError, match=r"heads\.max_span_len must be int"):
+        model_config({**sacred, "heads": {"max_span_len": "long"}}, ["PER"], "enc")
