@@ -95,17 +95,17 @@ def test_tagger_row_and_query_encodings_in_one_run(
         "--queries",
         "packed:words",
         "--model",
-        "packed:packed_separators=False",
+        "packed:encoder.packed_separators=False",
         "--model",
-        "head_dim=16",
+        "heads.head_dim=16",
     ]
     argv = [*SMALL, "--query-encoding", "packed,per_type", "--json", *compact_args]
     assert throughput.main(argv) == 0
     compact = json.loads(capsys.readouterr().out)
     assert compact["queries"] == {"packed": "words", "per_type": "default"}
     assert compact["model_overrides"] == {
-        "packed": {"packed_separators": False, "head_dim": 16},
-        "per_type": {"head_dim": 16},
+        "packed": {"encoder.packed_separators": False, "heads.head_dim": 16},
+        "per_type": {"heads.head_dim": 16},
     }
     by = compact["by_query_encoding"]
     assert (
@@ -121,8 +121,10 @@ def test_tagger_row_and_query_encodings_in_one_run(
     assert "packed: queries words" in throughput.format_table(compact)
     with pytest.raises(SystemExit, match="--model expects"):
         throughput.parse_overrides(["types=3"], ["packed"])
+    with pytest.raises(SystemExit, match="--model expects"):  # a flat key of config_version 1
+        throughput.parse_overrides(["head_dim=8"], ["packed"])
     with pytest.raises(SystemExit, match="does not run"):
-        throughput.parse_overrides(["per_type:head_dim=8"], ["packed"])
+        throughput.parse_overrides(["per_type:heads.head_dim=8"], ["packed"])
 
 
 def test_reference_tagger_tags_every_token(tmp_path: Path) -> None:
@@ -156,4 +158,5 @@ def test_bench_model_is_the_experiment_model() -> None:
 
     real = _real_data("twitter2017")["model"]
     for key, value in throughput.REAL_DATA_MODEL.items():
-        assert real[key] == value, key
+        section, name = key.split(".")
+        assert real[section][name] == value, key

@@ -555,7 +555,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.manual_seed(0)
     cfg0 = models[0].model.config
-    tagger = PlainTagger(encoder, list(queries), cfg0.max_length, cfg0.url_word).to(device)
+    reading = cfg0.encoder
+    tagger = PlainTagger(encoder, list(queries), reading.max_length, reading.url_word).to(device)
     from mnerqg_graph.training.loop import make_adamw
 
     tagger_opt = make_adamw([{"params": list(tagger.parameters()), "lr": 1e-4}], 0.01)

@@ -111,9 +111,9 @@ def test_a_run_with_the_tagger_saves_its_chosen_decoder(tmp_path: Path) -> None:
     )
     assert run.result is not None and run.result["tag_decoder"] in (0.0, 1.0)
     saved = json.loads((tmp_path / "out" / "checkpoint" / "config.json").read_text())
-    assert saved["tag_head"] is True
-    assert saved["decoder"] == ("tags" if run.result["tag_decoder"] else "span")
-    assert run.info["decoder"] == saved["decoder"]
+    assert saved["heads"]["tag_head"] is True
+    assert saved["decoding"]["decoder"] == ("tags" if run.result["tag_decoder"] else "span")
+    assert run.info["decoder"] == saved["decoding"]["decoder"]
     out = tmp_path / "pred.conll"
     argv = ["--checkpoint", str(tmp_path / "out" / "checkpoint"), "--input"]
     argv += [str(tmp_path / "synth" / "test.txt"), "--images", str(tmp_path / "synth" / "images")]

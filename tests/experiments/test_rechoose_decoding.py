@@ -81,7 +81,8 @@ def test_a_new_choice_rewrites_config_and_record(
         0.0,
     )
     saved = json.loads((Path(record["checkpoint"]) / "config.json").read_text())
-    assert (saved["decoder"], saved["span_threshold"], saved["existence_threshold"]) == (
+    decoding = saved["decoding"]
+    assert (decoding["decoder"], decoding["span_threshold"], decoding["existence_threshold"]) == (
         "span",
         0.3,
         0.5,

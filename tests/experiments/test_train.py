@@ -53,7 +53,7 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
         assert key in result and 0.0 <= result[key] <= 1.0, key
     assert all(isinstance(v, float) for v in result.values())
     cfg = json.loads((run_dir / "config.json").read_text())
-    assert cfg["model"]["fusion"] == "hetero_gat" and cfg["seed"] == 3
+    assert cfg["model"]["fusion"]["name"] == "hetero_gat" and cfg["seed"] == 3
     history = run.info["history"]  # type: ignore[attr-defined]
     env = run.info["environment"]  # type: ignore[attr-defined]
     assert env["torch"] and env["torch_threads"] >= 1
@@ -77,9 +77,12 @@ def test_fast_run_writes_config_metrics_and_artifacts(fast_run: tuple[object, Pa
     # the span threshold chosen on valid is in the result and travels with the checkpoint
     saved = json.loads((tmp / "out" / "checkpoint" / "config.json").read_text())
     assert 0.1 <= result["span_threshold"] <= 0.7
-    assert saved["span_threshold"] == pytest.approx(result["span_threshold"])
-    assert saved["existence_threshold"] == pytest.approx(result["existence_threshold"])
-    assert saved["url_word"] == "url" and "URLs read as one word" in run.info["prepare_train"]  # type: ignore[attr-defined]
+    assert saved["decoding"]["span_threshold"] == pytest.approx(result["span_threshold"])
+    assert saved["decoding"]["existence_threshold"] == pytest.approx(result["existence_threshold"])
+    assert (
+        saved["encoder"]["url_word"] == "url"
+        and "URLs read as one word" in run.info["prepare_train"]
+    )  # type: ignore[attr-defined]
     assert result["existence_threshold"] in (0.0, 0.5)
     # visualize=1: the alignment pictures of one validation tweet are run artifacts too
     assert any(n.startswith("visualize-") and n.endswith("graph_PER.png") for n in names)
@@ -198,7 +201,10 @@ def test_packed_run_saves_the_mode_and_predict_follows_it(
         ex.observers.remove(obs)
     ckpt = tmp_path / "out" / "checkpoint"
     cfg = json.loads((ckpt / "config.json").read_text())
-    assert (cfg["query_encoding"], cfg["packed_attention"]) == ("packed", "isolated")
+    assert (cfg["encoder"]["query_encoding"], cfg["encoder"]["packed_attention"]) == (
+        "packed",
+        "isolated",
+    )
     seen: list[object] = []
     real = processing.build_mrc_examples
 

@@ -166,10 +166,10 @@ def test_checkpoint_keeps_the_mode_and_predicts_identically(
     ckpt = save_model(model, cfg, load_queries(), tok, tmp_path / "ckpt")
     loaded, cfg2, queries, tok2 = load_model(ckpt)
     assert (
-        cfg2.query_encoding,
-        cfg2.packed_attention,
-        cfg2.packed_positions,
-        cfg2.packed_separators,
+        cfg2.encoder.query_encoding,
+        cfg2.encoder.packed_attention,
+        cfg2.encoder.packed_positions,
+        cfg2.encoder.packed_separators,
     ) == ("packed", "isolated", "per_query", False)
     _, proc = load_checkpoint(ckpt)
     assert (proc.query_encoding, proc.packed_positions, proc.packed_separators) == (
@@ -289,6 +289,6 @@ def test_head_dim_narrows_the_span_and_tagger_mlps(tmp_path: Path, encoder_dir: 
     # saved and rebuilt at that width
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
     loaded, cfg2, _, _ = load_model(save_model(model, cfg, load_queries(), tok, tmp_path / "c"))
-    assert cfg2.head_dim == 12 and loaded.span_head.match_end.out_features == 12
+    assert cfg2.heads.head_dim == 12 and loaded.span_head.match_end.out_features == 12
     with pytest.raises(ConfigError, match="head_dim"):
         tiny_config(encoder_dir, {"heads.head_dim": -1})

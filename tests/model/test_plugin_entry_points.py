@@ -86,7 +86,7 @@ def test_entry_point_plugin_trains_and_its_checkpoint_predicts_without_flag(
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
     config = json.loads((out / "checkpoint" / "config.json").read_text(encoding="utf-8"))
-    assert config["fusion"] == "ep_fusion"
+    assert config["fusion"]["name"] == "ep_fusion"
     assert config["plugins"] == ["mnerqg_ep_plugin"]  # recorded: the module, not the flag
 
     predict = ["-m", "mnerqg_graph", "predict", "--checkpoint", str(out / "checkpoint"),

@@ -75,7 +75,7 @@ def test_tag_head_trains_the_shared_features_and_round_trips(
     assert loaded.config.heads.tag_head and loaded.tag_head is not None
     key = "tag_head.mlp.3.weight"
     assert torch.equal(model.state_dict()[key], loaded.state_dict()[key])
-    assert ModelConfig.from_dict(cfg.to_dict()).tag_head
+    assert ModelConfig.from_dict(cfg.to_dict()).heads.tag_head
 
 
 def test_tag_loss_ignores_padding_tokens() -> None:

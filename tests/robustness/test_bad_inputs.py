@@ -278,9 +278,15 @@ def test_predict_images_unreadable_tiny_huge_and_missing(
 # ------------------------------------------------------------------------------ checkpoints
 
 
-def _edit_json(path: Path, **changes: Any) -> None:
+def _edit_json(path: Path, changes: dict[str, Any]) -> None:
+    """Set JSON values by dotted path (``{"graph.hidden_dim": 48}``: a section's field)."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    data.update(changes)
+    for key, value in changes.items():
+        *parents, name = key.split(".")
+        target = data
+        for part in parents:
+            target = target[part]
+        target[name] = value
     path.write_text(json.dumps(data), encoding="utf-8")
 
 
@@ -298,29 +304,32 @@ CHECKPOINT_DAMAGE = [
      "missing text_encoder/tokenizer.json"),
     ("hf-config", lambda c: shutil.copy(c / "text_encoder" / "config.json", c / "config.json"),
      "config_version None"),
-    ("other-version", lambda c: _edit_json(c / "config.json", config_version=2),
-     "config_version 2"),
-    ("unknown-key", lambda c: _edit_json(c / "config.json", decoder_layers=3),
+    ("other-version", lambda c: _edit_json(c / "config.json", {"config_version": 3}),
+     "config_version 3"),
+    ("unknown-key", lambda c: _edit_json(c / "config.json", {"decoder_layers": 3}),
      "unknown model config keys ['decoder_layers']"),
-    ("other-shapes", lambda c: _edit_json(c / "config.json", hidden_dim=48),
+    ("other-shapes", lambda c: _edit_json(c / "config.json", {"graph.hidden_dim": 48}),
      "weights do not match config.json"),
     ("other-encoder-shapes", lambda c: _edit_json(c / "text_encoder" / "config.json",
-                                                  hidden_size=48),
+                                                  {"hidden_size": 48}),
      "weights do not match config.json"),
-    ("wrong-type", lambda c: _edit_json(c / "config.json", hidden_dim="128"), "hidden_dim"),
-    ("bad-heads", lambda c: _edit_json(c / "config.json", fusion_kwargs={"heads": 3}),
+    ("wrong-type", lambda c: _edit_json(c / "config.json", {"graph.hidden_dim": "128"}),
+     "graph.hidden_dim"),
+    ("bad-heads", lambda c: _edit_json(c / "config.json", {"fusion.kwargs": {"heads": 3}}),
      "config.json"),
-    ("unknown-fusion-option", lambda c: _edit_json(c / "config.json", fusion_kwargs={"x": 1}),
+    ("unknown-fusion-option", lambda c: _edit_json(c / "config.json", {"fusion.kwargs": {"x": 1}}),
      "config.json"),
-    ("unknown-fusion", lambda c: _edit_json(c / "config.json", fusion="gcn9"),
+    ("unknown-fusion", lambda c: _edit_json(c / "config.json", {"fusion.name": "gcn9"}),
      "unknown fusion module 'gcn9'"),
-    ("bad-scales", lambda c: _edit_json(c / "config.json", num_scales=5), "num_scales"),
+    ("bad-scales", lambda c: _edit_json(c / "config.json", {"image.num_scales": 5}),
+     "image.num_scales"),
     ("unknown-encoder-type", lambda c: _edit_json(c / "text_encoder" / "config.json",
-                                                  model_type="nope"),
+                                                  {"model_type": "nope"}),
      "text_encoder"),
-    ("other-types", lambda c: _edit_json(c / "config.json", types=["PER", "LOC"]),
+    ("other-types", lambda c: _edit_json(c / "config.json", {"types": ["PER", "LOC"]}),
      "differ from config types"),
-    ("max-length-beyond-encoder", lambda c: _edit_json(c / "config.json", max_length=1000),
+    ("max-length-beyond-encoder",
+     lambda c: _edit_json(c / "config.json", {"encoder.max_length": 1000}),
      "max_length 1000 exceeds the encoder's 256 positions"),
     ("truncated-weights",
      lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:999]),
