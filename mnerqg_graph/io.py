@@ -27,9 +27,31 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, TypeVar
 
 from mnerqg_graph.errors import WriteError
+
+_Closing = TypeVar("_Closing", bound="ClosingContext")
+
+
+class ClosingContext:
+    """A context manager whose exit calls :meth:`close` (``with Thing(...) as thing:``)."""
+
+    def close(self) -> None:
+        """Release what the object holds; subclasses implement it."""
+        raise NotImplementedError
+
+    def __enter__(self: _Closing) -> _Closing:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def is_write_failure(exc: BaseException) -> bool:
