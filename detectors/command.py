@@ -71,16 +71,16 @@ def option_values(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def subcommand_main(
+    prog: str,
     build_parser: Callable[[], argparse.ArgumentParser],
     handlers: Mapping[str, Callable[[argparse.Namespace], int]],
-    summary: str,
 ) -> Callable[[list[str] | None], int]:
     """The ``main(argv) -> int`` of a command with subcommands (``dest="command"``).
 
     Args:
+        prog: the command (``python -m detectors.detector``), for the docstring.
         build_parser: builds the command's parser.
         handlers: the function that runs each subcommand on the parsed arguments.
-        summary: the first line of the ``main``'s docstring.
 
     Returns:
         ``main(argv=None)``: parses ``argv`` (``sys.argv[1:]`` when None) and returns the exit code
@@ -92,7 +92,8 @@ def subcommand_main(
         return handlers[args.command](args)
 
     main.__doc__ = (
-        f"{summary}\n\nArgs:\n    argv: the arguments; ``sys.argv[1:]`` when None.\n\n"
+        f"Run ``{prog}``; user errors are raised as ``MnerqgError``.\n\n"
+        "Args:\n    argv: the arguments; ``sys.argv[1:]`` when None.\n\n"
         "Returns:\n    The exit code of the subcommand.\n"
     )
     return main

@@ -237,9 +237,7 @@ def _detect(args: argparse.Namespace) -> int:
 
 
 main = subcommand_main(
-    build_parser,
-    {"train": _train, "detect": _detect, "evaluate": _evaluate},
-    "Run ``python -m detectors.detector``; user errors are raised as :class:`MnerqgError`.",
+    PROG, build_parser, {"train": _train, "detect": _detect, "evaluate": _evaluate}
 )
 
 

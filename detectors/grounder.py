@@ -845,11 +845,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-main = subcommand_main(
-    build_parser,
-    {"pretrain": _pretrain, "finetune": _finetune, "evaluate": _evaluate},
-    "Run ``python -m detectors.grounder``; user errors are raised as ``MnerqgError``.",
-)
+_HANDLERS = {"pretrain": _pretrain, "finetune": _finetune, "evaluate": _evaluate}
+main = subcommand_main(PROG, build_parser, _HANDLERS)
 
 
 if __name__ == "__main__":  # pragma: no cover
