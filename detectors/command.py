@@ -57,6 +57,35 @@ def json_object_option(flag: str, text: str) -> dict[str, Any]:
     return value
 
 
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A command's parser (abbreviated options are not accepted).
+
+    Args:
+        prog: the program name.
+        description: what the command does.
+
+    Returns:
+        The parser.
+    """
+    return argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
+
+
+def subcommand_parser(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
+    """A command's parser and its required subcommands (``dest="command"``).
+
+    Args:
+        prog: the program name.
+        description: what the command does.
+
+    Returns:
+        The parser, and the action to add each subcommand's parser to (``add_parser``).
+    """
+    parser = command_parser(prog, description)
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
 def option_values(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     """Parsed options as keyword arguments, for a function whose parameters they are named after.
 
@@ -99,4 +128,11 @@ def subcommand_main(
     return main
 
 
-__all__ = ["json_object_option", "option_values", "run_main", "subcommand_main"]
+__all__ = [
+    "command_parser",
+    "json_object_option",
+    "option_values",
+    "run_main",
+    "subcommand_main",
+    "subcommand_parser",
+]

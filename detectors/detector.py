@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
-from detectors.command import json_object_option, option_values, run_main, subcommand_main
+from detectors.command import (
+    json_object_option,
+    option_values,
+    run_main,
+    subcommand_main,
+    subcommand_parser,
+)
 from detectors.detection import (
     DETECTOR_REGISTRY,
     Detections,
@@ -86,12 +92,9 @@ PROG = "python -m detectors.detector"
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m detectors.detector {train,detect,evaluate}``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train an object detector on a data set's VOC boxes, or run it on a split.",
-        allow_abbrev=False,
+    parser, sub = subcommand_parser(
+        PROG, "Train an object detector on a data set's VOC boxes, or run it on a split."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="train a detector (class = entity type)")
     train.add_argument("--data", required=True, type=Path, metavar="DIR", help="data-set folder")
     train.add_argument("--out", required=True, type=Path, metavar="DIR", help="checkpoint folder")

@@ -46,7 +46,13 @@ import torch
 from torch import Tensor, nn
 
 from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
-from detectors.command import json_object_option, option_values, run_main, subcommand_main
+from detectors.command import (
+    json_object_option,
+    option_values,
+    run_main,
+    subcommand_main,
+    subcommand_parser,
+)
 from detectors.detection.data import normalised_boxes
 from detectors.images import ImageSet, load_image_set
 from detectors.manual import select_manual
@@ -752,12 +758,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m detectors.grounder {pretrain,finetune,evaluate}``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train (pretrain, finetune) and evaluate the visual-grounding model.",
-        allow_abbrev=False,
+    parser, sub = subcommand_parser(
+        PROG, "Train (pretrain, finetune) and evaluate the visual-grounding model."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pre = sub.add_parser("pretrain", help="train on every gold box of a source data set")
     pre.add_argument("--data", required=True, type=Path, metavar="SRC")
     pre.add_argument("--out", required=True, type=Path, metavar="CKPT")

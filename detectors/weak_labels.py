@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from detectors.command import option_values, run_main
+from detectors.command import command_parser, option_values, run_main
 from detectors.grounder import VisualGrounder, load_grounder, predict_image_set
 from detectors.images import load_image_set
 from mnerqg_graph.data.types import Box, Sample, Span
@@ -480,14 +480,11 @@ PROG = "mnerqg pseudo-label"
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``mnerqg pseudo-label``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "Write weak grounding labels (Pascal VOC XML with a confidence per box) for every "
-            "tweet with an image: the visual-grounding model's box for each entity type of the "
-            "tweet's text, named after the entities of that type."
-        ),
-        allow_abbrev=False,
+    parser = command_parser(
+        PROG,
+        "Write weak grounding labels (Pascal VOC XML with a confidence per box) for every tweet "
+        "with an image: the visual-grounding model's box for each entity type of the tweet's "
+        "text, named after the entities of that type.",
     )
     parser.add_argument(
         "--grounder",
