@@ -427,6 +427,7 @@ def test_cli_end_to_end(setup: Setup, tmp_path: Path) -> None:
             "t1.jpg", 80, 80, [VocObject("Kelvo", box) for box in t1.boxes_of_type("PER")]
         ),
     )
+
     def visualize(ids: str, out: str, *options: str) -> int:
         argv = ["--checkpoint", str(ckpt), "--input", str(root), "--ids", ids]
         return main([*argv, "--out", str(tmp_path / out), *options])
