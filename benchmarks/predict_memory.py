@@ -82,6 +82,39 @@ def train_checkpoint(work: Path) -> Path:
     return ckpt
 
 
+def predict_argv(
+    ckpt: Path, inp: Path, out: Path, chunk: int, batch: int, device: str
+) -> list[str]:
+    """The arguments of ``mnerqg predict`` from file to file in chunks, without a progress bar.
+
+    Args:
+        ckpt: the checkpoint folder.
+        inp: the input file.
+        out: the output file.
+        chunk: ``--chunk-size``.
+        batch: ``--batch-size``.
+        device: ``--device``.
+
+    Returns:
+        The argument list (no program name).
+    """
+    return [
+        "--checkpoint",
+        str(ckpt),
+        "--input",
+        str(inp),
+        "--output",
+        str(out),
+        "--chunk-size",
+        str(chunk),
+        "--batch-size",
+        str(batch),
+        "--device",
+        device,
+        "--no-progress",
+    ]
+
+
 def run_child(
     ckpt: Path, inp: Path, out: Path, chunk: int, batch: int, threads: int, device: str
 ) -> dict[str, float]:
@@ -99,19 +132,7 @@ def run_child(
         "--child",
         str(threads),
         "--",
-        "--checkpoint",
-        str(ckpt),
-        "--input",
-        str(inp),
-        "--output",
-        str(out),
-        "--chunk-size",
-        str(chunk),
-        "--batch-size",
-        str(batch),
-        "--device",
-        device,
-        "--no-progress",
+        *predict_argv(ckpt, inp, out, chunk, batch, device),
     ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)

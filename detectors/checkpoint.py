@@ -16,7 +16,13 @@ from torch import nn
 
 from mnerqg_graph.encoders.image import load_state_dict_file, load_weights_into
 from mnerqg_graph.errors import CheckpointError
-from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
+from mnerqg_graph.io import (
+    abandon_dir,
+    atomic_write_text,
+    read_json_object,
+    replace_dir,
+    temp_dir_beside,
+)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
@@ -71,12 +77,12 @@ def read_checkpoint_config(ckpt_dir: str | Path, kind: str) -> tuple[Path, dict[
     path = ckpt / CONFIG_NAME
     if not path.is_file():
         raise CheckpointError(f"{ckpt}: checkpoint is missing {CONFIG_NAME}")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint config: {exc}") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path}: checkpoint config must be a JSON object")
+    config = read_json_object(
+        path,
+        CheckpointError,
+        unreadable="unreadable checkpoint config",
+        not_object="checkpoint config must be a JSON object",
+    )
     found = config.get("kind")
     if found != kind:
         what = (

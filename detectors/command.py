@@ -6,9 +6,10 @@ Used by ``python -m detectors.detector``, ``python -m detectors.grounder`` and t
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mnerqg_graph.errors import ConfigError, MnerqgError
@@ -56,4 +57,82 @@ def json_object_option(flag: str, text: str) -> dict[str, Any]:
     return value
 
 
-__all__ = ["json_object_option", "run_main"]
+def command_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A command's parser (abbreviated options are not accepted).
+
+    Args:
+        prog: the program name.
+        description: what the command does.
+
+    Returns:
+        The parser.
+    """
+    return argparse.ArgumentParser(prog=prog, description=description, allow_abbrev=False)
+
+
+def subcommand_parser(
+    prog: str, description: str
+) -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[argparse.ArgumentParser]]:
+    """A command's parser and its required subcommands (``dest="command"``).
+
+    Args:
+        prog: the program name.
+        description: what the command does.
+
+    Returns:
+        The parser, and the action to add each subcommand's parser to (``add_parser``).
+    """
+    parser = command_parser(prog, description)
+    return parser, parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+
+def option_values(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """Parsed options as keyword arguments, for a function whose parameters they are named after.
+
+    Args:
+        args: the parsed arguments.
+        *names: the options' ``dest`` names (``batch_size`` for ``--batch-size``).
+
+    Returns:
+        ``{name: args.name}`` for each name.
+    """
+    return {name: getattr(args, name) for name in names}
+
+
+def subcommand_main(
+    prog: str,
+    build_parser: Callable[[], argparse.ArgumentParser],
+    handlers: Mapping[str, Callable[[argparse.Namespace], int]],
+) -> Callable[[list[str] | None], int]:
+    """The ``main(argv) -> int`` of a command with subcommands (``dest="command"``).
+
+    Args:
+        prog: the command (``python -m detectors.detector``), for the docstring.
+        build_parser: builds the command's parser.
+        handlers: the function that runs each subcommand on the parsed arguments.
+
+    Returns:
+        ``main(argv=None)``: parses ``argv`` (``sys.argv[1:]`` when None) and returns the exit code
+        of the chosen subcommand's handler; user errors are raised as ``MnerqgError``.
+    """
+
+    def main(argv: list[str] | None = None) -> int:
+        args = build_parser().parse_args(argv)
+        return handlers[args.command](args)
+
+    main.__doc__ = (
+        f"Run ``{prog}``; user errors are raised as ``MnerqgError``.\n\n"
+        "Args:\n    argv: the arguments; ``sys.argv[1:]`` when None.\n\n"
+        "Returns:\n    The exit code of the subcommand.\n"
+    )
+    return main
+
+
+__all__ = [
+    "command_parser",
+    "json_object_option",
+    "option_values",
+    "run_main",
+    "subcommand_main",
+    "subcommand_parser",
+]

@@ -29,7 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
-from detectors.command import json_object_option, run_main
+from detectors.command import (
+    json_object_option,
+    option_values,
+    run_main,
+    subcommand_main,
+    subcommand_parser,
+)
 from detectors.detection import (
     DETECTOR_REGISTRY,
     Detections,
@@ -52,17 +58,43 @@ from detectors.training import TrainResult
 from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.io import atomic_write_text
 
+__all__ = [
+    "DETECTOR_REGISTRY",
+    "Detections",
+    "DetectorBackend",
+    "ImageSet",
+    "PROG",
+    "Target",
+    "TorchvisionFasterRCNN",
+    "TrainResult",
+    "box_average_precision",
+    "build_detector",
+    "build_parser",
+    "detect_split",
+    "detection_regions",
+    "detection_targets",
+    "evaluate_split",
+    "load_checkpoint_weights",
+    "load_detector",
+    "load_image_set",
+    "main",
+    "normalised_boxes",
+    "read_checkpoint_config",
+    "read_detections",
+    "resolve_device",
+    "run_main",
+    "save_checkpoint",
+    "train_detector",
+]
+
 PROG = "python -m detectors.detector"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m detectors.detector {train,detect,evaluate}``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train an object detector on a data set's VOC boxes, or run it on a split.",
-        allow_abbrev=False,
+    parser, sub = subcommand_parser(
+        PROG, "Train an object detector on a data set's VOC boxes, or run it on a split."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="train a detector (class = entity type)")
     train.add_argument("--data", required=True, type=Path, metavar="DIR", help="data-set folder")
     train.add_argument("--out", required=True, type=Path, metavar="DIR", help="checkpoint folder")
@@ -150,59 +182,55 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m detectors.detector``; user errors are raised as :class:`MnerqgError`.
+#: The options of ``train`` that are parameters of :func:`train_detector` of the same name.
+_TRAIN_OPTIONS = ("split", "epochs", "batch_size", "lr", "image_size", "max_steps", "limit", "seed")
 
-    Args:
-        argv: the arguments; ``sys.argv[1:]`` when None.
 
-    Returns:
-        The exit code (0).
-    """
-    args = build_parser().parse_args(argv)
-    if args.command == "train":
-        kwargs: dict[str, Any] = {}
-        if args.backend_kwargs is not None:
-            kwargs = json_object_option("--backend-kwargs", args.backend_kwargs)
-        for key in ("arch", "weights", "weights_backbone", "min_size", "max_size"):
-            if getattr(args, key) is not None:
-                kwargs[key] = getattr(args, key)
-        types = [t.strip() for t in args.types.split(",")] if args.types else None
-        _, result = train_detector(
-            args.data,
-            args.out,
-            backend=args.backend,
-            backend_kwargs=kwargs,
-            types=types,
-            split=args.split,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            image_size=args.image_size,
-            max_steps=args.max_steps,
-            limit=args.limit,
-            seed=args.seed,
-            device=args.device,
-            log=_say,
-            progress=not args.no_progress,
-        )
-        print(
-            f"trained {result.steps} steps in {result.seconds:.1f} s; final loss "
-            f"{result.history[-1] if result.history else math.nan:.4f}"
-        )
-        return 0
+def _train(args: argparse.Namespace) -> int:
+    """``train``: train a detector and save its checkpoint."""
+    kwargs: dict[str, Any] = {}
+    if args.backend_kwargs is not None:
+        kwargs = json_object_option("--backend-kwargs", args.backend_kwargs)
+    for key in ("arch", "weights", "weights_backbone", "min_size", "max_size"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    types = [t.strip() for t in args.types.split(",")] if args.types else None
+    _, result = train_detector(
+        args.data,
+        args.out,
+        backend=args.backend,
+        backend_kwargs=kwargs,
+        types=types,
+        log=_say,
+        progress=not args.no_progress,
+        device=args.device,
+        **option_values(args, *_TRAIN_OPTIONS),
+    )
+    print(
+        f"trained {result.steps} steps in {result.seconds:.1f} s; final loss "
+        f"{result.history[-1] if result.history else math.nan:.4f}"
+    )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: box AP of a saved detector on a split."""
     detector = load_detector(args.detector, resolve_device(args.device))
-    if args.command == "evaluate":
-        scores = evaluate_split(detector, args.data, args.split, args.image_size, limit=args.limit)
-        if args.json:
-            print(json.dumps(scores, sort_keys=True))
-        else:
-            print(
-                "  ".join(
-                    f"{k}={v:.4f}" if k != "images" else f"{k}={v:.0f}" for k, v in scores.items()
-                )
+    scores = evaluate_split(detector, args.data, args.split, args.image_size, limit=args.limit)
+    if args.json:
+        print(json.dumps(scores, sort_keys=True))
+    else:
+        print(
+            "  ".join(
+                f"{k}={v:.4f}" if k != "images" else f"{k}={v:.0f}" for k, v in scores.items()
             )
-        return 0
+        )
+    return 0
+
+
+def _detect(args: argparse.Namespace) -> int:
+    """``detect``: a saved detector's boxes on a split, as JSON lines."""
+    detector = load_detector(args.detector, resolve_device(args.device))
     records = detect_split(detector, args.data, args.split, args.image_size, limit=args.limit)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     atomic_write_text(args.out, text)
@@ -211,34 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = [
-    "DETECTOR_REGISTRY",
-    "Detections",
-    "DetectorBackend",
-    "ImageSet",
-    "PROG",
-    "Target",
-    "TorchvisionFasterRCNN",
-    "TrainResult",
-    "box_average_precision",
-    "build_detector",
-    "build_parser",
-    "detect_split",
-    "detection_regions",
-    "detection_targets",
-    "evaluate_split",
-    "load_checkpoint_weights",
-    "load_detector",
-    "load_image_set",
-    "main",
-    "normalised_boxes",
-    "read_checkpoint_config",
-    "read_detections",
-    "resolve_device",
-    "run_main",
-    "save_checkpoint",
-    "train_detector",
-]
+main = subcommand_main(
+    PROG, build_parser, {"train": _train, "detect": _detect, "evaluate": _evaluate}
+)
 
 
 if __name__ == "__main__":  # pragma: no cover

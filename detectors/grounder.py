@@ -46,7 +46,13 @@ import torch
 from torch import Tensor, nn
 
 from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
-from detectors.command import json_object_option, run_main
+from detectors.command import (
+    json_object_option,
+    option_values,
+    run_main,
+    subcommand_main,
+    subcommand_parser,
+)
 from detectors.detection.data import normalised_boxes
 from detectors.images import ImageSet, load_image_set
 from detectors.manual import select_manual
@@ -57,6 +63,22 @@ from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError, TrainingError
 from mnerqg_graph.heads.grounding import GroundingHead
 from mnerqg_graph.metrics import GroundingScores, grounding_accuracy
+
+__all__ = [
+    "GROUNDER_KIND",
+    "GrounderScores",
+    "GroundingData",
+    "VisualGrounder",
+    "evaluate_grounder",
+    "finetune",
+    "fit_grounder",
+    "grounding_data",
+    "load_grounder",
+    "pixel_box",
+    "predict_image_set",
+    "pretrain",
+    "save_grounder",
+]
 
 #: ``config.json["kind"]`` of a visual-grounding checkpoint.
 GROUNDER_KIND = "visual_grounder"
@@ -702,6 +724,20 @@ def _report_skipped(images: ImageSet, say: Callable[[str], None]) -> None:
 PROG = "python -m detectors.grounder"
 
 
+#: The options :func:`_common` adds: parameters of :func:`pretrain` and :func:`finetune`.
+_COMMON = (
+    "split",
+    "epochs",
+    "batch_size",
+    "max_steps",
+    "limit",
+    "seed",
+    "device",
+    "images_dir",
+    "boxes_dir",
+)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="split to train on (default %(default)s)")
     p.add_argument("--epochs", type=int, default=15)
@@ -722,12 +758,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m detectors.grounder {pretrain,finetune,evaluate}``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Train (pretrain, finetune) and evaluate the visual-grounding model.",
-        allow_abbrev=False,
+    parser, sub = subcommand_parser(
+        PROG, "Train (pretrain, finetune) and evaluate the visual-grounding model."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pre = sub.add_parser("pretrain", help="train on every gold box of a source data set")
     pre.add_argument("--data", required=True, type=Path, metavar="SRC")
     pre.add_argument("--out", required=True, type=Path, metavar="CKPT")
@@ -774,64 +807,40 @@ def format_scores(scores: GrounderScores) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``python -m detectors.grounder``; user errors are raised as ``MnerqgError``.
+def _pretrain(args: argparse.Namespace) -> int:
+    """``pretrain``: train on every gold box of a source data set."""
+    bk = (
+        json_object_option("--backbone-kwargs", args.backbone_kwargs)
+        if args.backbone_kwargs
+        else None
+    )
+    types = [t.strip() for t in args.types.split(",")] if args.types else None
+    _, result = pretrain(
+        args.data,
+        args.out,
+        types=types,
+        backbone=args.backbone,
+        backbone_kwargs=bk,
+        **option_values(args, "image_size", "hidden_dim", "threshold", "lr", *_COMMON),
+    )
+    print(f"pretrained {result.steps} steps in {result.seconds:.1f} s")
+    return 0
 
-    Args:
-        argv: the arguments; ``sys.argv[1:]`` when None.
 
-    Returns:
-        The exit code (0).
-    """
-    args = build_parser().parse_args(argv)
-    if args.command == "pretrain":
-        bk = (
-            json_object_option("--backbone-kwargs", args.backbone_kwargs)
-            if args.backbone_kwargs
-            else None
-        )
-        types = [t.strip() for t in args.types.split(",")] if args.types else None
-        _, result = pretrain(
-            args.data,
-            args.out,
-            types=types,
-            split=args.split,
-            backbone=args.backbone,
-            backbone_kwargs=bk,
-            image_size=args.image_size,
-            hidden_dim=args.hidden_dim,
-            threshold=args.threshold,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            max_steps=args.max_steps,
-            limit=args.limit,
-            seed=args.seed,
-            device=args.device,
-            images_dir=args.images_dir,
-            boxes_dir=args.boxes_dir,
-        )
-        print(f"pretrained {result.steps} steps in {result.seconds:.1f} s")
-        return 0
-    if args.command == "finetune":
-        _, result = finetune(
-            args.init,
-            args.data,
-            args.out,
-            manual_fraction=args.manual_fraction,
-            split=args.split,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            max_steps=args.max_steps,
-            limit=args.limit,
-            seed=args.seed,
-            device=args.device,
-            images_dir=args.images_dir,
-            boxes_dir=args.boxes_dir,
-        )
-        print(f"fine-tuned {result.steps} steps in {result.seconds:.1f} s")
-        return 0
+def _finetune(args: argparse.Namespace) -> int:
+    """``finetune``: fine-tune on the manual share of a target data set."""
+    _, result = finetune(
+        args.init,
+        args.data,
+        args.out,
+        **option_values(args, "manual_fraction", "lr", *_COMMON),
+    )
+    print(f"fine-tuned {result.steps} steps in {result.seconds:.1f} s")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """``evaluate``: grounding accuracy of a saved grounder on a split."""
     model, _ = load_grounder(args.grounder, resolve_device(args.device))
     samples = _load_samples(args.data, args.split, args.limit, args.images_dir, args.boxes_dir)
     scores = evaluate_grounder(model, samples)
@@ -839,21 +848,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = [
-    "GROUNDER_KIND",
-    "GrounderScores",
-    "GroundingData",
-    "VisualGrounder",
-    "evaluate_grounder",
-    "finetune",
-    "fit_grounder",
-    "grounding_data",
-    "load_grounder",
-    "pixel_box",
-    "predict_image_set",
-    "pretrain",
-    "save_grounder",
-]
+_HANDLERS = {"pretrain": _pretrain, "finetune": _finetune, "evaluate": _evaluate}
+main = subcommand_main(PROG, build_parser, _HANDLERS)
 
 
 if __name__ == "__main__":  # pragma: no cover

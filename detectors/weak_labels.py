@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from detectors.command import run_main
+from detectors.command import command_parser, option_values, run_main
 from detectors.grounder import VisualGrounder, load_grounder, predict_image_set
 from detectors.images import load_image_set
 from mnerqg_graph.data.types import Box, Sample, Span
@@ -38,6 +38,14 @@ from mnerqg_graph.data.voc import VocAnnotation, VocObject, attach_boxes, read_v
 from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import ConfigError, DataError
 from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
+
+__all__ = [
+    "PseudoLabelReport",
+    "WeakBoxes",
+    "WeakLabelReport",
+    "load_weak_boxes",
+    "pseudo_label",
+]
 
 #: The summary file written beside the XML files (also marks a folder as a weak-label folder).
 SUMMARY_NAME = "weak_labels.json"
@@ -472,14 +480,11 @@ PROG = "mnerqg pseudo-label"
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``mnerqg pseudo-label``."""
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description=(
-            "Write weak grounding labels (Pascal VOC XML with a confidence per box) for every "
-            "tweet with an image: the visual-grounding model's box for each entity type of the "
-            "tweet's text, named after the entities of that type."
-        ),
-        allow_abbrev=False,
+    parser = command_parser(
+        PROG,
+        "Write weak grounding labels (Pascal VOC XML with a confidence per box) for every tweet "
+        "with an image: the visual-grounding model's box for each entity type of the tweet's "
+        "text, named after the entities of that type.",
     )
     parser.add_argument(
         "--grounder",
@@ -525,28 +530,9 @@ def main(argv: list[str] | None = None) -> int:
         The exit code (0).
     """
     args = build_parser().parse_args(argv)
-    pseudo_label(
-        args.grounder,
-        args.data,
-        args.out,
-        split=args.split,
-        threshold=args.threshold,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        device=args.device,
-        images_dir=args.images_dir,
-        boxes_dir=args.boxes_dir,
-    )
+    options = ("split", "threshold", "limit", "batch_size", "device", "images_dir", "boxes_dir")
+    pseudo_label(args.grounder, args.data, args.out, **option_values(args, *options))
     return 0
-
-
-__all__ = [
-    "PseudoLabelReport",
-    "WeakBoxes",
-    "WeakLabelReport",
-    "load_weak_boxes",
-    "pseudo_label",
-]
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -94,7 +94,7 @@ def _reason(cause: BaseException | str) -> tuple[str, int | None]:
             cause = OSError(str(errors[0][-1]))  # "[Errno 28] No space left on device: 'dst'"
         elif cause.strerror:
             return cause.strerror, cause.errno
-    text = " ".join(str(cause).split()) or type(cause).__name__
+    text = one_line_reason(cause)
     # "[Errno 28] No space left on device: 'p'" (a formatted OSError), "I/O error: No space left
     # on device (os error 28) at path ..." (safetensors, from Rust): the cause and its errno only
     match = re.search(r"\[Errno (\d+)\] (.+?)(: '.*')?$", text) or re.search(
@@ -105,3 +105,15 @@ def _reason(cause: BaseException | str) -> tuple[str, int | None]:
     if match:
         return match.group(1), int(match.group(2))
     return text, None
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """An exception's message on one line (white space folded), or its class name when empty.
+
+    Args:
+        exc: the exception.
+
+    Returns:
+        The reason, for "... (REASON)" in a one-line error.
+    """
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -21,15 +21,65 @@ final one, the writer fills it, :func:`replace_dir` swaps it in, and on any erro
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, TypeVar
 
-from mnerqg_graph.errors import WriteError
+from mnerqg_graph.errors import MnerqgError, WriteError
+
+_Closing = TypeVar("_Closing", bound="ClosingContext")
+
+
+def read_json_object(
+    path: Path, error: type[MnerqgError], unreadable: str, not_object: str
+) -> dict[str, Any]:
+    """A JSON file that must hold an object.
+
+    Args:
+        path: the file.
+        error: the error to raise.
+        unreadable: what the error says when the file cannot be read or parsed
+            (``PATH: UNREADABLE: CAUSE``).
+        not_object: what it says when the file holds another JSON value (``PATH: NOT_OBJECT``).
+
+    Returns:
+        The object.
+
+    Raises:
+        MnerqgError: ``error``, as described.
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: {unreadable}: {exc}") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: {not_object}")
+    return value
+
+
+class ClosingContext:
+    """A context manager whose exit calls :meth:`close` (``with Thing(...) as thing:``)."""
+
+    def close(self) -> None:
+        """Release what the object holds; subclasses implement it."""
+        raise NotImplementedError
+
+    def __enter__(self: _Closing) -> _Closing:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def is_write_failure(exc: BaseException) -> bool:

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mnerqg_graph.errors import PluginError
+from mnerqg_graph.errors import PluginError, one_line_reason
 
 #: The entry-point group an installed package declares its plugin modules in.
 ENTRY_POINT_GROUP = "mnerqg_graph.plugins"
@@ -130,8 +130,7 @@ def load_entry_points() -> list[str]:
                 obj()  # "package.module:register": a function that registers
         except Exception as exc:  # a broken plugin is reported, and the others still load
             dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
-            reason = " ".join(str(exc).split()) or type(exc).__name__
-            _ENTRY_POINT_FAILURES.append(f"{ep.name} = {ep.value} ({dist}): {reason}")
+            _ENTRY_POINT_FAILURES.append(f"{ep.name} = {ep.value} ({dist}): {one_line_reason(exc)}")
     return list(_ENTRY_POINT_FAILURES)
 
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mnerqg_graph.cli_args import add_tweet_input
 from mnerqg_graph.data.types import Sample, Tweet
 from mnerqg_graph.errors import DataError
 from mnerqg_graph.io import AtomicTextOutput
@@ -162,12 +163,11 @@ class Predictor:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mnerqg predict``."""
     ap = argparse.ArgumentParser(prog="mnerqg predict", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="one tweet as raw text")
-    src.add_argument("--input", help="CoNLL or JSON-lines file of tweets")
-    ap.add_argument("--image", help="image of the --text tweet")
-    ap.add_argument("--images", help="folder of <IMGID>.jpg images for --input")
+    add_tweet_input(
+        ap,
+        input_help="CoNLL or JSON-lines file of tweets",
+        images_help="folder of <IMGID>.jpg images for --input",
+    )
     ap.add_argument("--output", help="output file (.conll/.txt: CoNLL; else JSON lines)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--chunk-size", type=int, default=2048, help="tweets held in memory at once")

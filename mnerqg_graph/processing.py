@@ -40,6 +40,7 @@ from mnerqg_graph.data.mrc import (
 from mnerqg_graph.data.types import Sample, Tweet
 from mnerqg_graph.encoders.features import token_shapes
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError
+from mnerqg_graph.io import read_json_object
 
 #: The processor's options file in a checkpoint folder.
 PROCESSOR_FILE = "processor.json"
@@ -441,12 +442,12 @@ class MnerqgProcessor:
             return cls.from_model_config(
                 ModelConfig.load(directory / "config.json"), tokenizer, queries
             )
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{file}: cannot read the processor options: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{file}: the processor options must be a JSON object")
+        data = read_json_object(
+            file,
+            ConfigError,
+            unreadable="cannot read the processor options",
+            not_object="the processor options must be a JSON object",
+        )
         version = data.pop("processor_version", None)
         if version != PROCESSOR_VERSION:
             raise ConfigError(

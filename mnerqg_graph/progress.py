@@ -22,8 +22,9 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, TextIO
+
+from mnerqg_graph.io import ClosingContext
 
 #: Seconds between two plain lines (tests lower it).
 PLAIN_INTERVAL_S = 30.0
@@ -64,7 +65,7 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-class Progress:
+class Progress(ClosingContext):
     """Progress of one pass: a bar on a terminal, plain lines elsewhere, or nothing.
 
     Args:
@@ -184,14 +185,3 @@ class Progress:
         print(self.line(now), file=self.stream, flush=True)
         self._lines += 1
         self._last_n, self._last_t = self.n, now
-
-    def __enter__(self) -> Progress:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -36,9 +36,7 @@ def one_thread() -> Iterator[None]:
 
     On a shared 2-core machine, tiny ops run 10x+ faster with one thread than with two.
     """
-    import torch
+    from tests.helpers import one_torch_thread
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import torch
 
 from mnerqg_graph.config import (
@@ -16,6 +18,7 @@ from mnerqg_graph.config import (
 )
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.data.types import Box, Sample, Span, Tweet
+from mnerqg_graph.fusion.base import FusionModule
 from mnerqg_graph.processing import MnerqgProcessor
 
 TWEETS = [
@@ -27,12 +30,62 @@ TWEETS = [
 ]
 
 
-def tiny_encoder(root: Path) -> Path:
-    """A tiny random BERT built from :data:`TWEETS` (deterministic)."""
+@contextmanager
+def one_torch_thread(seed: int | None = None) -> Iterator[None]:
+    """One intra-op thread for the block, then the number there was before.
+
+    On a shared 2-core machine, tiny ops run 10x+ faster with one thread than with two (OpenMP
+    threads spin), and one thread is deterministic.
+
+    Args:
+        seed: when given, seed PyTorch's global generator on entry.
+
+    Returns:
+        A context manager (yields nothing).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def synth_data(factory: pytest.TempPathFactory, name: str, seed: int, n_test: int) -> Path:
+    """A tiny SynthTweets folder (20 train, 2 valid, ``n_test`` test tweets, 64 px images).
+
+    Args:
+        factory: pytest's ``tmp_path_factory``.
+        name: prefix of the temporary folder.
+        seed: the generator's seed.
+        n_test: number of test tweets.
+
+    Returns:
+        The data-set folder (``<tmp>/synth``).
+    """
+    from mnerqg_graph.data.synth import generate
+
+    root = factory.mktemp(name) / "synth"
+    generate(root, seed=seed, n_train=20, n_valid=2, n_test=n_test, image_size=64)
+    return root
+
+
+def tiny_encoder(root: Path, tweets: list[Tweet] = TWEETS) -> Path:
+    """A tiny random BERT (deterministic) at ``root/enc``.
+
+    Args:
+        root: the parent folder.
+        tweets: the tweets whose words (with the default queries') make the vocabulary.
+
+    Returns:
+        The encoder folder.
+    """
     from mnerqg_graph.data.queries import load_queries
     from mnerqg_graph.encoders.tiny import build_tiny_encoder
 
-    corpus = [t.tokens for t in TWEETS] + [q.split() for q in load_queries().values()]
+    corpus = [t.tokens for t in tweets] + [q.split() for q in load_queries().values()]
     return build_tiny_encoder(
         root / "enc",
         corpus,
@@ -82,6 +135,32 @@ def tiny_config(encoder: Path, over: Mapping[str, object] | None = None) -> Mode
         fusion=FusionConfig(layers=1, kwargs={"heads": 2}),
     )
     return cfg.updated(over) if over else cfg
+
+
+def toy_fusion(name: str, node_types: Iterable[str], gating: bool = True) -> FusionModule:
+    """The fusion module ``name`` at toy size: 8 features, 1 layer, 2 heads, no dropout.
+
+    Args:
+        name: a name of ``FUSION_REGISTRY``.
+        node_types: the node types of the graph (8 input features each).
+        gating: ``existence_gating``.
+
+    Returns:
+        The module over the three-scale graph's edge types (in training mode).
+    """
+    from mnerqg_graph.fusion import FUSION_REGISTRY
+    from mnerqg_graph.graph.schema import edge_types
+
+    return FUSION_REGISTRY.build(
+        name,
+        in_dims={nt: 8 for nt in node_types},
+        hidden_dim=8,
+        num_layers=1,
+        edge_types=edge_types(3, True),
+        existence_gating=gating,
+        dropout=0.0,
+        heads=2,
+    )
 
 
 def processor(encoder: Path, cfg: ModelConfig) -> MnerqgProcessor:

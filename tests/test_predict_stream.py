@@ -48,25 +48,10 @@ def _input(path: Path) -> list[str]:
 
 
 def _run(ckpt: Path, inp: Path, out: Path, chunk: int) -> int:
+    from benchmarks.predict_memory import predict_argv
     from mnerqg_graph.predict import main
 
-    return main(
-        [
-            "--checkpoint",
-            str(ckpt),
-            "--input",
-            str(inp),
-            "--output",
-            str(out),
-            "--chunk-size",
-            str(chunk),
-            "--batch-size",
-            "2",
-            "--device",
-            "cpu",
-            "--no-progress",
-        ]
-    )
+    return main(predict_argv(ckpt, inp, out, chunk, batch=2, device="cpu"))
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

@@ -29,8 +29,8 @@ module                           owns
 The command line (``python -m detectors.detector``) lives in :mod:`detectors.detector`.
 """
 
-from detectors.detection import detectron2_backend, torchvision_frcnn  # registers the backends
-from detectors.detection.base import (
+from detectors.detection import base, detectron2_backend, torchvision_frcnn  # registers backends
+from detectors.detection.base import (  # noqa: F401 - all of base.__all__, re-exported
     CHECKPOINT_FORMAT,
     DETECTOR_KIND,
     DETECTOR_REGISTRY,
@@ -53,22 +53,14 @@ from detectors.detection.torchvision_frcnn import TorchvisionFasterRCNN
 from detectors.detection.train import train_detector
 
 __all__ = [
-    "CHECKPOINT_FORMAT",
-    "DETECTOR_KIND",
-    "DETECTOR_REGISTRY",
-    "Detections",
-    "DetectorBackend",
-    "Target",
+    *base.__all__,
     "TorchvisionFasterRCNN",
-    "as_image_list",
     "box_average_precision",
-    "build_detector",
     "detect_split",
     "detection_regions",
     "detection_targets",
     "detectron2_backend",
     "evaluate_split",
-    "load_detector",
     "normalised_boxes",
     "read_detections",
     "torchvision_frcnn",

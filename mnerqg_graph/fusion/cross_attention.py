@@ -42,8 +42,13 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
-from mnerqg_graph.fusion.base import gate_messages, register_fusion
-from mnerqg_graph.fusion.layers import Attention, InteractionLayer, LayerGraph, StackedFusion
+from mnerqg_graph.fusion.base import (
+    LayerGraph,
+    NodeTensors,
+    gate_messages,
+    register_fusion,
+)
+from mnerqg_graph.fusion.layers import InteractionLayer, LayerSpec, Messages, StackedFusion
 from mnerqg_graph.graph.schema import (
     QUERY,
     TOKEN,
@@ -128,28 +133,19 @@ def _safe_padding(mask: Tensor) -> Tensor:
     return pad
 
 
-def _mha(dim: int, heads: int, dropout: float) -> nn.MultiheadAttention:
-    return nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+def _mha(spec: LayerSpec) -> nn.MultiheadAttention:
+    return nn.MultiheadAttention(spec.dim, spec.heads, dropout=spec.dropout, batch_first=True)
 
 
 class _Layer(InteractionLayer):
-    def __init__(
-        self,
-        node_types: list[NodeType],
-        edge_types: list[EdgeType],
-        dim: int,
-        heads: int,
-        dropout: float,
-    ) -> None:
-        super().__init__()
-        self.heads = heads
-        self.text_types = [nt for nt in TEXT_TYPES if nt in node_types]
-        self.vision_types = [nt for nt in node_types if nt not in TEXT_TYPES]
-        self.text_cross = _mha(dim, heads, dropout)
-        self.token_self = _mha(dim, heads, dropout)
-        self.vision_cross = _mha(dim, heads, dropout) if self.vision_types else None
-        self.vision_self = _mha(dim, heads, dropout) if self.vision_types else None
-        self.build_residual_blocks(node_types, dim, dropout)
+    def build_messages(self, spec: LayerSpec) -> None:
+        self.heads = spec.heads
+        self.text_types = [nt for nt in TEXT_TYPES if nt in spec.node_types]
+        self.vision_types = [nt for nt in spec.node_types if nt not in TEXT_TYPES]
+        self.text_cross = _mha(spec)
+        self.token_self = _mha(spec)
+        self.vision_cross = _mha(spec) if self.vision_types else None
+        self.vision_self = _mha(spec) if self.vision_types else None
 
     def _cross(
         self, x: dict[NodeType, Tensor], batch: dict[NodeType, Tensor], n: int, want_attn: bool
@@ -197,11 +193,8 @@ class _Layer(InteractionLayer):
         return msgs, weights, text, vision
 
     def unimodal_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        gate: Tensor | None,
-    ) -> dict[NodeType, Tensor]:
+        self, x: NodeTensors, graph: LayerGraph, gate: Tensor | None
+    ) -> NodeTensors:
         """Token self-attention (gated) and vision self-attention across cells and scales."""
         batch, n = graph.batch, graph.num_examples
         msgs: dict[NodeType, Tensor] = {}
@@ -221,12 +214,7 @@ class _Layer(InteractionLayer):
             msgs.update({nt: vis.nodes(out, nt) for nt in vision_types})
         return msgs
 
-    def cross_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], Attention]:
+    def cross_messages(self, x: NodeTensors, graph: LayerGraph, want_attn: bool) -> Messages:
         batch, n = graph.batch, graph.num_examples
         cross, weights, text, vision = self._cross(x, batch, n, want_attn)
         attn = (

@@ -24,25 +24,15 @@ its region edges sum to 1, and so do the query node's weights over its tweet's t
 
 from __future__ import annotations
 
-from torch import nn
 from torch_geometric.nn import TransformerConv
 
 from mnerqg_graph.fusion.base import register_fusion
 from mnerqg_graph.fusion.layers import RelationConvLayer, StackedFusion
-from mnerqg_graph.graph.schema import EDGE_ATTR_DIM
 
 
 class _Layer(RelationConvLayer):
-    def make_conv(self, dim: int, heads: int, dropout: float) -> nn.Module:
-        return TransformerConv(
-            (dim, dim),
-            dim // heads,
-            heads=heads,
-            concat=True,
-            dropout=dropout,
-            edge_dim=EDGE_ATTR_DIM,
-            root_weight=False,
-        )
+    conv_class = TransformerConv
+    conv_options = {"root_weight": False}
 
 
 @register_fusion("graph_transformer")

@@ -24,20 +24,11 @@ from torch_geometric.nn import GATv2Conv
 
 from mnerqg_graph.fusion.base import register_fusion
 from mnerqg_graph.fusion.layers import RelationConvLayer, StackedFusion
-from mnerqg_graph.graph.schema import EDGE_ATTR_DIM
 
 
 class _Layer(RelationConvLayer):
-    def make_conv(self, dim: int, heads: int, dropout: float) -> nn.Module:
-        return GATv2Conv(
-            (dim, dim),
-            dim // heads,
-            heads=heads,
-            concat=True,
-            dropout=dropout,
-            add_self_loops=False,
-            edge_dim=EDGE_ATTR_DIM,
-        )
+    conv_class = GATv2Conv
+    conv_options = {"add_self_loops": False}
 
     def empty_message(self, conv: nn.Module, x_dst: Tensor) -> Tensor:
         """No edges (e.g. no image in the batch): only the bias (no projection for nothing)."""

@@ -40,15 +40,15 @@ from torch import Tensor
 from torch_geometric.nn import HGTConv
 from torch_geometric.utils import softmax
 
-from mnerqg_graph.fusion.base import register_fusion
+from mnerqg_graph.fusion.base import Attention, LayerGraph, NodeTensors, register_fusion
 from mnerqg_graph.fusion.layers import (
-    Attention,
     InteractionLayer,
-    LayerGraph,
+    LayerSpec,
+    Messages,
     StackedFusion,
     gate_all,
 )
-from mnerqg_graph.graph.schema import EdgeType, NodeType, is_alignment_edge, is_unimodal
+from mnerqg_graph.graph.schema import EdgeType, is_alignment_edge, is_unimodal
 
 
 def hgt_attention(message_kwargs: dict[str, Any]) -> Tensor:
@@ -76,34 +76,25 @@ def _make_conv(edge_types: list[EdgeType], dim: int, heads: int) -> HGTConv | No
 
 
 class _Layer(InteractionLayer):
-    def __init__(
-        self,
-        node_types: list[NodeType],
-        edge_types: list[EdgeType],
-        dim: int,
-        heads: int,
-        dropout: float,
-    ) -> None:
-        super().__init__()
-        known = set(node_types)
-        usable = [et for et in edge_types if et[0] in known and et[2] in known]
+    def build_messages(self, spec: LayerSpec) -> None:
+        known = set(spec.node_types)
+        usable = [et for et in spec.edge_types if et[0] in known and et[2] in known]
         # HGTConv's relation-wise linear layers expect the edge types in their metadata order
         # (``HeteroLinear(is_sorted=True)``): these lists fix that order.
         self.cross_types = [et for et in usable if not is_unimodal(et)]
         self.uni_types = [et for et in usable if is_unimodal(et)]
-        self.conv_cross = _make_conv(self.cross_types, dim, heads)
-        self.conv_uni = _make_conv(self.uni_types, dim, heads)
-        self.build_residual_blocks(node_types, dim, dropout)
+        self.conv_cross = _make_conv(self.cross_types, spec.dim, spec.heads)
+        self.conv_uni = _make_conv(self.uni_types, spec.dim, spec.heads)
 
     @staticmethod
     def _updates(
         conv: HGTConv | None,
         types: list[EdgeType],
-        x: dict[NodeType, Tensor],
+        x: NodeTensors,
         ei: dict[EdgeType, Tensor],
         want_attn: bool,
-        attn: dict[EdgeType, tuple[Tensor, Tensor]],
-    ) -> dict[NodeType, Tensor]:
+        attn: Attention,
+    ) -> NodeTensors:
         """``HGT(h)_v - h_v`` for every node type the conv sends messages to."""
         sub_ei = {et: ei[et] for et in types if et in ei and et[0] in x and et[2] in x}
         if conv is None or not sub_ei:
@@ -131,23 +122,15 @@ class _Layer(InteractionLayer):
                     attn[et] = (sub_ei[et], a)
         return {nt: h - x[nt] for nt, h in out.items() if h is not None}
 
-    def cross_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], Attention]:
+    def cross_messages(self, x: NodeTensors, graph: LayerGraph, want_attn: bool) -> Messages:
         attn: Attention = {}
         return self._updates(
             self.conv_cross, self.cross_types, x, graph.edge_index, want_attn, attn
         ), attn
 
     def unimodal_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        gate: Tensor | None,
-    ) -> dict[NodeType, Tensor]:
+        self, x: NodeTensors, graph: LayerGraph, gate: Tensor | None
+    ) -> NodeTensors:
         uni = self._updates(self.conv_uni, self.uni_types, x, graph.edge_index, False, {})
         return gate_all(uni, graph.batch, gate)
 

@@ -10,7 +10,8 @@ sub-steps per node type ``v`` (the paper's two interactions plus a feed-forward 
 
 Node types that receive no message in a sub-step keep their features. The modules differ only in
 how they compute the messages ``c`` and ``u``: :class:`InteractionLayer` holds the residual parts
-and the order of the sub-steps, subclasses implement :meth:`InteractionLayer.cross_messages` and
+and the order of the sub-steps, subclasses build their message modules in
+:meth:`InteractionLayer.build_messages` and implement :meth:`InteractionLayer.cross_messages` and
 :meth:`InteractionLayer.unimodal_messages`. :class:`RelationConvLayer` is the common case of one
 PyG conv per edge type, summed at the destination. :class:`StackedFusion` is the module around the
 layers (input projections, the layer loop, the last layer's attention); a fusion module is a
@@ -22,15 +23,30 @@ those of saved checkpoints and must not change.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from torch import Tensor, nn
 
-from mnerqg_graph.fusion.base import FusionModule, FusionOutput, gate_messages
-from mnerqg_graph.graph.schema import EdgeType, NodeType, is_alignment_edge, is_unimodal
+from mnerqg_graph.fusion.base import (
+    Attention,
+    FusionOutput,
+    LayerGraph,
+    NodeTensors,
+    ProjectedFusion,
+    gate_messages,
+)
+from mnerqg_graph.graph.schema import (
+    EDGE_ATTR_DIM,
+    EdgeType,
+    NodeType,
+    is_alignment_edge,
+    is_unimodal,
+)
 
-Attention = dict[EdgeType, tuple[Tensor, Tensor]]
+#: Messages per node type and the attention on the alignment edges.
+Messages = tuple[NodeTensors, Attention]
 
 
 def edge_key(edge_type: EdgeType) -> str:
@@ -38,38 +54,42 @@ def edge_key(edge_type: EdgeType) -> str:
     return "__".join(edge_type)
 
 
-def gate_all(
-    messages: dict[NodeType, Tensor], batch: dict[NodeType, Tensor], gate: Tensor | None
-) -> dict[NodeType, Tensor]:
+def gate_all(messages: NodeTensors, batch: NodeTensors, gate: Tensor | None) -> NodeTensors:
     """Scale every node type's messages by its example's existence probability (None: as is)."""
     if gate is None:
         return messages
     return {nt: gate_messages(m, batch[nt], gate) for nt, m in messages.items()}
 
 
-@dataclass
-class LayerGraph:
-    """The graph every layer of one forward pass reads (its messages follow it).
+@dataclass(frozen=True)
+class LayerSpec:
+    """What a layer is built from (the arguments of :class:`InteractionLayer`).
 
     Attributes:
-        edge_index: ``[2, E_r]`` per edge type ``r``.
-        edge_attr: ``[E_r, EDGE_ATTR_DIM]`` per edge type.
-        batch: ``[N_t]`` example index per node type ``t``.
-        num_examples: number of (tweet, type) examples.
+        node_types: the node types the layer updates.
+        edge_types: the edge types the graph carries.
+        dim: feature size.
+        heads: attention heads.
+        dropout: dropout on attention, messages and in the feed-forward block.
     """
 
-    edge_index: dict[EdgeType, Tensor]
-    edge_attr: dict[EdgeType, Tensor]
-    batch: dict[NodeType, Tensor]
-    num_examples: int
+    node_types: list[NodeType]
+    edge_types: list[EdgeType]
+    dim: int
+    heads: int
+    dropout: float
 
 
 class InteractionLayer(nn.Module):
     """One fusion layer: cross-modal, then (gated) unimodal messages, then a feed-forward block.
 
-    Subclasses take ``(node_types, edge_types, dim, heads, dropout)`` (how :class:`StackedFusion`
-    builds them), build their message modules in ``__init__`` and then call
-    :meth:`build_residual_blocks` (in that order, which fixes the order of random initialisation).
+    Built as ``layer_class(node_types, edge_types, dim, heads, dropout)`` (how
+    :class:`StackedFusion` builds it): subclasses build their message modules in
+    :meth:`build_messages`, which runs before :meth:`build_residual_blocks` (that order fixes the
+    order of random initialisation).
+
+    Args:
+        node_types, edge_types, dim, heads, dropout: see :class:`LayerSpec`.
 
     Shapes:
         x[t]: ``[N_t, D]`` -> ``[N_t, D]``; graph: :class:`LayerGraph`; gate:
@@ -82,6 +102,26 @@ class InteractionLayer(nn.Module):
     norm_ffn: nn.ModuleDict
     ffn: nn.ModuleDict
     drop: nn.Dropout
+
+    def __init__(
+        self,
+        node_types: list[NodeType],
+        edge_types: list[EdgeType],
+        dim: int,
+        heads: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.build_messages(LayerSpec(node_types, edge_types, dim, heads, dropout))
+        self.build_residual_blocks(node_types, dim, dropout)
+
+    def build_messages(self, spec: LayerSpec) -> None:
+        """Build the modules that compute the messages (set as attributes of the layer).
+
+        Args:
+            spec: the layer's arguments.
+        """
+        raise NotImplementedError
 
     def build_residual_blocks(self, node_types: list[NodeType], dim: int, dropout: float) -> None:
         """The three layer norms and the feed-forward block per node type, and the dropout.
@@ -104,12 +144,7 @@ class InteractionLayer(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def cross_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], Attention]:
+    def cross_messages(self, x: NodeTensors, graph: LayerGraph, want_attn: bool) -> Messages:
         """Cross-modal and multi-scale messages per node type; attention on alignment edges.
 
         The attention (when ``want_attn``) covers every alignment edge type of the graph
@@ -118,21 +153,14 @@ class InteractionLayer(nn.Module):
         raise NotImplementedError
 
     def unimodal_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        gate: Tensor | None,
-    ) -> dict[NodeType, Tensor]:
+        self, x: NodeTensors, graph: LayerGraph, gate: Tensor | None
+    ) -> NodeTensors:
         """Unimodal messages per destination node type, already scaled by ``gate`` where gated."""
         raise NotImplementedError
 
     def forward(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        gate: Tensor | None,
-        want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], Attention]:
+        self, x: NodeTensors, graph: LayerGraph, gate: Tensor | None, want_attn: bool
+    ) -> Messages:
         """The three residual sub-steps (see the class docstring)."""
         cross, attn = self.cross_messages(x, graph, want_attn)
         x = {
@@ -150,49 +178,58 @@ class InteractionLayer(nn.Module):
 class RelationConvLayer(InteractionLayer):
     """One conv per edge type; a node's message is the sum of its incoming relations' outputs.
 
-    Subclasses implement :meth:`make_conv`; the conv is called as
-    ``conv((x_src, x_dst), edge_index, edge_attr[, return_attention_weights=True])``.
-
-    Args:
-        node_types: the node types the layer updates.
-        edge_types: the edge types the graph carries.
-        dim: feature size.
-        heads: attention heads.
-        dropout: dropout on attention, messages and in the feed-forward block.
+    Subclasses name a PyG conv class (``conv_class``, and the options it needs beyond the common
+    ones in ``conv_options``) or override :meth:`make_conv`; the conv is called as
+    ``conv((x_src, x_dst), edge_index, edge_attr[, return_attention_weights=True])``. Takes the
+    arguments of :class:`InteractionLayer`.
     """
 
-    def __init__(
-        self,
-        node_types: list[NodeType],
-        edge_types: list[EdgeType],
-        dim: int,
-        heads: int,
-        dropout: float,
-    ) -> None:
-        super().__init__()
-        self.edge_types = list(edge_types)
+    #: The conv class of the default :meth:`make_conv`.
+    conv_class: ClassVar[Callable[..., nn.Module]]
+    #: Its keyword arguments beyond those :meth:`make_conv` passes to every conv.
+    conv_options: ClassVar[dict[str, object]] = {}
+
+    def build_messages(self, spec: LayerSpec) -> None:
+        """One conv per edge type, stored as ``convs.{src__rel__dst}``."""
+        self.edge_types = list(spec.edge_types)
         self.convs = nn.ModuleDict(
-            {edge_key(et): self.make_conv(dim, heads, dropout) for et in self.edge_types}
+            {
+                edge_key(et): self.make_conv(spec.dim, spec.heads, spec.dropout)
+                for et in self.edge_types
+            }
         )
-        self.build_residual_blocks(node_types, dim, dropout)
 
     def make_conv(self, dim: int, heads: int, dropout: float) -> nn.Module:
-        """The conv of one edge type (``dim`` -> ``heads * (dim // heads)`` features)."""
-        raise NotImplementedError
+        """The conv of one edge type (``dim`` -> ``heads * (dim // heads)`` features).
+
+        Args:
+            dim: feature size.
+            heads: attention heads (concatenated).
+            dropout: attention dropout.
+
+        Returns:
+            ``conv_class((dim, dim), dim // heads, heads=heads, concat=True, dropout=dropout,
+            edge_dim=EDGE_ATTR_DIM, **conv_options)``.
+        """
+        return self.conv_class(
+            (dim, dim),
+            dim // heads,
+            heads=heads,
+            concat=True,
+            dropout=dropout,
+            edge_dim=EDGE_ATTR_DIM,
+            **self.conv_options,
+        )
 
     def empty_message(self, conv: nn.Module, x_dst: Tensor) -> Tensor | None:
         """The message of a relation with no edge in the batch, or None to run the conv anyway."""
         return None
 
     def _messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        unimodal: bool,
-        want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], Attention]:
+        self, x: NodeTensors, graph: LayerGraph, unimodal: bool, want_attn: bool
+    ) -> Messages:
         ei, ea = graph.edge_index, graph.edge_attr
-        out: dict[NodeType, Tensor] = {}
+        out: NodeTensors = {}
         attn: Attention = {}
         for et in self.edge_types:
             if is_unimodal(et) != unimodal or et not in ei:
@@ -215,26 +252,18 @@ class RelationConvLayer(InteractionLayer):
             out[dst] = out[dst] + msg if dst in out else msg
         return out, attn
 
-    def cross_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        want_attn: bool,
-    ) -> tuple[dict[NodeType, Tensor], Attention]:
+    def cross_messages(self, x: NodeTensors, graph: LayerGraph, want_attn: bool) -> Messages:
         """Sum over the non-``uni`` relations into each node type."""
         return self._messages(x, graph, False, want_attn)
 
     def unimodal_messages(
-        self,
-        x: dict[NodeType, Tensor],
-        graph: LayerGraph,
-        gate: Tensor | None,
-    ) -> dict[NodeType, Tensor]:
+        self, x: NodeTensors, graph: LayerGraph, gate: Tensor | None
+    ) -> NodeTensors:
         """Sum over the ``uni`` relations into each node type, gated."""
         return gate_all(self._messages(x, graph, True, False)[0], graph.batch, gate)
 
 
-class StackedFusion(FusionModule):
+class StackedFusion(ProjectedFusion):
     """Input projections and a stack of ``layer_class`` layers: the body of a fusion module.
 
     A fusion module names its layer and nothing else::
@@ -244,7 +273,7 @@ class StackedFusion(FusionModule):
             layer_class = GatLayer
 
     Each layer is built as ``layer_class(node_types, edge_types, hidden_dim, heads, dropout)``
-    (the :class:`RelationConvLayer` signature), after the projections (which fixes the order of
+    (the :class:`InteractionLayer` signature), after the projections (which fixes the order of
     random initialisation), and stored as ``layers.{i}`` (the checkpoint layout).
 
     Args:
@@ -286,23 +315,12 @@ class StackedFusion(FusionModule):
             for _ in range(num_layers)
         )
 
-    def output_dims(self) -> dict[NodeType, int]:
-        """Every node type comes out with ``hidden_dim`` features."""
-        return {nt: self.hidden_dim for nt in self.proj}
-
-    def forward(
-        self,
-        x_dict: dict[NodeType, Tensor],
-        edge_index_dict: dict[EdgeType, Tensor],
-        edge_attr_dict: dict[EdgeType, Tensor],
-        batch_dict: dict[NodeType, Tensor],
-        gate: Tensor,
-        return_attention: bool = False,
+    def fuse(
+        self, x_dict: NodeTensors, graph: LayerGraph, gate: Tensor, return_attention: bool
     ) -> FusionOutput:
         """Project, run the layers; the attention is the last layer's (see the class docstring)."""
-        x = {nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj}
+        x = self.project(x_dict)
         g = gate if self.existence_gating else None
-        graph = LayerGraph(edge_index_dict, edge_attr_dict, batch_dict, gate.size(0))
         attn: Attention = {}
         for i, layer in enumerate(self.layers):
             last = i == len(self.layers) - 1

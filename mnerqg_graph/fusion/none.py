@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from mnerqg_graph.fusion.base import FusionModule, FusionOutput, register_fusion
+from mnerqg_graph.fusion.base import (
+    FusionOutput,
+    LayerGraph,
+    NodeTensors,
+    ProjectedFusion,
+    register_fusion,
+)
 from mnerqg_graph.graph.schema import EdgeType, NodeType
 
 
 @register_fusion("none")
-class NoFusion(FusionModule):
+class NoFusion(ProjectedFusion):
     """A per-node-type linear projection and nothing else: no message crosses any edge.
 
     Args:
@@ -48,21 +54,8 @@ class NoFusion(FusionModule):
             }
         )
 
-    def output_dims(self) -> dict[NodeType, int]:
-        """Every node type comes out with ``hidden_dim`` features."""
-        return {nt: self.hidden_dim for nt in self.proj}
-
-    def forward(
-        self,
-        x_dict: dict[NodeType, Tensor],
-        edge_index_dict: dict[EdgeType, Tensor],
-        edge_attr_dict: dict[EdgeType, Tensor],
-        batch_dict: dict[NodeType, Tensor],
-        gate: Tensor,
-        return_attention: bool = False,
+    def fuse(
+        self, x_dict: NodeTensors, graph: LayerGraph, gate: Tensor, return_attention: bool
     ) -> FusionOutput:
         """Project each node type; attention is empty (there is none)."""
-        return FusionOutput(
-            {nt: self.proj[nt](h) for nt, h in x_dict.items() if nt in self.proj},
-            {} if return_attention else None,
-        )
+        return FusionOutput(self.project(x_dict), {} if return_attention else None)

@@ -5,8 +5,9 @@ Importing this package registers every built-in source in ``REGION_SOURCE_REGIST
 (:mod:`mnerqg_graph.regions.detector`).
 """
 
+from mnerqg_graph.regions import sources
 from mnerqg_graph.regions.detector import DetectorRegions
-from mnerqg_graph.regions.sources import (
+from mnerqg_graph.regions.sources import (  # noqa: F401 - all of sources.__all__, re-exported
     REGION_SOURCE_REGISTRY,
     BoxDetections,
     DetectorBoxRegions,
@@ -21,18 +22,4 @@ from mnerqg_graph.regions.sources import (
     parent_index,
 )
 
-__all__ = [
-    "REGION_SOURCE_REGISTRY",
-    "BoxDetections",
-    "DetectorBoxRegions",
-    "DetectorRegions",
-    "GridRegions",
-    "RegionNodes",
-    "RegionSet",
-    "RegionSource",
-    "assign_levels",
-    "build_region_source",
-    "grid_boxes",
-    "grid_neighbors",
-    "parent_index",
-]
+__all__ = [*sources.__all__, "DetectorRegions"]

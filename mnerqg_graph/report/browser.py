@@ -28,10 +28,10 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from mnerqg_graph.errors import MnerqgError
+from mnerqg_graph.io import ClosingContext
 
 #: Where Debian's package and other builds put the browser, in order of preference.
 CANDIDATES: tuple[str, ...] = (
@@ -168,7 +168,7 @@ class _WebSocket:
         self.sock.close()
 
 
-class HeadlessChromium:
+class HeadlessChromium(ClosingContext):
     """A headless Chromium with one page, driven over the DevTools protocol.
 
     Args:
@@ -388,17 +388,6 @@ class HeadlessChromium:
                 self.proc.kill()
                 self.proc.wait(10)
         shutil.rmtree(self.profile, ignore_errors=True)
-
-    def __enter__(self) -> HeadlessChromium:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def page_state(browser: HeadlessChromium) -> dict[str, Any]:

@@ -18,18 +18,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mnerqg_graph.cli_args import add_batch_and_device, check_minimums, doc_parser
 from mnerqg_graph.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
-    doc = __doc__ or ""
-    ap = argparse.ArgumentParser(
-        prog="mnerqg report",
-        description=doc.split("\n\n")[0].replace("``", ""),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(doc.split("\n\n")[1:]).replace("``", ""),
-    )
+    ap = doc_parser("mnerqg report", __doc__)
     ap.add_argument("--checkpoint", required=True, help="checkpoint directory")
     ap.add_argument("--data", required=True, help="data-set folder (train/valid/test.txt ...)")
     ap.add_argument("--split", default="valid", help="split to report on (default valid)")
@@ -44,20 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=320,
         help="longest side of the embedded pictures in pixels (default 320)",
     )
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_batch_and_device(ap, 32)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mnerqg report``."""
     args = build_parser().parse_args(argv)
-    if args.limit is not None and args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.image_side < 16:
-        raise ConfigError(f"--image-side must be >= 16, got {args.image_side}")
+    check_minimums(args, {"limit": 1, "batch_size": 1, "image_side": 16})
     out = Path(args.out)
     if out.is_dir():
         raise ConfigError(f"--out is a folder, not a file: {out}")

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mnerqg_graph.config import ModelConfig
-from mnerqg_graph.errors import CheckpointError, ConfigError, MnerqgError
+from mnerqg_graph.errors import CheckpointError, ConfigError, MnerqgError, one_line_reason
 from mnerqg_graph.io import (
     abandon_dir,
     atomic_write_text,
@@ -157,10 +157,9 @@ def read_model(ckpt: str | Path, device: str | torch.device = "cpu") -> Any:
         try:
             load_plugin(spec)
         except (MnerqgError, ImportError, OSError) as exc:
-            why = " ".join(str(exc).split()) or type(exc).__name__
             raise CheckpointError(
                 f"{ckpt / 'config.json'}: needs plugin {spec!r}, which cannot be imported "
-                f"({why}); install it, or put its folder on PYTHONPATH"
+                f"({one_line_reason(exc)}); install it, or put its folder on PYTHONPATH"
             ) from None
     try:
         model = build_model(config, weights=False)

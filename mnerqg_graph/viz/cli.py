@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mnerqg_graph.cli_args import add_batch_and_device, add_tweet_input, check_minimums, doc_parser
 from mnerqg_graph.data.types import Sample, Tweet
 from mnerqg_graph.errors import ConfigError, DataError
 
@@ -73,18 +74,12 @@ def _file_samples(path: str, images: str | None, ids: list[str] | None, limit: i
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's argument parser."""
-    ap = argparse.ArgumentParser(
-        prog="mnerqg visualize",
-        description=(__doc__ or "").split("\n\n")[0].replace("``", ""),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join((__doc__ or "").split("\n\n")[1:]).replace("``", ""),
+    ap = doc_parser("mnerqg visualize", __doc__)
+    add_tweet_input(
+        ap,
+        input_help="CoNLL or JSON-lines file, or a data-set folder",
+        images_help="image folder (<IMGID>.jpg) for --input",
     )
-    ap.add_argument("--checkpoint", required=True, help="checkpoint directory")
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="one tweet as raw text")
-    src.add_argument("--input", help="CoNLL or JSON-lines file, or a data-set folder")
-    ap.add_argument("--image", help="image of the --text tweet")
-    ap.add_argument("--images", help="image folder (<IMGID>.jpg) for --input")
     ap.add_argument("--boxes", help="VOC box folder for a data-set --input (default ROOT/boxes)")
     ap.add_argument("--split", default="test", help="split of a data-set --input (default test)")
     ap.add_argument("--ids", help="comma-separated tweet ids to draw")
@@ -112,22 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="256-colour PNGs, about a third of the size (e.g. for docs)",
     )
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    add_batch_and_device(ap, 8)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``mnerqg visualize``."""
     args = build_parser().parse_args(argv)
-    if args.top_k is not None and args.top_k < 1:
-        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    check_minimums(args, {"top_k": 1})
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}")
-    if args.dpi < 20:
-        raise ConfigError(f"--dpi must be >= 20, got {args.dpi}")
-    if args.limit < 1:
-        raise ConfigError(f"--limit must be >= 1, got {args.limit}")
+    check_minimums(args, {"dpi": 20, "limit": 1})
     if args.image and args.text is None:
         raise ConfigError("--image goes with --text (use --images for --input)")
     top_k = args.top_k if args.top_k is not None else (None if args.threshold is not None else 20)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,9 +22,9 @@ from detectors.detector import (
     read_detections,
 )
 from mnerqg_graph.data.dataset import load_split
-from mnerqg_graph.data.synth import generate
 from mnerqg_graph.encoders.image import build_backbone
 from mnerqg_graph.errors import CheckpointError, ConfigError
+from tests.helpers import synth_data
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
 HAS_DETECTRON2 = importlib.util.find_spec("detectron2") is not None
@@ -44,21 +43,9 @@ TINY_FRCNN = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: faster than two on a shared, busy CPU, and deterministic."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("det") / "synth"
-    generate(root, seed=3, n_train=20, n_valid=2, n_test=4, image_size=64)
-    return root
+    return synth_data(tmp_path_factory, "det", seed=3, n_test=4)
 
 
 @pytest.fixture(scope="module")

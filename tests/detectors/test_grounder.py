@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,27 +22,16 @@ from detectors.grounder import (
 )
 from detectors.manual import select_manual
 from mnerqg_graph.data.dataset import load_split
-from mnerqg_graph.data.synth import generate
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError
+from tests.helpers import synth_data
 
 TYPES = ["PER", "LOC", "ORG", "OTHER"]
 TINY = {"backbone_kwargs": {"width": 8, "out_channels": 16}, "hidden_dim": 32}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("grounder") / "synth"
-    generate(root, seed=5, n_train=20, n_valid=2, n_test=8, image_size=64)
-    return root
+    return synth_data(tmp_path_factory, "grounder", seed=5, n_test=8)
 
 
 def test_shapes_and_config_errors() -> None:

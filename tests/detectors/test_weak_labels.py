@@ -6,7 +6,6 @@ import json
 import random
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,28 +15,17 @@ from detectors.grounder import VisualGrounder, predict_image_set, save_grounder
 from detectors.manual import select_manual
 from detectors.weak_labels import load_weak_boxes, pseudo_label
 from mnerqg_graph.data.dataset import load_split
-from mnerqg_graph.data.synth import generate
 from mnerqg_graph.data.types import Sample
 from mnerqg_graph.data.voc import attach_boxes, read_voc
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError
+from tests.helpers import synth_data
 
 TYPES = ["PER", "LOC", "ORG", "OTHER"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("weak") / "synth"
-    generate(root, seed=7, n_train=20, n_valid=2, n_test=2, image_size=64)
-    return root
+    return synth_data(tmp_path_factory, "weak", seed=7, n_test=2)
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from mnerqg_graph.data.collate import MrcBatch
-from mnerqg_graph.fusion import FUSION_REGISTRY, FusionModule
+from mnerqg_graph.fusion import FusionModule
 from mnerqg_graph.graph.builder import GraphSpec, build_graph
-from mnerqg_graph.graph.schema import TO_COARSE, TO_FINE, edge_types
-from mnerqg_graph.model import build_model
-from tests.helpers import items_and_batch, samples, tiny_config
+from mnerqg_graph.graph.schema import TO_COARSE, TO_FINE
+from mnerqg_graph.model import MnerqgModel, build_model
+from tests.helpers import items_and_batch, samples, tiny_config, toy_fusion
 
 GRAPH_MODULES = ["hetero_gat", "hgt", "graph_transformer", "cross_attention"]
 SPAN_PARTS = ("start", "end", "match")
@@ -56,16 +56,7 @@ def _fusion(
     valid = torch.tensor([[True, True, True, True], [True, True, True, False]])
     graph = build_graph(valid, torch.tensor([True, False]), spec)
     x = {nt: torch.randn(graph[nt].num_nodes, 8) for nt in graph.node_types}
-    module = FUSION_REGISTRY.build(
-        name,
-        in_dims={nt: 8 for nt in x},
-        hidden_dim=8,
-        num_layers=1,
-        edge_types=edge_types(3, True),
-        existence_gating=gating,
-        dropout=0.0,
-        heads=2,
-    ).eval()
+    module = toy_fusion(name, x, gating).eval()
     return module, x, graph, {nt: graph[nt].batch for nt in graph.node_types}
 
 
@@ -140,18 +131,37 @@ def test_single_scale_graph_has_only_coarse_regions(
 # --- loss weights ----------------------------------------------------------------------------
 
 
+def _backward(
+    encoder_dir: Path, batch: MrcBatch, name: str, zero: str | None = None, eval_mode: bool = False
+) -> MnerqgModel:
+    """A model (seed 0) after the backward pass of its total loss on ``batch``.
+
+    Args:
+        encoder_dir: the tiny encoder.
+        batch: the batch.
+        name: the fusion module.
+        zero: the loss part whose weight is 0 (the others 1, existence 0.5); None: the defaults.
+        eval_mode: put the model in eval mode (no dropout) before the forward pass.
+    """
+    over: dict[str, object] = {"fusion.name": name}
+    if zero is not None:
+        weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5, "grounding": 1.0}
+        over["losses.weights"] = {**weights, zero: 0.0}
+    torch.manual_seed(0)
+    model = build_model(tiny_config(encoder_dir, over))
+    if eval_mode:
+        model.eval()
+    model.losses(batch, model(batch))["total"].backward()
+    return model
+
+
 @pytest.mark.parametrize("name", GRAPH_MODULES)
 def test_grounding_weight_zero_removes_the_grounding_gradient(
     name: str, encoder_dir: Path, batch: MrcBatch
 ) -> None:
-    weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.5, "grounding": 0.0}
-    torch.manual_seed(0)
-    model = build_model(
-        tiny_config(encoder_dir, {"fusion.name": name, "losses.weights": weights})
-    ).eval()
-    assert model.grounding_head is not None  # eval: no dropout, so two passes are the same
-    losses = model.losses(batch, model(batch))
-    losses["total"].backward()
+    # eval: no dropout, so two passes are the same
+    model = _backward(encoder_dir, batch, name, zero="grounding", eval_mode=True)
+    assert model.grounding_head is not None
     assert _norm(model.grounding_head) == 0
     assert _norm(model.span_head) > 0
     # the shared layers get exactly the gradient of the other parts: none comes from grounding
@@ -161,9 +171,7 @@ def test_grounding_weight_zero_removes_the_grounding_gradient(
     torch.stack([losses[k] for k in (*SPAN_PARTS, "existence")]).sum().backward()
     assert all(torch.allclose(a, b) for a, b in zip(total_grads, _grads(model.fusion), strict=True))
 
-    torch.manual_seed(0)  # contrast: with its default weight, the head does learn
-    model = build_model(tiny_config(encoder_dir, {"fusion.name": name}))
-    model.losses(batch, model(batch))["total"].backward()
+    model = _backward(encoder_dir, batch, name)  # contrast: with its default weight, it learns
     assert model.grounding_head is not None and _norm(model.grounding_head) > 0
 
 
@@ -171,17 +179,10 @@ def test_grounding_weight_zero_removes_the_grounding_gradient(
 def test_existence_weight_zero_removes_the_existence_gradient(
     name: str, encoder_dir: Path, batch: MrcBatch
 ) -> None:
-    weights = {"start": 1.0, "end": 1.0, "match": 1.0, "existence": 0.0, "grounding": 1.0}
-    torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, {"fusion.name": name, "losses.weights": weights}))
-    model.losses(batch, model(batch))["total"].backward()
+    model = _backward(encoder_dir, batch, name, zero="existence")
     assert _norm(model.existence_head) == 0
     assert _norm(model.span_head) > 0
-
-    torch.manual_seed(0)
-    model = build_model(tiny_config(encoder_dir, {"fusion.name": name}))
-    model.losses(batch, model(batch))["total"].backward()
-    assert _norm(model.existence_head) > 0
+    assert _norm(_backward(encoder_dir, batch, name).existence_head) > 0
 
 
 # --- depth and modality ----------------------------------------------------------------------

@@ -24,12 +24,11 @@ from mnerqg_graph.graph.schema import (
     CROSS,
     QUERY,
     TOKEN,
-    edge_types,
     is_alignment_edge,
     is_token_region,
 )
 from mnerqg_graph.model import MnerqgModel, build_model
-from tests.helpers import items_and_batch, samples, tiny_config
+from tests.helpers import items_and_batch, samples, tiny_config, toy_fusion
 
 MODULES = FUSION_REGISTRY.names()
 QUERY_TOKEN = (TOKEN, CROSS, QUERY)
@@ -189,16 +188,7 @@ def _toy_inputs(seed: int = 0) -> tuple[dict[str, Tensor], Any, dict[str, Tensor
 def test_hgt_attention_is_the_one_hgtconv_used() -> None:
     torch.manual_seed(0)
     x, graph, batch, gate = _toy_inputs()
-    module = FUSION_REGISTRY.build(
-        "hgt",
-        in_dims={nt: 8 for nt in x},
-        hidden_dim=8,
-        num_layers=1,
-        edge_types=edge_types(3, True),
-        existence_gating=True,
-        dropout=0.0,
-        heads=2,
-    )
+    module = toy_fusion("hgt", x)
     layers: Any = module.layers
     conv = layers[0].conv_cross
     checks: list[bool] = []
@@ -237,16 +227,7 @@ def test_hgt_attention_is_the_one_hgtconv_used() -> None:
 def test_cross_attention_weights_match_per_example_attention() -> None:
     torch.manual_seed(0)
     x, graph, batch, gate = _toy_inputs(1)
-    module = FUSION_REGISTRY.build(
-        "cross_attention",
-        in_dims={nt: 8 for nt in x},
-        hidden_dim=8,
-        num_layers=1,
-        edge_types=edge_types(3, True),
-        existence_gating=True,
-        dropout=0.0,
-        heads=2,
-    ).eval()
+    module = toy_fusion("cross_attention", x).eval()
     fused = module(
         x, graph.edge_index_dict, graph.edge_attr_dict, batch, gate, return_attention=True
     )

@@ -13,14 +13,15 @@ import os
 import re
 import shutil
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sacred import SETTINGS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+SETTINGS.CAPTURE_MODE = "sys"  # the commands run Sacred in-process: pytest owns the descriptors
 
 #: Lines Sacred itself logs around a run (not error messages of ours).
 SACRED_LOG = re.compile(r"^(INFO|WARNING|ERROR) - mnerqg - ")
@@ -48,6 +49,28 @@ def run_cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> CliResult:
     captured = capsys.readouterr()
     assert "Traceback" not in captured.err, captured.err
     return CliResult(code, captured.out, captured.err)
+
+
+def predict_file(
+    capsys: pytest.CaptureFixture[str], checkpoint: Path, inp: Path, out: Path, *options: str
+) -> CliResult:
+    """``mnerqg predict`` of the file ``inp`` into ``out`` on the CPU, without a progress bar.
+
+    Args:
+        capsys: pytest's capture fixture.
+        checkpoint: the checkpoint folder.
+        inp: the ``--input`` file.
+        out: the ``--output`` file.
+        *options: more options (before ``--device cpu --no-progress``).
+
+    Returns:
+        What the command printed and returned.
+    """
+    return run_cli(
+        capsys,
+        ["predict", "--checkpoint", str(checkpoint), "--input", str(inp), "--output", str(out),
+         *options, "--device", "cpu", "--no-progress"],
+    )  # fmt: skip
 
 
 def assert_one_line_error(result: CliResult, command: str, *fragments: str) -> str:
@@ -123,14 +146,8 @@ def leftovers(folder: Path, keep: set[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
+def one_torch_thread(one_thread: None) -> None:
     """One intra-op thread: on a shared 2-core machine two threads spin and run 10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

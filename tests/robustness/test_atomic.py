@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sacred import SETTINGS
 
 from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.data.conll import read_conll, write_conll
@@ -26,11 +25,9 @@ from tests.robustness.conftest import (
     SACRED_LOG,
     assert_one_line_error,
     leftovers,
-    run_cli,
+    predict_file,
     tree_bytes,
 )
-
-SETTINGS.CAPTURE_MODE = "sys"
 
 TWEETS = [
     Tweet("1", ["Kelvo", "visits", "Marn"], ["B-PER", "O", "B-LOC"]),
@@ -227,11 +224,7 @@ def test_predict_stopped_by_a_bad_line_keeps_the_previous_output(
         '{"id": "c", "tokens": ["Zed", "Corp"]\n',  # line 3: the JSON is cut short
         encoding="utf-8",
     )
-    result = run_cli(
-        capsys,
-        ["predict", "--checkpoint", str(checkpoint), "--input", str(inp), "--output", str(out),
-         "--chunk-size", "1", "--device", "cpu", "--no-progress"],
-    )  # fmt: skip
+    result = predict_file(capsys, checkpoint, inp, out, "--chunk-size", "1")
     assert_one_line_error(result, "predict", f"{inp}:3: invalid JSON")
     assert out.read_bytes() == b"previous complete result\n"
     assert leftovers(out.parent, {out.name}) == []

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sacred import SETTINGS
 
 from mnerqg_graph.data.conll import read_conll, write_conll
 from mnerqg_graph.data.tags import spans_from_tags
@@ -26,11 +25,10 @@ from tests.robustness.conftest import (
     SACRED_LOG,
     assert_one_line_error,
     huge_gray_jpeg,
+    predict_file,
     run_cli,
     write_rgb,
 )
-
-SETTINGS.CAPTURE_MODE = "sys"  # pytest owns the file descriptors
 
 GOOD = b"IMGID:1\nKelvo\tB-PER\nvisits\tO\nMarn\tB-LOC\n\nIMGID:2\nZed\tB-ORG\nCorp\tI-ORG\n"
 
@@ -149,11 +147,7 @@ def test_thousand_token_tweet_is_truncated_reported_and_its_entities_still_count
     gold = tmp_path / "gold.txt"
     write_conll(gold, tweets)
     pred = tmp_path / "pred.conll"
-    result = run_cli(
-        capsys,
-        ["predict", "--checkpoint", str(checkpoint), "--input", str(gold), "--output", str(pred),
-         "--device", "cpu", "--no-progress"],
-    )  # fmt: skip
+    result = predict_file(capsys, checkpoint, gold, pred)
     assert result.code == 0, result.err
     report = [ln for ln in result.err_lines if "truncated" in ln]
     assert len(report) == 1 and "1 tweet" in report[0] and "long" in report[0], result.err
@@ -198,11 +192,7 @@ def test_predict_bad_jsonl_names_file_line_and_field(
 ) -> None:
     inp = write(tmp_path / "in.jsonl", content)
     out = tmp_path / "out.conll"
-    result = run_cli(
-        capsys,
-        ["predict", "--checkpoint", str(checkpoint), "--input", str(inp), "--output", str(out),
-         "--device", "cpu", "--no-progress"],
-    )  # fmt: skip
+    result = predict_file(capsys, checkpoint, inp, out)
     assert_one_line_error(result, "predict", f"{inp}:{line}", fragment)
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "in.jsonl"]
 

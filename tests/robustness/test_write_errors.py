@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sacred import SETTINGS
 
 from mnerqg_graph.data.conll import write_conll
 from mnerqg_graph.data.types import Tweet
@@ -34,8 +33,6 @@ from tests.robustness.conftest import (
     run_cli,
     tree_bytes,
 )
-
-SETTINGS.CAPTURE_MODE = "sys"
 
 FAILURES = ["read-only", "read-only-fs", "disk-full"]
 CAUSE = {

@@ -49,19 +49,9 @@ TWEETS = [
 
 def _encoder(root: Path) -> Path:
     """The tiny encoder of these tweets, with its dropout set to 0."""
-    from mnerqg_graph.data.queries import load_queries
-    from mnerqg_graph.encoders.tiny import build_tiny_encoder
+    from tests.helpers import tiny_encoder
 
-    corpus = [t.tokens for t in TWEETS] + [q.split() for q in load_queries().values()]
-    enc = build_tiny_encoder(
-        root / "enc",
-        corpus,
-        hidden_size=32,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=64,
-        seed=0,
-    )
+    enc = tiny_encoder(root, TWEETS)
     cfg = json.loads((enc / "config.json").read_text())
     cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     (enc / "config.json").write_text(json.dumps(cfg))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,13 +45,8 @@ class Setup:
     explained: list[TweetExplanation]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread (OpenMP threads spin badly on a shared, busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# tiny tensors: one intra-op thread (OpenMP threads spin badly on a shared, busy CPU)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -435,42 +429,18 @@ def test_cli_end_to_end(setup: Setup, tmp_path: Path) -> None:
             "t1.jpg", 80, 80, [VocObject("Kelvo", box) for box in t1.boxes_of_type("PER")]
         ),
     )
-    assert (
-        main(
-            [
-                "--checkpoint",
-                str(ckpt),
-                "--input",
-                str(root),
-                "--ids",
-                "t1,t2",
-                "--out",
-                str(tmp_path / "ds_out"),
-                "--types",
-                "PER",
-                "--device",
-                "cpu",
-            ]
-        )
-        == 0
-    )
+
+    def visualize(ids: str, out: str, *options: str) -> int:
+        argv = ["--checkpoint", str(ckpt), "--input", str(root), "--ids", ids]
+        return main([*argv, "--out", str(tmp_path / out), *options])
+
+    assert visualize("t1,t2", "ds_out", "--types", "PER", "--device", "cpu") == 0
     _png_ok(tmp_path / "ds_out" / "t1" / "boxes.png")
     assert (tmp_path / "ds_out" / "t2" / "graph_PER.png").is_file()
     from mnerqg_graph.errors import DataError
 
     with pytest.raises(DataError, match="nope"):
-        main(
-            [
-                "--checkpoint",
-                str(ckpt),
-                "--input",
-                str(root),
-                "--ids",
-                "nope",
-                "--out",
-                str(tmp_path / "x"),
-            ]
-        )
+        visualize("nope", "x")
 
 
 def test_packed_queries_explain_every_type_with_the_tweet_pieces(setup: Setup) -> None:
