@@ -121,6 +121,11 @@ def test_named_configs_still_override_the_defaults() -> None:
     model = config["model"]
     assert model["graph"]["hidden_dim"] == 384 and model["encoder"]["name"] == "minilm"
     assert config["optim"]["lr"] == 1e-3 and config["optim"]["epochs"] == 10
+    # the choices made on validation (BENCHMARKS.md): packed queries and the tagger on both sets
+    for name in ("twitter2015", "twitter2017"):
+        real = _sacred_config([name])["model"]
+        assert real["heads"]["tag_head"] is True, name
+        assert real["encoder"]["query_encoding"] == "packed", name
     fast = _sacred_config(["fast"])
     assert fast["model"]["fusion"]["kwargs"] == {"heads": 2} and fast["optim"]["epochs"] == 1
     # the smoke run's 24 tweets do not replace the demo's 2,000 in data/synth
