@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,11 +55,11 @@ from detectors.command import (
 from detectors.detection.data import normalised_boxes
 from detectors.images import ImageSet, load_image_set
 from detectors.manual import select_manual
-from detectors.training import TrainResult
+from detectors.training import TrainResult, train_on_indices
 from mnerqg_graph.data.types import Box, Sample
 from mnerqg_graph.encoders.image import build_backbone
 from mnerqg_graph.environment import resolve_device
-from mnerqg_graph.errors import CheckpointError, ConfigError, DataError, TrainingError
+from mnerqg_graph.errors import CheckpointError, ConfigError, DataError
 from mnerqg_graph.heads.grounding import GroundingHead
 from mnerqg_graph.metrics import GroundingScores, grounding_accuracy
 
@@ -378,42 +377,36 @@ def fit_grounder(
         raise DataError("grounder", "no training image (no tweet with a readable image)")
     dev = resolve_device(device)
     model.to(dev).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    history: list[float] = []
-    steps = 0
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(len(data), generator=gen)
-        total, count = 0.0, 0
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            flips = (torch.rand(len(idx), generator=gen) < 0.5) & flip
-            images = data.images.batch(idx, dev)
-            images[flips.to(dev)] = images[flips.to(dev)].flip(-1)
-            image_index, type_index, gt, gt_mask = _batch_targets(
-                [data.boxes[int(i)] for i in idx], flips
-            )
-            loss = model.loss(
-                images, image_index.to(dev), type_index.to(dev), gt.to(dev), gt_mask.to(dev)
-            )
-            if not torch.isfinite(loss):
-                raise TrainingError(f"grounder loss became {loss.item()} at step {steps}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-            steps += 1
-            if max_steps is not None and steps >= max_steps:
-                break
-        history.append(total / max(count, 1))
-        say(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
-        if max_steps is not None and steps >= max_steps:
-            break
+
+    def loss(idx: Tensor) -> Tensor:
+        flips = (torch.rand(len(idx), generator=gen) < 0.5) & flip
+        images = data.images.batch(idx, dev)
+        images[flips.to(dev)] = images[flips.to(dev)].flip(-1)
+        image_index, type_index, gt, gt_mask = _batch_targets(
+            [data.boxes[int(i)] for i in idx], flips
+        )
+        return model.loss(
+            images, image_index.to(dev), type_index.to(dev), gt.to(dev), gt_mask.to(dev)
+        )
+
+    result = train_on_indices(
+        loss,
+        list(model.parameters()),
+        len(data),
+        gen,
+        name="grounder",
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        clip=5.0,
+        max_steps=max_steps,
+        device=dev,
+        say=say,
+    )
     model.eval()
-    return TrainResult(history, steps, time.perf_counter() - started)
+    return result
 
 
 @torch.no_grad()

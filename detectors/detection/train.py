@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,10 +11,9 @@ import torch
 from detectors.detection.base import DetectorBackend, build_detector
 from detectors.detection.data import detection_targets
 from detectors.images import load_image_set
-from detectors.training import TrainResult
+from detectors.training import TrainResult, train_on_indices
 from mnerqg_graph.environment import resolve_device
-from mnerqg_graph.errors import DataError, TrainingError
-from mnerqg_graph.progress import Progress
+from mnerqg_graph.errors import DataError
 
 
 def train_detector(
@@ -95,45 +91,29 @@ def train_detector(
     n_boxes = sum(int(t["labels"].numel()) for t in targets)
     say(f"detector {detector.name}: {len(targets)} images, {n_boxes} boxes, {len(types)} types")
     params = [p for p in detector.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    history: list[float] = []
-    steps = 0
-    started = time.perf_counter()
-    for epoch in range(epochs):
-        order = torch.randperm(len(targets), generator=gen)
-        total, count = 0.0, 0
-        bar = Progress(
-            math.ceil(len(order) / batch_size),
-            f"detector epoch {epoch + 1}/{epochs}",
-            enabled=progress,
-        )
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            images = image_set.batch(idx, dev)
-            batch_targets = [
-                {k: v.to(dev) for k, v in targets[int(i)].items()} for i in idx.tolist()
-            ]
-            losses = detector.fit_step(images, batch_targets)
-            loss = torch.stack(list(losses.values())).sum()
-            if not torch.isfinite(loss):
-                raise TrainingError(f"detector loss became {loss.item()} at step {steps}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-            steps += 1
-            bar.update(loss=functools.partial(float, total / count))
-            if max_steps is not None and steps >= max_steps:
-                break
-        bar.close()
-        history.append(total / max(count, 1))
-        say(f"epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f}")
-        if max_steps is not None and steps >= max_steps:
-            break
-    result = TrainResult(history, steps, time.perf_counter() - started)
+
+    def loss(idx: torch.Tensor) -> torch.Tensor:
+        images = image_set.batch(idx, dev)
+        batch_targets = [{k: v.to(dev) for k, v in targets[int(i)].items()} for i in idx.tolist()]
+        losses = detector.fit_step(images, batch_targets)
+        return torch.stack(list(losses.values())).sum()
+
+    result = train_on_indices(
+        loss,
+        params,
+        len(targets),
+        torch.Generator().manual_seed(seed),
+        name="detector",
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        clip=10.0,
+        max_steps=max_steps,
+        device=dev,
+        say=say,
+        progress=progress,
+    )
     detector.eval()
     if out is not None:
         result.checkpoint = detector.save(out)

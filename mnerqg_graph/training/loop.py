@@ -1,4 +1,9 @@
-"""The training loop: AdamW with warm-up, per-epoch validation, best-epoch selection, exact resume.
+"""The MNER model's training: AdamW with warm-up, per-epoch validation, best-epoch selection.
+
+:class:`Trainer` runs the toolkit's one training loop, shared with the detector and the
+grounder (:class:`~mnerqg_graph.training.engine.TrainLoop`), and adds its own parts through
+hooks: the weight average after each step; the validation, selection, checkpoints and logs after
+each epoch.
 
 The library never imports Sacred: metrics go through a ``log`` callable ``(name, value, step)``
 (the experiment passes ``_run.log_scalar``). Checkpoints: ``out_dir/best`` (model checkpoint of the
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,8 +30,7 @@ from torch.utils.data import DataLoader
 from mnerqg_graph.config import TrainConfig
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.environment import resolve_device
-from mnerqg_graph.errors import ConfigError, TrainingError
-from mnerqg_graph.progress import Progress
+from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.training.averaging import WeightAverage
 from mnerqg_graph.training.checkpoint import (
     load_state_tensors,
@@ -34,7 +38,8 @@ from mnerqg_graph.training.checkpoint import (
     save_model,
     save_training_state,
 )
-from mnerqg_graph.training.distributed import first_bad_step, is_active, mean_over_ranks
+from mnerqg_graph.training.distributed import is_active
+from mnerqg_graph.training.engine import Hooks, TrainLoop
 
 LogFn = Callable[[str, float, int], None]
 
@@ -245,6 +250,21 @@ class Trainer:
                 (s + 1) / max(warm, 1) if s < warm else max(0.0, (total - s) / max(total - warm, 1))
             ),
         )
+        average = self.average
+        self.loop: TrainLoop[MrcBatch] = TrainLoop(
+            self.forward_model,
+            self.optimizer,
+            self.model.parameters(),
+            clip=config.grad_clip,
+            scheduler=self.scheduler,
+            autocast=self._autocast,
+            hooks=[]
+            if average is None
+            else [Hooks(on_step_end=lambda _step, _losses: average.update(self.model))],
+            device=self.device,
+            check_every=self.check_every,
+            nonfinite=self._nonfinite,
+        )
 
     def _autocast(self) -> Any:
         if self.device.type == "cuda" and self.cfg.amp:
@@ -255,9 +275,7 @@ class Trainer:
         """Train, validating after each epoch; return the best epoch's validation metrics."""
         cfg = self.cfg
         start_epoch, step = 0, 0
-        best: dict[str, float] = {}
-        best_epoch = -1
-        history: list[dict[str, float]] = []
+        sel = _Selection()
         state_dir = self.out_dir / "state"
         if resume and (state_dir / "trainer.json").is_file():
             from safetensors.torch import load_file
@@ -273,142 +291,142 @@ class Trainer:
                 self.model.load_state_dict(load_file(str(last)))
             self.scheduler.load_state_dict(meta["scheduler"])
             start_epoch, step = meta["epoch"] + 1, meta["step"]
-            best, best_epoch, history = meta["best"], meta["best_epoch"], meta["history"]
+            sel = _Selection(meta["best"], meta["best_epoch"], meta["history"])
         t0 = time.perf_counter()
-        mcfg = self.model.config
-        pad_id = self.tokenizer.pad_token_id or 0
-        for epoch in range(start_epoch, cfg.epochs):
-            sampler = self.sampler_fn(epoch) if self.sampler_fn else None
-            loader = make_loader(
-                self.train_items,
-                cfg.batch_size,
-                mcfg.heads.max_span_len,
-                mcfg.image.image_size,
-                pad_id,
-                shuffle=True,
-                seed=cfg.seed + epoch,
-                sampler=sampler,
-                pin_memory=self.device.type == "cuda",
-                length_buckets=cfg.length_buckets,
+        self.loop.run(
+            self._batches,
+            cfg.epochs,
+            start_epoch=start_epoch,
+            step=step,
+            steps_per_epoch=self.steps_per_epoch,
+            progress=cfg.progress and self.is_main,
+            hooks=[
+                Hooks(
+                    on_epoch_start=lambda _epoch: self.model.train(),
+                    on_epoch_end=partial(self._end_epoch, sel, t0),
+                )
+            ],
+        )
+        return TrainResult(sel.best_epoch, sel.best, sel.history, time.perf_counter() - t0)
+
+    def _batches(self, epoch: int) -> Iterator[MrcBatch]:
+        """The training batches of ``epoch``, on the device (shuffled by ``seed + epoch``)."""
+        cfg, mcfg = self.cfg, self.model.config
+        loader = make_loader(
+            self.train_items,
+            cfg.batch_size,
+            mcfg.heads.max_span_len,
+            mcfg.image.image_size,
+            self.tokenizer.pad_token_id or 0,
+            shuffle=True,
+            seed=cfg.seed + epoch,
+            sampler=self.sampler_fn(epoch) if self.sampler_fn else None,
+            pin_memory=self.device.type == "cuda",
+            length_buckets=cfg.length_buckets,
+        )
+        for batch in loader:
+            yield batch.to(self.device, non_blocking=True)
+
+    def _end_epoch(
+        self, sel: _Selection, t0: float, epoch: int, step: int, means: dict[str, float]
+    ) -> None:
+        """Validate, log, select and save after ``epoch`` (global step count ``step``).
+
+        Args:
+            sel: the best epoch so far and the history, updated here.
+            t0: when the training began (for the progress line).
+            epoch: the epoch just trained.
+            step: optimiser steps taken so far.
+            means: the epoch's mean training losses per part (over every rank).
+        """
+        cfg = self.cfg
+        metrics = {f"train/loss_{k}": v for k, v in means.items()}
+        self.model.eval()
+        with self._evaluated_weights():
+            valid = self.evaluate(self.model)
+        metrics.update({f"valid/{k}": float(v) for k, v in valid.items()})
+        metrics["epoch"] = float(epoch)
+        sel.history.append(metrics)
+        if self.is_main:
+            for k, v in metrics.items():
+                if k != "epoch":
+                    self.log(k, float(v), epoch)
+        if self.is_main and self.progress is not None:
+            shown = [
+                "train/loss_total",
+                "valid/f1",
+                "valid/ambiguous_f1",
+                "valid/grounding_acc",
+            ]
+            self.progress(
+                f"epoch {epoch + 1}/{cfg.epochs} ({time.perf_counter() - t0:.0f} s): "
+                + "  ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
             )
-            self.model.train()
-            sums: dict[str, torch.Tensor] = {}
-            n_batches = 0
-            first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
-            bad_loss = torch.zeros((), device=self.device)
-            with Progress(
-                self.steps_per_epoch,
-                f"epoch {epoch + 1}/{cfg.epochs}",
-                enabled=cfg.progress and self.is_main,
-            ) as bar:
-                for batch in loader:
-                    losses = self._step(batch.to(self.device, non_blocking=True), step)
-                    for k, part in losses.items():
-                        sums[k] = sums[k] + part if k in sums else part
-                    new_bad = (first_bad < 0) & ~torch.isfinite(losses["total"])
-                    first_bad = torch.where(new_bad, step, first_bad)
-                    bad_loss = torch.where(new_bad, losses["total"].float(), bad_loss)
-                    n_batches += 1
-                    step += 1
-                    if step % self.check_every == 0:
-                        self._check_finite(first_bad, bad_loss)
-                    bar.update(loss=partial(_running_mean, sums["total"], n_batches))
-            self._check_finite(first_bad, bad_loss)
-            # averaged over every rank's batches under DDP (one read-back per epoch)
-            metrics = {f"train/loss_{k}": v for k, v in mean_over_ranks(sums, n_batches).items()}
-            self.model.eval()
-            with self._evaluated_weights():
-                valid = self.evaluate(self.model)
-            metrics.update({f"valid/{k}": float(v) for k, v in valid.items()})
-            metrics["epoch"] = float(epoch)
-            history.append(metrics)
-            if self.is_main:
-                for k, v in metrics.items():
-                    if k != "epoch":
-                        self.log(k, float(v), epoch)
-            if self.is_main and self.progress is not None:
-                shown = [
-                    "train/loss_total",
-                    "valid/f1",
-                    "valid/ambiguous_f1",
-                    "valid/grounding_acc",
-                ]
-                self.progress(
-                    f"epoch {epoch + 1}/{cfg.epochs} ({time.perf_counter() - t0:.0f} s): "
-                    + "  ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
-                )
-            score = float(valid.get(cfg.select_metric, float("-inf")))
-            improved = best_epoch < 0 or score > best.get(cfg.select_metric, float("-inf"))
-            if improved:
-                best, best_epoch = {k: float(v) for k, v in valid.items()}, epoch
-            if self.is_main:
-                with self._evaluated_weights():  # a saved model is the one evaluated
-                    for name in ("best", "last") if improved else ("last",):
-                        save_model(
-                            self.model, mcfg, self.queries, self.tokenizer, self.out_dir / name
-                        )
-                extra: dict[str, dict[str, torch.Tensor]] = {}
-                if self.average is not None:  # to continue: the raw weights and the average
-                    extra = {
-                        RAW_WEIGHTS: dict(self.model.state_dict()),
-                        AVERAGE: self.average.state_dict(),
-                    }
-                save_training_state(
-                    state_dir,
-                    self.optimizer,
-                    {
-                        "epoch": epoch,
-                        "step": step,
-                        "scheduler": self.scheduler.state_dict(),
-                        "best": best,
-                        "best_epoch": best_epoch,
-                        "history": history,
-                    },
-                    extra,
-                )
-        return TrainResult(best_epoch, best, history, time.perf_counter() - t0)
+        score = float(valid.get(cfg.select_metric, float("-inf")))
+        improved = sel.best_epoch < 0 or score > sel.best.get(cfg.select_metric, float("-inf"))
+        if improved:
+            sel.best, sel.best_epoch = {k: float(v) for k, v in valid.items()}, epoch
+        if self.is_main:
+            mcfg = self.model.config
+            with self._evaluated_weights():  # a saved model is the one evaluated
+                for name in ("best", "last") if improved else ("last",):
+                    save_model(self.model, mcfg, self.queries, self.tokenizer, self.out_dir / name)
+            extra: dict[str, dict[str, torch.Tensor]] = {}
+            if self.average is not None:  # to continue: the raw weights and the average
+                extra = {
+                    RAW_WEIGHTS: dict(self.model.state_dict()),
+                    AVERAGE: self.average.state_dict(),
+                }
+            save_training_state(
+                self.out_dir / "state",
+                self.optimizer,
+                {
+                    "epoch": epoch,
+                    "step": step,
+                    "scheduler": self.scheduler.state_dict(),
+                    "best": sel.best,
+                    "best_epoch": sel.best_epoch,
+                    "history": sel.history,
+                },
+                extra,
+            )
 
     def _evaluated_weights(self) -> Any:
         """A context in which the model holds the weights to validate and save."""
         return self.average.applied(self.model) if self.average is not None else nullcontext()
 
-    def _check_finite(self, first_bad: torch.Tensor, bad_loss: torch.Tensor) -> None:
-        """Raise if a step since the epoch began had a non-finite loss (on any rank)."""
-        step = first_bad_step(first_bad)
-        if step >= 0:
-            value = float(bad_loss) if int(first_bad) == step else float("nan")
-            raise TrainingError(
-                f"loss is {value} at step {step}; the last good checkpoint is kept in "
-                f"{self.out_dir / 'last'}"
-            )
+    def _nonfinite(self, value: float, step: int) -> str:
+        """The error's message when the loss of global step ``step`` is ``value`` (NaN, inf)."""
+        return (
+            f"loss is {value} at step {step}; the last good checkpoint is kept in "
+            f"{self.out_dir / 'last'}"
+        )
 
     def _step(self, batch: MrcBatch, step: int) -> dict[str, torch.Tensor]:
         """One optimisation step on ``batch`` (global step ``step``), without host-device sync.
 
+        The forward under autocast, backward, clipping, AdamW, the scheduler and the weight
+        average (:meth:`TrainLoop.step <mnerqg_graph.training.engine.TrainLoop.step>`).
+
         Returns:
             The weighted loss parts, detached and still on the device.
         """
-        with self._autocast():
-            losses = self.forward_model(batch)
-        total = losses["total"]
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.average is not None:
-            self.average.update(self.model)
-        return {k: v.detach() for k, v in losses.items()}
+        return self.loop.step(batch, step)
 
 
-def _running_mean(total: torch.Tensor, n: int) -> float:
-    """The epoch's mean loss so far, for the progress display.
+@dataclass
+class _Selection:
+    """What :meth:`Trainer.fit` keeps across epochs.
 
-    It reads the loss back from the device, so the display calls it only when it draws a line or
-    the bar's loss (at most once a second), never at every step.
+    Attributes:
+        best: the best epoch's validation metrics.
+        best_epoch: the best epoch (-1: none yet).
+        history: each epoch's training losses and validation metrics.
     """
-    return float(total) / max(n, 1)
+
+    best: dict[str, float] = field(default_factory=dict)
+    best_epoch: int = -1
+    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:
