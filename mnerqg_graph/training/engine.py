@@ -331,7 +331,7 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Ite
         batch_size: indices per batch (the last batch may be smaller).
         generator: draws the permutation (one ``randperm`` an epoch).
 
-    Returns:
+    Yields:
         Index tensors, together a permutation of ``range(n)``.
     """
     order = torch.randperm(n, generator=generator)
