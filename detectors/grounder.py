@@ -55,7 +55,7 @@ from detectors.command import (
 from detectors.detection.data import normalised_boxes
 from detectors.images import ImageSet, load_image_set
 from detectors.manual import select_manual
-from detectors.training import TrainResult, train_on_indices
+from detectors.training import Schedule, TrainResult, train_on_indices
 from mnerqg_graph.data.types import Box, Sample
 from mnerqg_graph.encoders.image import build_backbone
 from mnerqg_graph.environment import resolve_device
@@ -395,13 +395,9 @@ def fit_grounder(
         list(model.parameters()),
         len(data),
         gen,
+        Schedule(epochs, batch_size, lr, weight_decay, max_steps),
         name="grounder",
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
         clip=5.0,
-        max_steps=max_steps,
         device=dev,
         say=say,
     )

@@ -36,19 +36,34 @@ class TrainResult:
     checkpoint: Path | None = None
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How long and how fast a model of the detectors package trains (AdamW, fixed rate).
+
+    Attributes:
+        epochs: passes over the items.
+        batch_size: items per step.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        max_steps: stop after this many steps (None: no limit).
+    """
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    max_steps: int | None = None
+
+
 def train_on_indices(
     loss_fn: Callable[[Tensor], Tensor],
     params: Sequence[Tensor],
     n_items: int,
     generator: torch.Generator,
+    schedule: Schedule,
     *,
     name: str,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
     clip: float,
-    max_steps: int | None,
     device: torch.device,
     say: Callable[[str], None],
     progress: bool = False,
@@ -61,13 +76,9 @@ def train_on_indices(
         params: the parameters AdamW trains (and whose gradient norm is clipped).
         n_items: the number of training items.
         generator: draws each epoch's order (one ``randperm`` at its start).
+        schedule: epochs, batch size, learning rate, weight decay, maximal steps.
         name: what is trained, in the progress bar and the error of a non-finite loss.
-        epochs: passes over the items.
-        batch_size: items per step.
-        lr: AdamW learning rate (fixed).
-        weight_decay: AdamW weight decay.
         clip: maximal gradient norm.
-        max_steps: stop after this many steps (None: no limit).
         device: the loss's device.
         say: receives a line per epoch with its mean loss.
         progress: a progress bar inside each epoch on stderr.
@@ -79,7 +90,8 @@ def train_on_indices(
     Raises:
         TrainingError: the loss became NaN or infinite.
     """
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    epochs, batch_size = schedule.epochs, schedule.batch_size
 
     def epoch_line(epoch: int, _steps: int, means: dict[str, float]) -> None:
         say(f"epoch {epoch + 1}/{epochs}: loss {means['total']:.4f}")
@@ -98,7 +110,7 @@ def train_on_indices(
     run = loop.run(
         lambda _epoch: shuffled_batches(n_items, batch_size, generator),
         epochs,
-        max_steps=max_steps,
+        max_steps=schedule.max_steps,
         steps_per_epoch=math.ceil(n_items / batch_size),
         progress=progress,
     )
@@ -106,4 +118,4 @@ def train_on_indices(
     return TrainResult(history, run.steps, time.perf_counter() - started)
 
 
-__all__ = ["TrainResult", "train_on_indices"]
+__all__ = ["Schedule", "TrainResult", "train_on_indices"]

@@ -11,7 +11,7 @@ import torch
 from detectors.detection.base import DetectorBackend, build_detector
 from detectors.detection.data import detection_targets
 from detectors.images import load_image_set
-from detectors.training import TrainResult, train_on_indices
+from detectors.training import Schedule, TrainResult, train_on_indices
 from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import DataError
 
@@ -103,13 +103,9 @@ def train_detector(
         params,
         len(targets),
         torch.Generator().manual_seed(seed),
+        Schedule(epochs, batch_size, lr, weight_decay, max_steps),
         name="detector",
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
         clip=10.0,
-        max_steps=max_steps,
         device=dev,
         say=say,
         progress=progress,
