@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from mnerqg_graph.environment import describe
+from mnerqg_graph.io import loads_json_object
 
 
 def load_runs(path: Path) -> list[dict[str, Any]]:
@@ -25,14 +26,28 @@ def load_runs(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}:{number}: not a JSON line ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise SystemExit(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-        runs.append(row)
+        runs.append(_parse_run(line, f"{path}:{number}"))
     return runs
+
+
+def _parse_run(line: str, where: str) -> dict[str, Any]:
+    """One line of a run log as its run.
+
+    Args:
+        line: the line.
+        where: ``PATH:LINE``, for the error.
+
+    Returns:
+        The run.
+
+    Raises:
+        SystemExit: the line is not JSON, or not an object.
+    """
+    return loads_json_object(
+        line,
+        lambda exc: SystemExit(f"{where}: not a JSON line ({exc.msg})"),
+        lambda row: SystemExit(f"{where}: expected a JSON object, got {type(row).__name__}"),
+    )
 
 
 def append_run(path: Path, row: dict[str, Any]) -> None:

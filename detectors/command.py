@@ -7,12 +7,12 @@ Used by ``python -m detectors.detector``, ``python -m detectors.grounder`` and t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from mnerqg_graph.errors import ConfigError, MnerqgError
+from mnerqg_graph.io import loads_json_object
 
 
 def run_main(
@@ -48,13 +48,11 @@ def json_object_option(flag: str, text: str) -> dict[str, Any]:
     Raises:
         ConfigError: ``text`` is not JSON, or not an object.
     """
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{flag} is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{flag} must be a JSON object")
-    return value
+    return loads_json_object(
+        text,
+        lambda exc: ConfigError(f"{flag} is not JSON: {exc}"),
+        lambda _value: ConfigError(f"{flag} must be a JSON object"),
+    )
 
 
 def command_parser(prog: str, description: str) -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ from detectors.detection import (
     DETECTOR_REGISTRY,
     Detections,
     DetectorBackend,
+    SplitImages,
     Target,
     TorchvisionFasterRCNN,
     box_average_precision,
@@ -64,6 +65,7 @@ __all__ = [
     "DetectorBackend",
     "ImageSet",
     "PROG",
+    "SplitImages",
     "Target",
     "TorchvisionFasterRCNN",
     "TrainResult",
@@ -213,10 +215,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split_images(args: argparse.Namespace) -> SplitImages:
+    """The split that ``evaluate`` and ``detect`` run the detector on.
+
+    Args:
+        args: the parsed command line (``--data``, ``--split``, ``--image-size``, ``--limit``).
+
+    Returns:
+        The split's images.
+    """
+    return SplitImages(args.data, args.split, args.image_size, limit=args.limit)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: box AP of a saved detector on a split."""
     detector = load_detector(args.detector, resolve_device(args.device))
-    scores = evaluate_split(detector, args.data, args.split, args.image_size, limit=args.limit)
+    scores = evaluate_split(detector, _split_images(args))
     if args.json:
         print(json.dumps(scores, sort_keys=True))
     else:
@@ -231,7 +245,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace) -> int:
     """``detect``: a saved detector's boxes on a split, as JSON lines."""
     detector = load_detector(args.detector, resolve_device(args.device))
-    records = detect_split(detector, args.data, args.split, args.image_size, limit=args.limit)
+    records = detect_split(detector, _split_images(args))
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     atomic_write_text(args.out, text)
     n = sum(len(r["detections"]) for r in records)

@@ -58,6 +58,18 @@ SHOWN_PROBLEMS = 5
 # --------------------------------------------------------------------------------------------------
 
 
+def _counted(*counts: tuple[int, str]) -> list[str]:
+    """The non-zero counts of a summary line, as ``"N what"``.
+
+    Args:
+        counts: ``(n, what)`` pairs, in the order to report them.
+
+    Returns:
+        ``"N what"`` for each pair whose ``n`` is not zero.
+    """
+    return [f"{n} {what}" for n, what in counts if n]
+
+
 @dataclass
 class PseudoLabelReport:
     """What ``pseudo-label`` wrote and left out.
@@ -99,17 +111,13 @@ class PseudoLabelReport:
 
     def summary(self) -> str:
         """One line: tweets, boxes, mean confidence, and what was left out."""
-        left = [
-            f"{n} {what}"
-            for n, what in (
-                (self.below_threshold, f"answers under the threshold {self.threshold:g}"),
-                (self.zero_area, "zero-area boxes"),
-                (self.unreadable_images, "unreadable images"),
-                (sum(self.unknown_types.values()), "mentions of types the grounder lacks"),
-                (self.shared_names, "names shared by two types"),
-            )
-            if n
-        ]
+        left = _counted(
+            (self.below_threshold, f"answers under the threshold {self.threshold:g}"),
+            (self.zero_area, "zero-area boxes"),
+            (self.unreadable_images, "unreadable images"),
+            (sum(self.unknown_types.values()), "mentions of types the grounder lacks"),
+            (self.shared_names, "names shared by two types"),
+        )
         return (
             f"pseudo-label ({self.split}): {self.tweets} tweets, {self.boxes} boxes, mean "
             f"confidence {self.mean_confidence:.3f} -> {self.out_dir}"
@@ -325,26 +333,18 @@ class WeakLabelReport:
 
     def summary(self) -> str:
         """One line with the counts of kept and left-out boxes and files."""
-        left = [
-            f"{n} {what}"
-            for n, what in (
-                (self.below_threshold, f"boxes under confidence {self.threshold:g}"),
-                (self.bad_files, "malformed files"),
-                (self.orphan_files, "files for no tweet of the split"),
-                (self.no_image_files, "files for tweets without an image"),
-                (self.unmatched_names, "names matching no entity"),
-            )
-            if n
-        ]
-        extra = [
-            f"{n} {what}"
-            for n, what in (
-                (self.no_confidence, "boxes without confidence kept"),
-                (self.rescaled_files, "files rescaled to the image size"),
-                (self.tweets_without_file, "tweets with an image and entities but no file"),
-            )
-            if n
-        ]
+        left = _counted(
+            (self.below_threshold, f"boxes under confidence {self.threshold:g}"),
+            (self.bad_files, "malformed files"),
+            (self.orphan_files, "files for no tweet of the split"),
+            (self.no_image_files, "files for tweets without an image"),
+            (self.unmatched_names, "names matching no entity"),
+        )
+        extra = _counted(
+            (self.no_confidence, "boxes without confidence kept"),
+            (self.rescaled_files, "files rescaled to the image size"),
+            (self.tweets_without_file, "tweets with an image and entities but no file"),
+        )
         return (
             f"weak labels {self.weak_dir}: {self.boxes_kept}/{self.boxes_read} boxes kept "
             f"(confidence >= {self.threshold:g}) for {self.tweets} tweets from "

@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +34,33 @@ from typing import IO, Any, TypeVar
 from mnerqg_graph.errors import MnerqgError, WriteError
 
 _Closing = TypeVar("_Closing", bound="ClosingContext")
+
+
+def loads_json_object(
+    text: str,
+    not_json: Callable[[json.JSONDecodeError], BaseException],
+    not_object: Callable[[Any], BaseException],
+) -> dict[str, Any]:
+    """Parse JSON text that must hold an object (a file, a log line, a command-line option).
+
+    Args:
+        text: the JSON text.
+        not_json: the error to raise when ``text`` is not JSON, given the parser's error.
+        not_object: the error to raise when ``text`` holds another JSON value, given that value.
+
+    Returns:
+        The object.
+
+    Raises:
+        BaseException: what ``not_json`` or ``not_object`` makes (without the parser's traceback).
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise not_json(exc) from None
+    if not isinstance(value, dict):
+        raise not_object(value)
+    return value
 
 
 def read_json_object(
@@ -55,12 +82,14 @@ def read_json_object(
         MnerqgError: ``error``, as described.
     """
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise error(f"{path}: {unreadable}: {exc}") from None
-    if not isinstance(value, dict):
-        raise error(f"{path}: {not_object}")
-    return value
+    return loads_json_object(
+        text,
+        lambda exc: error(f"{path}: {unreadable}: {exc}"),
+        lambda _value: error(f"{path}: {not_object}"),
+    )
 
 
 class ClosingContext:

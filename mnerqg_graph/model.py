@@ -69,13 +69,12 @@ from mnerqg_graph.graph.schema import IMAGE, QUERY, TOKEN, EdgeType, edge_types,
 from mnerqg_graph.heads import BoxGroundingHead, ExistenceHead, GroundingHead, SpanHead, TagHead
 from mnerqg_graph.heads.crf import BioCrf
 from mnerqg_graph.heads.features import TokenFeatures
+from mnerqg_graph.pipeline import predict as pipeline_predict
 from mnerqg_graph.plugins import import_plugins
 from mnerqg_graph.regions import REGION_SOURCE_REGISTRY, RegionNodes, RegionSource
 
 if TYPE_CHECKING:
-    from mnerqg_graph.decoding import Decoding, Predictions
-    from mnerqg_graph.processing import MnerqgProcessor, ModelInputs
-    from mnerqg_graph.progress import Progress
+    from mnerqg_graph.processing import MnerqgProcessor
 
 #: Size of the entity-type embedding appended to every token node (the query's type).
 TYPE_DIM = 16
@@ -664,35 +663,9 @@ class MnerqgModel(nn.Module):
         return self.span_candidates(out, span_threshold, existence_threshold), self.ground(out)
 
     # ---------------------------------------------------------------------------------------------
-    def predict(
-        self,
-        inputs: ModelInputs,
-        *,
-        batch_size: int = 32,
-        device: torch.device | str | None = None,
-        decoding: Decoding | None = None,
-        progress: Progress | None = None,
-    ) -> Predictions:
-        """Per-tweet predictions of prepared inputs: entities, BIO tags, boxes in pixels.
-
-        The one inference path (:func:`mnerqg_graph.pipeline.predict`): ``mnerqg predict``,
-        evaluation, ``mnerqg visualize`` and the report decode this way.
-
-        Args:
-            inputs: from :class:`~mnerqg_graph.processing.MnerqgProcessor` (``processor(samples)``).
-            batch_size: tweets per forward pass.
-            device: where to run (None: where the model is).
-            decoding: decoder and thresholds (None: the config's).
-            progress: told the tweets of each batch as it is done.
-
-        Returns:
-            The predictions, in the order of ``inputs.samples``.
-        """
-        from mnerqg_graph.pipeline import predict
-
-        return predict(
-            self, inputs, batch_size=batch_size, device=device, decoding=decoding, progress=progress
-        )
+    #: Per-tweet predictions of prepared inputs: :func:`mnerqg_graph.pipeline.predict`, the one
+    #: inference path, with this model (``model.predict(inputs, batch_size=..., ...)``).
+    predict = pipeline_predict
 
     def save_pretrained(
         self, directory: str | Path, processor: MnerqgProcessor | None = None

@@ -172,9 +172,23 @@ def predict(
     decoding: Decoding | None = None,
     progress: Progress | None = None,
 ) -> Predictions:
-    """Run ``model`` over ``inputs`` and decode with ``decoding`` (None: its config's).
+    """Per-tweet predictions of prepared inputs: entities, BIO tags, boxes in pixels.
 
-    See :func:`predict_grid` for the arguments.
+    Runs ``model`` over ``inputs`` and decodes with ``decoding`` (None: its config's). The one
+    inference path: :meth:`MnerqgModel.predict <mnerqg_graph.model.MnerqgModel.predict>` is this
+    function, and ``mnerqg predict``, evaluation, ``mnerqg visualize`` and the report decode this
+    way. See :func:`predict_grid` for more on the arguments.
+
+    Args:
+        model: an :class:`~mnerqg_graph.model.MnerqgModel` (put in eval mode).
+        inputs: from :class:`~mnerqg_graph.processing.MnerqgProcessor` (``processor(samples)``).
+        batch_size: tweets per forward pass.
+        device: where to run (None: where the model is).
+        decoding: decoder and thresholds (None: the config's).
+        progress: told the tweets of each batch as it is done.
+
+    Returns:
+        The predictions, in the order of ``inputs.samples``.
     """
     key = Decoding.of(model.config) if decoding is None else decoding
     got = predict_grid(

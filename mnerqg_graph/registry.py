@@ -76,7 +76,22 @@ class Registry(Generic[T]):
         return self._table[key]
 
     def build(self, key_or_obj: str | T, **kwargs: Any) -> T:
-        """Build the component named ``key_or_obj`` with ``kwargs``, or return an instance as is."""
+        """Build the component named ``key_or_obj`` with ``kwargs``, or return an instance as is.
+
+        The packages' ``build_*`` functions (``build_backbone``, ``build_region_source``,
+        ``build_detector``) are this method of their registry.
+
+        Args:
+            key_or_obj: a name from :meth:`names`, or an already built component.
+            **kwargs: the builder's keyword arguments.
+
+        Returns:
+            The component.
+
+        Raises:
+            ConfigError: an unknown name or option (a missing optional dependency, an invalid
+                option value, as the builder says), or a builder that did not return a ``base``.
+        """
         if not isinstance(key_or_obj, str):
             obj = key_or_obj
         else:

@@ -43,6 +43,7 @@ from detectors.detection.base import (  # noqa: F401 - all of base.__all__, re-e
 )
 from detectors.detection.data import detection_targets, normalised_boxes
 from detectors.detection.evaluation import (
+    SplitImages,
     box_average_precision,
     detect_split,
     evaluate_split,
@@ -54,6 +55,7 @@ from detectors.detection.train import train_detector
 
 __all__ = [
     *base.__all__,
+    "SplitImages",
     "TorchvisionFasterRCNN",
     "box_average_precision",
     "detect_split",

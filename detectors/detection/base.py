@@ -162,20 +162,9 @@ DETECTOR_REGISTRY: Registry[DetectorBackend] = Registry(
 )
 
 
-def build_detector(name: str | DetectorBackend, **kwargs: Any) -> DetectorBackend:
-    """Build the backend registered as ``name`` (or return an instance as is).
-
-    Args:
-        name: a name from ``DETECTOR_REGISTRY.names()``, or a :class:`DetectorBackend`.
-        **kwargs: the backend's constructor arguments (``types`` among them).
-
-    Returns:
-        The backend.
-
-    Raises:
-        ConfigError: unknown name, a missing optional dependency, or an invalid option.
-    """
-    return DETECTOR_REGISTRY.build(name, **kwargs)
+#: Build the detector backend registered under a name with its constructor arguments (``types``
+#: among them), or return an instance as is: :meth:`~mnerqg_graph.registry.Registry.build`.
+build_detector = DETECTOR_REGISTRY.build
 
 
 def load_detector(ckpt_dir: str | Path, device: str | torch.device = "cpu") -> DetectorBackend:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,52 +26,56 @@ from mnerqg_graph.data.types import Sample
 from mnerqg_graph.errors import DataError
 
 
+@dataclass(frozen=True)
+class SplitImages:
+    """The images of a data-set split to run a detector on.
+
+    Attributes:
+        data: the data-set folder.
+        split: the split.
+        image_size: side the images are resized to before detection.
+        batch_size: images per forward pass.
+        limit: only the first ``limit`` tweets (None: all).
+    """
+
+    data: str | Path
+    split: str = "test"
+    image_size: int = 128
+    batch_size: int = 16
+    limit: int | None = None
+
+
 def _detect(
-    detector: DetectorBackend,
-    data: str | Path,
-    split: str,
-    image_size: int,
-    batch_size: int,
-    limit: int | None,
+    detector: DetectorBackend, images: SplitImages
 ) -> tuple[list[Sample], list[Detections]]:
     """The tweets of a split with a readable image, and the detections of each (on the CPU)."""
     from mnerqg_graph.data.dataset import load_split
 
-    samples = load_split(data, split).samples
-    if limit is not None:
-        samples = samples[:limit]
-    image_set = load_image_set(samples, image_size)
+    samples = load_split(images.data, images.split).samples
+    if images.limit is not None:
+        samples = samples[: images.limit]
+    image_set = load_image_set(samples, images.image_size)
     dev = next(detector.parameters()).device
     dets: list[Detections] = []
+    batch_size = images.batch_size
     for start in range(0, len(image_set.samples), batch_size):
         idx = list(range(start, min(start + batch_size, len(image_set.samples))))
         dets += [d.to("cpu") for d in detector.detect(image_set.batch(idx, dev))]
     return image_set.samples, dets
 
 
-def detect_split(
-    detector: DetectorBackend,
-    data: str | Path,
-    split: str = "test",
-    image_size: int = 128,
-    batch_size: int = 16,
-    limit: int | None = None,
-) -> list[dict[str, Any]]:
+def detect_split(detector: DetectorBackend, images: SplitImages) -> list[dict[str, Any]]:
     """Detect boxes in every image of a split; one JSON-ready record per tweet with an image.
 
     Args:
         detector: the detector (on its device).
-        data: the data-set folder.
-        split: the split.
-        image_size: side the images are resized to before detection.
-        batch_size: images per forward pass.
-        limit: only the first ``limit`` tweets.
+        images: the split, and how its images are read and batched.
 
     Returns:
         ``{"id", "image", "width", "height", "detections": [{"type", "score", "box"}]}`` records,
         boxes in pixels of the original image (xyxy).
     """
-    samples, detections = _detect(detector, data, split, image_size, batch_size, limit)
+    samples, detections = _detect(detector, images)
     records = []
     for sample, det in zip(samples, detections, strict=True):
         assert sample.image_size is not None and sample.image_path is not None
@@ -209,24 +214,30 @@ def box_average_precision(
     return out
 
 
-def evaluate_split(
-    detector: DetectorBackend,
-    data: str | Path,
-    split: str = "test",
-    image_size: int = 128,
-    batch_size: int = 16,
-    limit: int | None = None,
-) -> dict[str, float]:
+def evaluate_split(detector: DetectorBackend, images: SplitImages) -> dict[str, float]:
     """:func:`box_average_precision` of a detector on a split's images and gold boxes.
 
     Every tweet with a readable image counts (an image without gold boxes contributes its false
     positives); ``images`` is added to the result.
+
+    Args:
+        detector: the detector (on its device).
+        images: the split, and how its images are read and batched.
+
+    Returns:
+        :func:`box_average_precision`'s scores and ``images``, the number of images scored.
     """
-    samples, dets = _detect(detector, data, split, image_size, batch_size, limit)
+    samples, dets = _detect(detector, images)
     targets = detection_targets(samples, detector.types)
     result = box_average_precision(dets, targets, detector.types)
     result["images"] = float(len(dets))
     return result
 
 
-__all__ = ["box_average_precision", "detect_split", "evaluate_split", "read_detections"]
+__all__ = [
+    "SplitImages",
+    "box_average_precision",
+    "detect_split",
+    "evaluate_split",
+    "read_detections",
+]

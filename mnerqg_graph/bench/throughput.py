@@ -804,6 +804,17 @@ def format_table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+#: The whole-number options of ``mnerqg bench`` that size the measurement: (flag, default, help).
+_COUNT_OPTIONS: tuple[tuple[str, int, str], ...] = (
+    ("--tweets", 32, "tweets measured (default: 32)"),
+    ("--batch-size", 32, "tweets per inference pass (default: 32, as mnerqg predict)"),
+    ("--train-batch-size", 8, "tweets per training step (default: 8, as the MiniLM configs)"),
+    ("--train-steps", 2, "training steps per repetition"),
+    ("--repeat", 3, "repetitions after warm-up"),
+    ("--threads", 0, "torch threads (default: the CPUs not kept busy by other processes)"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line options."""
     ap = argparse.ArgumentParser(prog="mnerqg bench", description=__doc__.split("\n\n")[0])
@@ -830,27 +841,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="query JSON file or packaged name (default: default), for every query encoding or, "
         "with a MODE: prefix, for that one (repeatable)",
     )
-    ap.add_argument("--tweets", type=int, default=32, help="tweets measured (default: 32)")
-    ap.add_argument(
-        "--batch-size",
-        type=int,
-        default=32,
-        help="tweets per inference pass (default: 32, as mnerqg predict)",
-    )
-    ap.add_argument(
-        "--train-batch-size",
-        type=int,
-        default=8,
-        help="tweets per training step (default: 8, as the MiniLM configs)",
-    )
-    ap.add_argument("--train-steps", type=int, default=2, help="training steps per repetition")
-    ap.add_argument("--repeat", type=int, default=3, help="repetitions after warm-up")
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch threads (default: the CPUs not kept busy by other processes)",
-    )
+    for flag, default, help_text in _COUNT_OPTIONS:
+        ap.add_argument(flag, type=int, default=default, help=help_text)
     ap.add_argument(
         "--budget",
         type=float,

@@ -133,20 +133,9 @@ BACKBONE_REGISTRY: Registry[ImageBackbone] = Registry(
 )
 
 
-def build_backbone(name: str | ImageBackbone, **kwargs: Any) -> ImageBackbone:
-    """Build the backbone registered as ``name`` (or return an instance as is).
-
-    Args:
-        name: a name from ``BACKBONE_REGISTRY.names()``, or an :class:`ImageBackbone`.
-        **kwargs: the backbone's constructor arguments.
-
-    Returns:
-        The backbone.
-
-    Raises:
-        ConfigError: unknown name, or the builder did not return an :class:`ImageBackbone`.
-    """
-    return BACKBONE_REGISTRY.build(name, **kwargs)
+#: Build the backbone registered under a name with its constructor arguments, or return an
+#: instance as is: :meth:`~mnerqg_graph.registry.Registry.build`.
+build_backbone = BACKBONE_REGISTRY.build
 
 
 # --------------------------------------------------------------------------------------------------

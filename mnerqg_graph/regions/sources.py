@@ -406,17 +406,9 @@ REGION_SOURCE_REGISTRY: Registry[RegionSource] = Registry(
 )
 
 
-def build_region_source(name: str | RegionSource, **kwargs: Any) -> RegionSource:
-    """Build the region source registered as ``name`` (or return an instance as is).
-
-    Args:
-        name: a name from ``REGION_SOURCE_REGISTRY.names()``, or a :class:`RegionSource`.
-        **kwargs: the source's constructor arguments.
-
-    Returns:
-        The region source.
-    """
-    return REGION_SOURCE_REGISTRY.build(name, **kwargs)
+#: Build the region source registered under a name with its constructor arguments, or return
+#: an instance as is: :meth:`~mnerqg_graph.registry.Registry.build`.
+build_region_source = REGION_SOURCE_REGISTRY.build
 
 
 # --------------------------------------------------------------------------------------------------

@@ -584,25 +584,26 @@ def to_networkx(al: Alignment) -> nx.DiGraph:
         attention=al.attention,
     )
     entity = al.entity_of()
-    g.add_node(QUERY, kind="query", text=al.query, x=pos[QUERY][0], y=pos[QUERY][1])
+
+    def add_node(node: str, **attrs: Any) -> None:
+        """Add ``node`` with ``attrs`` and its place in the layout (``x``, ``y``, last)."""
+        x, y = pos[node]
+        g.add_node(node, **attrs, x=x, y=y)
+
+    add_node(QUERY, kind="query", text=al.query)
     for t in al.tokens:
-        x, y = pos[t.node_id]
-        g.add_node(
+        add_node(
             t.node_id,
             kind="token",
             text=t.text,
             pieces=" ".join(t.pieces),
             position=t.position,
             entity=entity.get(t.position, ""),
-            x=x,
-            y=y,
         )
     if al.image_branch:
-        x, y = pos["image"]
-        g.add_node("image", kind="image", has_image=al.has_image, x=x, y=y)
+        add_node("image", kind="image", has_image=al.has_image)
     for r in al.regions:
-        x, y = pos[r.node_id]
-        g.add_node(
+        add_node(
             r.node_id,
             kind="region",
             scale=r.scale,
@@ -610,8 +611,6 @@ def to_networkx(al: Alignment) -> nx.DiGraph:
             row=r.row,
             col=r.col,
             box=[float(v) for v in r.box],
-            x=x,
-            y=y,
         )
     for p, ri, w in zip(
         al.edge_token.tolist(), al.edge_region.tolist(), al.edge_weight.tolist(), strict=True

@@ -155,6 +155,30 @@ def _show_image(
     ax.imshow(picture, extent=extent, alpha=alpha, interpolation="nearest", zorder=0, aspect="auto")
 
 
+def _label_beside(ax: Axes, text: str, xy: Any, dx: float, fontsize: float, **style: Any) -> None:
+    """Write a label beside a point, centred on it vertically.
+
+    Args:
+        ax: the axes.
+        text: the label.
+        xy: the point, in data coordinates.
+        dx: how far beside it, in points: right of it when positive (left-aligned text), left of
+            it when negative (right-aligned text).
+        fontsize: the text size.
+        **style: other text options (``color``, ``fontweight``, ...).
+    """
+    ax.annotate(
+        text,
+        xy,
+        xytext=(dx, 0),
+        textcoords="offset points",
+        fontsize=fontsize,
+        va="center",
+        ha="left" if dx > 0 else "right",
+        **style,
+    )
+
+
 def draw_graph(
     al: Alignment,
     path: str | Path,
@@ -236,15 +260,8 @@ def graph_figure(
                             ec="#1f3f7f",
                         )
                     )
-            ax.annotate(
-                f"s{level + 1}\n{what}",
-                (x0 + side, top + side / 2),
-                xytext=(5, 0),
-                textcoords="offset points",
-                fontsize=8,
-                va="center",
-                ha="left",
-                color="#333333",
+            _label_beside(
+                ax, f"s{level + 1}\n{what}", (x0 + side, top + side / 2), 5, 8, color="#333333"
             )
         sizes = {
             lvl: max(8.0, 700.0 / (c**1.6))
@@ -332,14 +349,12 @@ def graph_figure(
     for t in al.tokens:
         x, y = pos[t.node_id]
         ent = entity.get(t.position)
-        ax.annotate(
+        _label_beside(
+            ax,
             t.text,
             (x, y),
-            xytext=(-9, 0),
-            textcoords="offset points",
-            ha="right",
-            va="center",
-            fontsize=9,
+            -9,
+            9,
             color=type_colour(ent) if ent else "#222222",
             fontweight="bold" if ent == al.type else "normal",
         )
@@ -357,25 +372,10 @@ def graph_figure(
         edgecolors="#222222",
         linewidths=0.8,
     )
-    ax.annotate(
-        f"query: {al.type}",
-        pos["query"],
-        xytext=(14, 0),
-        textcoords="offset points",
-        fontsize=9,
-        va="center",
-        ha="left",
-        fontweight="bold",
-    )
+    _label_beside(ax, f"query: {al.type}", pos["query"], 14, 9, fontweight="bold")
     if "image" in pos:
-        ax.annotate(
-            "image" if al.has_image else "image (learned 'no image' node)",
-            pos["image"],
-            xytext=(14, 0),
-            textcoords="offset points",
-            fontsize=8,
-            va="center",
-            ha="left",
+        _label_beside(
+            ax, "image" if al.has_image else "image (learned 'no image' node)", pos["image"], 14, 8
         )
 
     grounding = ""
@@ -409,20 +409,24 @@ def graph_figure(
     return fig
 
 
+def _axes_note(ax: Axes, xy: tuple[float, float], text: str, fontsize: float, **style: Any) -> None:
+    """Write a note centred horizontally on a point given in axes coordinates.
+
+    Args:
+        ax: the axes.
+        xy: the point, in axes coordinates (``(0.5, 0.5)``: the middle of the axes).
+        text: the note.
+        fontsize: the text size.
+        **style: other text options (``va``, ``color``, ``bbox``, ...).
+    """
+    ax.text(*xy, text, transform=ax.transAxes, ha="center", fontsize=fontsize, **style)
+
+
 def _placeholder(ax: Axes, text: str) -> None:
     ax.set_facecolor("#f0f0f0")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.text(
-        0.5,
-        0.5,
-        text,
-        ha="center",
-        va="center",
-        fontsize=18,
-        color="#666666",
-        transform=ax.transAxes,
-    )
+    _axes_note(ax, (0.5, 0.5), text, 18, va="center", color="#666666")
 
 
 def _draw_box(
@@ -514,14 +518,12 @@ def boxes_figure(
             ax.set_yticks([])
         axes[0].set_title("prediction (solid)", fontsize=9)
         if not any(al.image_branch for al in expl.alignments.values()):
-            axes[0].text(
-                0.5,
-                0.5,
+            _axes_note(
+                axes[0],
+                (0.5, 0.5),
                 "text-only model:\nno boxes",
-                transform=axes[0].transAxes,
-                ha="center",
+                14,
                 va="center",
-                fontsize=14,
                 bbox={"fc": "white", "alpha": 0.85, "ec": "#999999"},
             )
         placed: list[tuple[float, float]] = []
@@ -553,14 +555,8 @@ def boxes_figure(
                     )
             n = len(placed)
             if not n:
-                axes[1].text(
-                    0.5,
-                    0.04,
-                    "no gold box",
-                    transform=axes[1].transAxes,
-                    ha="center",
-                    fontsize=9,
-                    bbox={"fc": "white", "alpha": 0.8},
+                _axes_note(
+                    axes[1], (0.5, 0.04), "no gold box", 9, bbox={"fc": "white", "alpha": 0.8}
                 )
     tokens = sample.tweet.tokens
     ents = ", ".join(f"{sp.text(tokens)} [{sp.type} {sc:.2f}]" for sp, sc in expl.entities)
