@@ -430,10 +430,12 @@ class ModelConfig:
         """
         data = self.to_dict()
         for path, value in updates.items():
-            section, _, name = path.rpartition(".")
-            target = data.setdefault(section, {}) if section else data
-            if not isinstance(target, dict):
-                raise ConfigError(f"unknown model config key {path!r}")
+            *parents, name = path.split(".")  # fusion.kwargs.heads: into the dict option too
+            target = data
+            for part in parents:
+                target = target.get(part) if isinstance(target, dict) else None
+                if not isinstance(target, dict):
+                    raise ConfigError(f"unknown model config key {path!r}")
             target[name] = value
         return ModelConfig.from_dict(data, source="model config update")
 

@@ -16,7 +16,7 @@ from sacred import SETTINGS
 
 from experiments.ingredients.defaults import field_docs
 from experiments.train import ex
-from mnerqg_graph.config import SECTIONS, ModelConfig, TrainConfig
+from mnerqg_graph.config import SECTIONS, EncoderConfig, ModelConfig, TrainConfig
 
 SETTINGS.CAPTURE_MODE = "sys"
 
@@ -163,3 +163,15 @@ def test_a_flat_model_key_of_config_version_1_names_its_new_place() -> None:
         model_config({**sacred, "tag_head": True}, ["PER"], "enc")
     with pytest.raises(ConfigError, match=r"heads\.max_span_len must be int"):
         model_config({**sacred, "heads": {"max_span_len": "long"}}, ["PER"], "enc")
+
+
+def test_updated_sets_a_field_a_dict_option_and_refuses_unknown_paths() -> None:
+    from mnerqg_graph.errors import ConfigError
+
+    cfg = ModelConfig(types=["PER"], encoder=EncoderConfig(name="enc"))
+    cfg = cfg.updated({"heads.tag_head": True, "fusion.kwargs.heads": 2})
+    assert cfg.heads.tag_head and cfg.fusion.kwargs == {"heads": 2}
+    with pytest.raises(ConfigError, match="nowhere.tag_head"):
+        cfg.updated({"nowhere.tag_head": True})
+    with pytest.raises(ConfigError, match="unknown model config keys"):
+        cfg.updated({"heads.no_such_field": 1})
