@@ -431,7 +431,7 @@ class ModelConfig:
         data = self.to_dict()
         for path, value in updates.items():
             *parents, name = path.split(".")  # fusion.kwargs.heads: into the dict option too
-            target = data
+            target: Any = data
             for part in parents:
                 target = target.get(part) if isinstance(target, dict) else None
                 if not isinstance(target, dict):
