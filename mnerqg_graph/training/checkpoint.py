@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,24 @@ def check_checkpoint_dir(ckpt: str | Path, files: tuple[str, ...] = MODEL_FILES)
     return ckpt
 
 
+@contextmanager
+def uninitialised_weights() -> Iterator[None]:
+    """Build modules without their random initialisation (their weights are loaded next).
+
+    ``torch.nn.init``'s functions and transformers' ``init_weights`` do nothing inside the block
+    (transformers' ``no_init_weights``), so parameters hold whatever memory they were given until
+    a state dict overwrites them: use it only where every parameter is loaded, and strictly
+    checked, afterwards. Buffers are unaffected (they are computed, not drawn). For MiniLM this
+    saves about 0.2 s of CPU a load, for a BERT-base-sized encoder seconds.
+    """
+    try:
+        from transformers.initialization import no_init_weights
+    except ImportError:  # transformers < 5
+        from transformers.modeling_utils import no_init_weights  # type: ignore[attr-defined,no-redef]
+    with no_init_weights():
+        yield
+
+
 def read_model(ckpt: str | Path, device: str | torch.device = "cpu") -> Any:
     """Rebuild a model from a checkpoint directory, without unpickling anything.
 
@@ -162,7 +181,8 @@ def read_model(ckpt: str | Path, device: str | torch.device = "cpu") -> Any:
                 f"({one_line_reason(exc)}); install it, or put its folder on PYTHONPATH"
             ) from None
     try:
-        model = build_model(config, weights=False)
+        with uninitialised_weights():  # every weight is read from model.safetensors, checked below
+            model = build_model(config, weights=False)
     except (ConfigError, TypeError, ValueError, OSError) as exc:  # a config from another model
         msg = f"{ckpt}: cannot build the model of config.json + text_encoder/config.json: {exc}"
         raise CheckpointError(msg.splitlines()[0]) from None

@@ -45,6 +45,26 @@ def test_round_trip_predicts_identically(tmp_path: Path, encoder_dir: Path) -> N
         assert torch.equal(v, loaded.state_dict()[k]), k
 
 
+def test_loading_skips_the_random_initialisation(
+    tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every weight comes from model.safetensors, so none is drawn first (a start-up cost)."""
+    ckpt, model = _save(tmp_path, encoder_dir)
+    drawn: list[str] = []
+    for name in ("kaiming_uniform_", "normal_", "uniform_", "xavier_uniform_", "zeros_"):
+        real = getattr(torch.nn.init, name)
+        monkeypatch.setattr(
+            torch.nn.init, name, lambda *a, _n=name, _f=real, **k: drawn.append(_n) or _f(*a, **k)
+        )
+    build_model(tiny_config(encoder_dir), weights=False)
+    assert drawn, "the probe must see a plain build's initialisation"
+    drawn.clear()
+    loaded, *_ = load_model(ckpt)
+    assert drawn == []
+    for k, v in model.state_dict().items():  # and every weight and buffer is the saved one
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
 def test_missing_file_and_foreign_config_are_clear_errors(
     tmp_path: Path, encoder_dir: Path
 ) -> None:
