@@ -179,7 +179,7 @@ def _grounder_stage(
     Returns:
         The grounder's test scores and the one-line summary of the weak labels.
     """
-    from detectors.grounder import evaluate_grounder, finetune, load_grounder, pretrain
+    from detectors.grounder import TweetSplit, evaluate_grounder, finetune, load_grounder, pretrain
     from detectors.weak_labels import pseudo_label
     from mnerqg_graph.data.dataset import load_split
     from mnerqg_graph.data.synth import generate
@@ -208,7 +208,7 @@ def _grounder_stage(
 
     t0 = time.perf_counter()
     pretrain(
-        source,
+        TweetSplit(source),
         out / "grounder" / "pretrained",
         epochs=args.grounder_epochs,
         seed=args.seed,
@@ -218,11 +218,10 @@ def _grounder_stage(
     t0 = time.perf_counter()
     finetune(
         out / "grounder" / "pretrained",
-        target,
+        TweetSplit(target, limit=args.limit),
         out / "grounder" / "finetuned",
         manual_fraction=args.manual_fraction,
         epochs=args.finetune_epochs,
-        limit=args.limit,
         seed=args.seed,
         device=args.device,
     )
@@ -232,7 +231,9 @@ def _grounder_stage(
     test = load_split(target, "test").samples
     scores = evaluate_grounder(grounder, test[: args.limit] if args.limit else test).to_dict()
     print(f"grounder on the target test split: {scores}")
-    weak = pseudo_label(grounder, target, weak_dir, limit=args.limit, device=args.device)
+    weak = pseudo_label(
+        grounder, TweetSplit(target, limit=args.limit), weak_dir, device=args.device
+    )
     timings["grounder_evaluate_and_pseudo_label"] = time.perf_counter() - t0
     return dict(scores), weak.summary()
 

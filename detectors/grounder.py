@@ -67,6 +67,7 @@ __all__ = [
     "GROUNDER_KIND",
     "GrounderScores",
     "GroundingData",
+    "TweetSplit",
     "VisualGrounder",
     "evaluate_grounder",
     "finetune",
@@ -523,24 +524,42 @@ def evaluate_grounder(
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_samples(
-    data: str | Path,
-    split: str,
-    limit: int | None,
-    images_dir: str | Path | None,
-    boxes_dir: str | Path | None,
-) -> list[Sample]:
-    from mnerqg_graph.data.dataset import load_split
+@dataclass(frozen=True)
+class TweetSplit:
+    """Which tweets of which data set: the first ``limit`` tweets of one split.
 
-    samples = load_split(data, split, images_dir=images_dir, boxes_dir=boxes_dir).samples
-    return samples[:limit] if limit is not None else samples
+    Args:
+        data: the data-set folder.
+        split: the split.
+        limit: the first ``limit`` tweets of the split only (None: all of them).
+        images_dir: the image folder (None: ``DATA/images``).
+        boxes_dir: the box folder (None: ``DATA/boxes``).
+    """
+
+    data: str | Path
+    split: str = "train"
+    limit: int | None = None
+    images_dir: str | Path | None = None
+    boxes_dir: str | Path | None = None
+
+    def samples(self) -> list[Sample]:
+        """The tweets, read with :func:`mnerqg_graph.data.dataset.load_split`.
+
+        Raises:
+            DataError: the data-set folder or split is missing or malformed.
+        """
+        from mnerqg_graph.data.dataset import load_split
+
+        loaded = load_split(
+            self.data, self.split, images_dir=self.images_dir, boxes_dir=self.boxes_dir
+        ).samples
+        return loaded[: self.limit] if self.limit is not None else loaded
 
 
 def pretrain(
-    data: str | Path,
+    tweets: TweetSplit,
     out: str | Path | None,
     types: Sequence[str] | None = None,
-    split: str = "train",
     backbone: str = "small_cnn",
     backbone_kwargs: Mapping[str, Any] | None = None,
     image_size: int = 64,
@@ -550,20 +569,16 @@ def pretrain(
     batch_size: int = 32,
     lr: float = 2e-3,
     max_steps: int | None = None,
-    limit: int | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
-    images_dir: str | Path | None = None,
-    boxes_dir: str | Path | None = None,
     log: Callable[[str], None] | None = print,
 ) -> tuple[VisualGrounder, TrainResult]:
     """Train a new grounder on every gold box of a (source) data set.
 
     Args:
-        data: the source data-set folder (all its tweets with an image are used).
+        tweets: the tweets of the source data set trained on (all of them with an image).
         out: the checkpoint folder (None: do not save).
         types: the entity types; default: the packaged query file's types.
-        split: the split trained on.
         backbone: a ``BACKBONE_REGISTRY`` name.
         backbone_kwargs: its options (default :data:`DEFAULT_BACKBONE_KWARGS` for ``small_cnn``).
         image_size: input side in pixels.
@@ -573,11 +588,8 @@ def pretrain(
         batch_size: images per step.
         lr: learning rate.
         max_steps: stop after this many steps.
-        limit: the first ``limit`` tweets of the split only.
         seed: initialisation and batch-order seed.
         device: ``auto``, ``cpu``, ``cuda``.
-        images_dir: the image folder (default ``DATA/images``).
-        boxes_dir: the box folder (default ``DATA/boxes``).
         log: progress lines (None: quiet).
 
     Returns:
@@ -589,18 +601,17 @@ def pretrain(
     types = list(types) if types is not None else list(load_queries())
     torch.manual_seed(seed)
     model = VisualGrounder(types, backbone, backbone_kwargs, image_size, hidden_dim, threshold)
-    samples = _load_samples(data, split, limit, images_dir, boxes_dir)
-    gdata = grounding_data(samples, types, image_size)
+    gdata = grounding_data(tweets.samples(), types, image_size)
     _report_skipped(gdata.images, say)
     n_boxes = sum(int(b.shape[0]) for per in gdata.boxes for b in per)
-    say(f"pretrain: {len(gdata)} images, {n_boxes} boxes from {data} ({split})")
+    say(f"pretrain: {len(gdata)} images, {n_boxes} boxes from {tweets.data} ({tweets.split})")
     result = fit_grounder(
         model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed, device=device, log=log
     )
     stage = {
         "stage": "pretrain",
-        "data": str(data),
-        "split": split,
+        "data": str(tweets.data),
+        "split": tweets.split,
         "images": len(gdata),
         "boxes": n_boxes,
         "epochs": epochs,
@@ -617,42 +628,34 @@ def pretrain(
 
 def finetune(
     init: str | Path,
-    data: str | Path,
+    tweets: TweetSplit,
     out: str | Path | None,
     manual_fraction: float = 0.2,
-    split: str = "train",
     epochs: int = 15,
     batch_size: int = 32,
     lr: float = 1e-3,
     max_steps: int | None = None,
-    limit: int | None = None,
     seed: int = 0,
     device: str | torch.device = "auto",
-    images_dir: str | Path | None = None,
-    boxes_dir: str | Path | None = None,
     log: Callable[[str], None] | None = print,
 ) -> tuple[VisualGrounder, TrainResult]:
     """Fine-tune a grounder on the manually annotated tweets of the target data set.
 
     The manual tweets are ``select_manual(samples, manual_fraction, seed)`` of the split's tweets
-    (after ``limit``), the same ones the experiment keeps gold boxes on when it runs with
+    (after ``tweets.limit``), the same ones the experiment keeps gold boxes on when it runs with
     ``grounding.manual_fraction`` and the same seed and ``data.limit``.
 
     Args:
         init: the pretrained grounder's checkpoint folder.
-        data: the target data-set folder.
+        tweets: the tweets of the target data set (``limit``: the experiment's ``data.limit``).
         out: the new checkpoint folder (None: do not save).
         manual_fraction: share of the split's tweets with an image whose gold boxes are used.
-        split: the split.
         epochs: passes over the manual images.
         batch_size: images per step.
         lr: learning rate.
         max_steps: stop after this many steps.
-        limit: the first ``limit`` tweets of the split only (the experiment's ``data.limit``).
         seed: the selection seed (the experiment's seed) and the batch-order seed.
         device: ``auto``, ``cpu``, ``cuda``.
-        images_dir: the image folder (default ``DATA/images``).
-        boxes_dir: the box folder (default ``DATA/boxes``).
         log: progress lines (None: quiet).
 
     Returns:
@@ -660,7 +663,7 @@ def finetune(
     """
     say = log or (lambda _msg: None)
     model, stages = load_grounder(init, "cpu")
-    samples = _load_samples(data, split, limit, images_dir, boxes_dir)
+    samples = tweets.samples()
     manual = select_manual(samples, manual_fraction, seed)
     chosen = [samples[i] for i in sorted(manual)]
     gdata = grounding_data(chosen, model.types, model.image_size)
@@ -668,11 +671,11 @@ def finetune(
     n_boxes = sum(int(b.shape[0]) for per in gdata.boxes for b in per)
     say(
         f"finetune: {len(manual)} manual tweets ({manual_fraction:.0%} of those with an image), "
-        f"{n_boxes} boxes from {data} ({split})"
+        f"{n_boxes} boxes from {tweets.data} ({tweets.split})"
     )
     if not len(gdata):
         raise DataError(
-            str(data),
+            str(tweets.data),
             f"no manual tweet with a readable image to fine-tune on "
             f"(manual_fraction {manual_fraction})",
         )
@@ -682,11 +685,11 @@ def finetune(
     stage = {
         "stage": "finetune",
         "init": str(init),
-        "data": str(data),
-        "split": split,
+        "data": str(tweets.data),
+        "split": tweets.split,
         "manual_fraction": manual_fraction,
         "manual_tweets": len(manual),
-        "limit": limit,
+        "limit": tweets.limit,
         "images": len(gdata),
         "boxes": n_boxes,
         "epochs": epochs,
@@ -713,18 +716,15 @@ def _report_skipped(images: ImageSet, say: Callable[[str], None]) -> None:
 PROG = "python -m detectors.grounder"
 
 
-#: The options :func:`_common` adds: parameters of :func:`pretrain` and :func:`finetune`.
-_COMMON = (
-    "split",
-    "epochs",
-    "batch_size",
-    "max_steps",
-    "limit",
-    "seed",
-    "device",
-    "images_dir",
-    "boxes_dir",
-)
+#: The options that make a :class:`TweetSplit` (``--data`` and those :func:`_common` adds).
+_TWEETS = ("data", "split", "limit", "images_dir", "boxes_dir")
+#: The options :func:`_common` adds that are parameters of :func:`pretrain` and :func:`finetune`.
+_COMMON = ("epochs", "batch_size", "max_steps", "seed", "device")
+
+
+def _tweets(args: argparse.Namespace) -> TweetSplit:
+    """The tweets a subcommand reads, from its ``--data``, ``--split``, ``--limit`` ... options."""
+    return TweetSplit(**option_values(args, *_TWEETS))
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -805,7 +805,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     )
     types = [t.strip() for t in args.types.split(",")] if args.types else None
     _, result = pretrain(
-        args.data,
+        _tweets(args),
         args.out,
         types=types,
         backbone=args.backbone,
@@ -820,7 +820,7 @@ def _finetune(args: argparse.Namespace) -> int:
     """``finetune``: fine-tune on the manual share of a target data set."""
     _, result = finetune(
         args.init,
-        args.data,
+        _tweets(args),
         args.out,
         **option_values(args, "manual_fraction", "lr", *_COMMON),
     )
@@ -831,8 +831,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: grounding accuracy of a saved grounder on a split."""
     model, _ = load_grounder(args.grounder, resolve_device(args.device))
-    samples = _load_samples(args.data, args.split, args.limit, args.images_dir, args.boxes_dir)
-    scores = evaluate_grounder(model, samples)
+    scores = evaluate_grounder(model, _tweets(args).samples())
     print(json.dumps(scores.to_dict(), indent=1) if args.json else format_scores(scores))
     return 0
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from detectors.grounder import (
+    TweetSplit,
     VisualGrounder,
     evaluate_grounder,
     finetune,
@@ -71,7 +72,7 @@ def test_evaluate_and_commands(
 ) -> None:
     pre, fine = tmp_path / "pre", tmp_path / "fine"
     model, result = pretrain(
-        synth,
+        TweetSplit(synth),
         pre,
         image_size=64,
         epochs=1,
@@ -137,7 +138,9 @@ def test_evaluate_and_commands(
     assert 0.0 <= out["grounding_acc"] <= 1.0 and 0.0 <= out["none_acc"] <= 1.0
 
     with pytest.raises(DataError, match="no manual tweet"):
-        finetune(pre, synth, None, manual_fraction=0.0, epochs=1, device="cpu", log=None)
+        finetune(
+            pre, TweetSplit(synth), None, manual_fraction=0.0, epochs=1, device="cpu", log=None
+        )
 
 
 def test_wrong_checkpoint_kind(tmp_path: Path) -> None:
