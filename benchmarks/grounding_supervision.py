@@ -42,6 +42,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,15 @@ def _grounder_stage(
     Returns:
         The grounder's test scores and the one-line summary of the weak labels.
     """
-    from detectors.grounder import TweetSplit, evaluate_grounder, finetune, load_grounder, pretrain
+    from detectors.grounder import (
+        FINETUNING,
+        PRETRAINING,
+        TweetSplit,
+        evaluate_grounder,
+        finetune,
+        load_grounder,
+        pretrain,
+    )
     from detectors.weak_labels import pseudo_label
     from mnerqg_graph.data.dataset import load_split
     from mnerqg_graph.data.synth import generate
@@ -210,9 +219,9 @@ def _grounder_stage(
     pretrain(
         TweetSplit(source),
         out / "grounder" / "pretrained",
-        epochs=args.grounder_epochs,
-        seed=args.seed,
-        device=args.device,
+        training=replace(
+            PRETRAINING, epochs=args.grounder_epochs, seed=args.seed, device=args.device
+        ),
     )
     timings["grounder_pretrain"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -221,9 +230,9 @@ def _grounder_stage(
         TweetSplit(target, limit=args.limit),
         out / "grounder" / "finetuned",
         manual_fraction=args.manual_fraction,
-        epochs=args.finetune_epochs,
-        seed=args.seed,
-        device=args.device,
+        training=replace(
+            FINETUNING, epochs=args.finetune_epochs, seed=args.seed, device=args.device
+        ),
     )
     timings["grounder_finetune"] = time.perf_counter() - t0
     t0 = time.perf_counter()
