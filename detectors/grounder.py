@@ -754,7 +754,7 @@ def _report_skipped(images: ImageSet, say: Callable[[str], None]) -> None:
 PROG = "python -m detectors.grounder"
 
 
-#: The options that make a :class:`TweetSplit` (``--data`` and those :func:`_common` adds).
+#: The options that make a :class:`TweetSplit` (every subcommand has them).
 _TWEETS = ("data", "split", "limit", "images_dir", "boxes_dir")
 #: The options that make a :class:`GrounderTraining` (all added by :func:`_common`).
 _TRAINING = ("lr", "epochs", "batch_size", "max_steps", "seed", "device")
