@@ -42,6 +42,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +180,15 @@ def _grounder_stage(
     Returns:
         The grounder's test scores and the one-line summary of the weak labels.
     """
-    from detectors.grounder import evaluate_grounder, finetune, load_grounder, pretrain
+    from detectors.grounder import (
+        FINETUNING,
+        PRETRAINING,
+        TweetSplit,
+        evaluate_grounder,
+        finetune,
+        load_grounder,
+        pretrain,
+    )
     from detectors.weak_labels import pseudo_label
     from mnerqg_graph.data.dataset import load_split
     from mnerqg_graph.data.synth import generate
@@ -208,23 +217,22 @@ def _grounder_stage(
 
     t0 = time.perf_counter()
     pretrain(
-        source,
+        TweetSplit(source),
         out / "grounder" / "pretrained",
-        epochs=args.grounder_epochs,
-        seed=args.seed,
-        device=args.device,
+        training=replace(
+            PRETRAINING, epochs=args.grounder_epochs, seed=args.seed, device=args.device
+        ),
     )
     timings["grounder_pretrain"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     finetune(
         out / "grounder" / "pretrained",
-        target,
+        TweetSplit(target, limit=args.limit),
         out / "grounder" / "finetuned",
         manual_fraction=args.manual_fraction,
-        epochs=args.finetune_epochs,
-        limit=args.limit,
-        seed=args.seed,
-        device=args.device,
+        training=replace(
+            FINETUNING, epochs=args.finetune_epochs, seed=args.seed, device=args.device
+        ),
     )
     timings["grounder_finetune"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -232,7 +240,9 @@ def _grounder_stage(
     test = load_split(target, "test").samples
     scores = evaluate_grounder(grounder, test[: args.limit] if args.limit else test).to_dict()
     print(f"grounder on the target test split: {scores}")
-    weak = pseudo_label(grounder, target, weak_dir, limit=args.limit, device=args.device)
+    weak = pseudo_label(
+        grounder, TweetSplit(target, limit=args.limit), weak_dir, device=args.device
+    )
     timings["grounder_evaluate_and_pseudo_label"] = time.perf_counter() - t0
     return dict(scores), weak.summary()
 

@@ -64,9 +64,13 @@ from mnerqg_graph.heads.grounding import GroundingHead
 from mnerqg_graph.metrics import GroundingScores, grounding_accuracy
 
 __all__ = [
+    "FINETUNING",
     "GROUNDER_KIND",
+    "PRETRAINING",
     "GrounderScores",
+    "GrounderTraining",
     "GroundingData",
+    "TweetSplit",
     "VisualGrounder",
     "evaluate_grounder",
     "finetune",
@@ -291,6 +295,11 @@ class GroundingData:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    @property
+    def num_boxes(self) -> int:
+        """The gold boxes of every image and type."""
+        return sum(int(b.shape[0]) for per_image in self.boxes for b in per_image)
 
 
 def grounding_data(
@@ -523,61 +532,141 @@ def evaluate_grounder(
 # --------------------------------------------------------------------------------------------------
 
 
-def _load_samples(
-    data: str | Path,
-    split: str,
-    limit: int | None,
-    images_dir: str | Path | None,
-    boxes_dir: str | Path | None,
-) -> list[Sample]:
-    from mnerqg_graph.data.dataset import load_split
+@dataclass(frozen=True)
+class TweetSplit:
+    """Which tweets of which data set: the first ``limit`` tweets of one split.
 
-    samples = load_split(data, split, images_dir=images_dir, boxes_dir=boxes_dir).samples
-    return samples[:limit] if limit is not None else samples
+    Args:
+        data: the data-set folder.
+        split: the split.
+        limit: the first ``limit`` tweets of the split only (None: all of them).
+        images_dir: the image folder (None: ``DATA/images``).
+        boxes_dir: the box folder (None: ``DATA/boxes``).
+    """
+
+    data: str | Path
+    split: str = "train"
+    limit: int | None = None
+    images_dir: str | Path | None = None
+    boxes_dir: str | Path | None = None
+
+    def samples(self) -> list[Sample]:
+        """The tweets, read with :func:`mnerqg_graph.data.dataset.load_split`.
+
+        Raises:
+            DataError: the data-set folder or split is missing or malformed.
+        """
+        from mnerqg_graph.data.dataset import load_split
+
+        loaded = load_split(
+            self.data, self.split, images_dir=self.images_dir, boxes_dir=self.boxes_dir
+        ).samples
+        return loaded[: self.limit] if self.limit is not None else loaded
+
+
+@dataclass(frozen=True)
+class GrounderTraining:
+    """How :func:`pretrain` and :func:`finetune` train a grounder (with :func:`fit_grounder`).
+
+    Args:
+        lr: learning rate (each stage's default: :data:`PRETRAINING`, :data:`FINETUNING`).
+        epochs: passes over the images.
+        batch_size: images per step.
+        max_steps: stop after this many steps (None: no limit).
+        seed: the batch-order seed; pretraining seeds the initialisation with it too, fine-tuning
+            the choice of the manual tweets (the experiment's seed).
+        device: ``auto``, ``cpu``, ``cuda``.
+    """
+
+    lr: float
+    epochs: int = 15
+    batch_size: int = 32
+    max_steps: int | None = None
+    seed: int = 0
+    device: str | torch.device = "auto"
+
+
+#: How :func:`pretrain` trains by default.
+PRETRAINING = GrounderTraining(lr=2e-3)
+#: How :func:`finetune` trains by default (a smaller learning rate).
+FINETUNING = GrounderTraining(lr=1e-3)
+
+
+def _train_stage(
+    model: VisualGrounder,
+    data: GroundingData,
+    training: GrounderTraining,
+    stage: Mapping[str, Any],
+    out: str | Path | None,
+    earlier: Sequence[Mapping[str, Any]],
+    log: Callable[[str], None] | None,
+) -> TrainResult:
+    """Train a grounder, then save it with the record of its stages (the earlier ones, this one).
+
+    Args:
+        model: the grounder.
+        data: the images and boxes it trains on.
+        training: how it trains.
+        stage: what the stage was asked (``{"stage": name, ...}``), the first keys of its record.
+        out: the checkpoint folder (None: do not save).
+        earlier: the records of the stages the grounder went through before.
+        log: progress lines (None: quiet).
+
+    Returns:
+        What the training did (with the checkpoint when saved).
+    """
+    result = fit_grounder(
+        model,
+        data,
+        training.epochs,
+        training.batch_size,
+        training.lr,
+        max_steps=training.max_steps,
+        seed=training.seed,
+        device=training.device,
+        log=log,
+    )
+    record = {
+        **stage,
+        "images": len(data),
+        "boxes": data.num_boxes,
+        "epochs": training.epochs,
+        "steps": result.steps,
+        "lr": training.lr,
+        "seed": training.seed,
+        "final_loss": result.history[-1] if result.history else None,
+    }
+    if out is not None:
+        result.checkpoint = save_grounder(model, out, [*earlier, record])
+        if log is not None:
+            log(f"grounder saved to {out}")
+    return result
 
 
 def pretrain(
-    data: str | Path,
+    tweets: TweetSplit,
     out: str | Path | None,
     types: Sequence[str] | None = None,
-    split: str = "train",
     backbone: str = "small_cnn",
     backbone_kwargs: Mapping[str, Any] | None = None,
     image_size: int = 64,
     hidden_dim: int = 64,
     threshold: float = 0.5,
-    epochs: int = 15,
-    batch_size: int = 32,
-    lr: float = 2e-3,
-    max_steps: int | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    images_dir: str | Path | None = None,
-    boxes_dir: str | Path | None = None,
+    training: GrounderTraining = PRETRAINING,
     log: Callable[[str], None] | None = print,
 ) -> tuple[VisualGrounder, TrainResult]:
     """Train a new grounder on every gold box of a (source) data set.
 
     Args:
-        data: the source data-set folder (all its tweets with an image are used).
+        tweets: the tweets of the source data set trained on (all of them with an image).
         out: the checkpoint folder (None: do not save).
         types: the entity types; default: the packaged query file's types.
-        split: the split trained on.
         backbone: a ``BACKBONE_REGISTRY`` name.
         backbone_kwargs: its options (default :data:`DEFAULT_BACKBONE_KWARGS` for ``small_cnn``).
         image_size: input side in pixels.
         hidden_dim: model width.
         threshold: the "not in the image" confidence threshold.
-        epochs: passes over the images.
-        batch_size: images per step.
-        lr: learning rate.
-        max_steps: stop after this many steps.
-        limit: the first ``limit`` tweets of the split only.
-        seed: initialisation and batch-order seed.
-        device: ``auto``, ``cpu``, ``cuda``.
-        images_dir: the image folder (default ``DATA/images``).
-        boxes_dir: the box folder (default ``DATA/boxes``).
+        training: how it trains (its seed seeds the initialisation too).
         log: progress lines (None: quiet).
 
     Returns:
@@ -587,72 +676,38 @@ def pretrain(
 
     say = log or (lambda _msg: None)
     types = list(types) if types is not None else list(load_queries())
-    torch.manual_seed(seed)
+    torch.manual_seed(training.seed)
     model = VisualGrounder(types, backbone, backbone_kwargs, image_size, hidden_dim, threshold)
-    samples = _load_samples(data, split, limit, images_dir, boxes_dir)
-    gdata = grounding_data(samples, types, image_size)
+    gdata = grounding_data(tweets.samples(), types, image_size)
     _report_skipped(gdata.images, say)
-    n_boxes = sum(int(b.shape[0]) for per in gdata.boxes for b in per)
-    say(f"pretrain: {len(gdata)} images, {n_boxes} boxes from {data} ({split})")
-    result = fit_grounder(
-        model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed, device=device, log=log
+    say(
+        f"pretrain: {len(gdata)} images, {gdata.num_boxes} boxes from {tweets.data} "
+        f"({tweets.split})"
     )
-    stage = {
-        "stage": "pretrain",
-        "data": str(data),
-        "split": split,
-        "images": len(gdata),
-        "boxes": n_boxes,
-        "epochs": epochs,
-        "steps": result.steps,
-        "lr": lr,
-        "seed": seed,
-        "final_loss": result.history[-1] if result.history else None,
-    }
-    if out is not None:
-        result.checkpoint = save_grounder(model, out, [stage])
-        say(f"grounder saved to {out}")
-    return model, result
+    stage = {"stage": "pretrain", "data": str(tweets.data), "split": tweets.split}
+    return model, _train_stage(model, gdata, training, stage, out, [], log)
 
 
 def finetune(
     init: str | Path,
-    data: str | Path,
+    tweets: TweetSplit,
     out: str | Path | None,
     manual_fraction: float = 0.2,
-    split: str = "train",
-    epochs: int = 15,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    max_steps: int | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    images_dir: str | Path | None = None,
-    boxes_dir: str | Path | None = None,
+    training: GrounderTraining = FINETUNING,
     log: Callable[[str], None] | None = print,
 ) -> tuple[VisualGrounder, TrainResult]:
     """Fine-tune a grounder on the manually annotated tweets of the target data set.
 
-    The manual tweets are ``select_manual(samples, manual_fraction, seed)`` of the split's tweets
-    (after ``limit``), the same ones the experiment keeps gold boxes on when it runs with
-    ``grounding.manual_fraction`` and the same seed and ``data.limit``.
+    The manual tweets are ``select_manual(samples, manual_fraction, training.seed)`` of the split's
+    tweets (after ``tweets.limit``), the same ones the experiment keeps gold boxes on when it runs
+    with ``grounding.manual_fraction`` and the same seed and ``data.limit``.
 
     Args:
         init: the pretrained grounder's checkpoint folder.
-        data: the target data-set folder.
+        tweets: the tweets of the target data set (``limit``: the experiment's ``data.limit``).
         out: the new checkpoint folder (None: do not save).
         manual_fraction: share of the split's tweets with an image whose gold boxes are used.
-        split: the split.
-        epochs: passes over the manual images.
-        batch_size: images per step.
-        lr: learning rate.
-        max_steps: stop after this many steps.
-        limit: the first ``limit`` tweets of the split only (the experiment's ``data.limit``).
-        seed: the selection seed (the experiment's seed) and the batch-order seed.
-        device: ``auto``, ``cpu``, ``cuda``.
-        images_dir: the image folder (default ``DATA/images``).
-        boxes_dir: the box folder (default ``DATA/boxes``).
+        training: how it trains on the manual images (its seed chooses them too).
         log: progress lines (None: quiet).
 
     Returns:
@@ -660,45 +715,31 @@ def finetune(
     """
     say = log or (lambda _msg: None)
     model, stages = load_grounder(init, "cpu")
-    samples = _load_samples(data, split, limit, images_dir, boxes_dir)
-    manual = select_manual(samples, manual_fraction, seed)
+    samples = tweets.samples()
+    manual = select_manual(samples, manual_fraction, training.seed)
     chosen = [samples[i] for i in sorted(manual)]
     gdata = grounding_data(chosen, model.types, model.image_size)
     _report_skipped(gdata.images, say)
-    n_boxes = sum(int(b.shape[0]) for per in gdata.boxes for b in per)
     say(
         f"finetune: {len(manual)} manual tweets ({manual_fraction:.0%} of those with an image), "
-        f"{n_boxes} boxes from {data} ({split})"
+        f"{gdata.num_boxes} boxes from {tweets.data} ({tweets.split})"
     )
     if not len(gdata):
         raise DataError(
-            str(data),
+            str(tweets.data),
             f"no manual tweet with a readable image to fine-tune on "
             f"(manual_fraction {manual_fraction})",
         )
-    result = fit_grounder(
-        model, gdata, epochs, batch_size, lr, max_steps=max_steps, seed=seed, device=device, log=log
-    )
     stage = {
         "stage": "finetune",
         "init": str(init),
-        "data": str(data),
-        "split": split,
+        "data": str(tweets.data),
+        "split": tweets.split,
         "manual_fraction": manual_fraction,
         "manual_tweets": len(manual),
-        "limit": limit,
-        "images": len(gdata),
-        "boxes": n_boxes,
-        "epochs": epochs,
-        "steps": result.steps,
-        "lr": lr,
-        "seed": seed,
-        "final_loss": result.history[-1] if result.history else None,
+        "limit": tweets.limit,
     }
-    if out is not None:
-        result.checkpoint = save_grounder(model, out, [*stages, stage])
-        say(f"grounder saved to {out}")
-    return model, result
+    return model, _train_stage(model, gdata, training, stage, out, stages, log)
 
 
 def _report_skipped(images: ImageSet, say: Callable[[str], None]) -> None:
@@ -713,21 +754,25 @@ def _report_skipped(images: ImageSet, say: Callable[[str], None]) -> None:
 PROG = "python -m detectors.grounder"
 
 
-#: The options :func:`_common` adds: parameters of :func:`pretrain` and :func:`finetune`.
-_COMMON = (
-    "split",
-    "epochs",
-    "batch_size",
-    "max_steps",
-    "limit",
-    "seed",
-    "device",
-    "images_dir",
-    "boxes_dir",
-)
+#: The options that make a :class:`TweetSplit` (every subcommand has them).
+_TWEETS = ("data", "split", "limit", "images_dir", "boxes_dir")
+#: The options that make a :class:`GrounderTraining` (all added by :func:`_common`).
+_TRAINING = ("lr", "epochs", "batch_size", "max_steps", "seed", "device")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _tweets(args: argparse.Namespace) -> TweetSplit:
+    """The tweets a subcommand reads, from its ``--data``, ``--split``, ``--limit`` ... options."""
+    return TweetSplit(**option_values(args, *_TWEETS))
+
+
+def _training(args: argparse.Namespace) -> GrounderTraining:
+    """How ``pretrain`` or ``finetune`` trains, from its ``--lr``, ``--epochs`` ... options."""
+    return GrounderTraining(**option_values(args, *_TRAINING))
+
+
+def _common(p: argparse.ArgumentParser, lr: float) -> None:
+    """The options of ``pretrain`` and ``finetune`` alike (``lr``: the default of ``--lr``)."""
+    p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--split", default="train", help="split to train on (default %(default)s)")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=32, help="images per step")
@@ -764,15 +809,13 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--image-size", type=int, default=64, metavar="PX")
     pre.add_argument("--hidden-dim", type=int, default=64)
     pre.add_argument("--threshold", type=float, default=0.5)
-    pre.add_argument("--lr", type=float, default=2e-3)
-    _common(pre)
+    _common(pre, PRETRAINING.lr)
     fine = sub.add_parser("finetune", help="fine-tune on the manual share of a target data set")
     fine.add_argument("--init", required=True, type=Path, metavar="CKPT")
     fine.add_argument("--data", required=True, type=Path, metavar="TGT")
     fine.add_argument("--out", required=True, type=Path, metavar="CKPT2")
     fine.add_argument("--manual-fraction", type=float, default=0.2)
-    fine.add_argument("--lr", type=float, default=1e-3)
-    _common(fine)
+    _common(fine, FINETUNING.lr)
     ev = sub.add_parser("evaluate", help="grounding accuracy (IoU >= 0.5) and none-accuracy")
     ev.add_argument("--grounder", required=True, type=Path, metavar="CKPT")
     ev.add_argument("--data", required=True, type=Path, metavar="DIR")
@@ -805,12 +848,13 @@ def _pretrain(args: argparse.Namespace) -> int:
     )
     types = [t.strip() for t in args.types.split(",")] if args.types else None
     _, result = pretrain(
-        args.data,
+        _tweets(args),
         args.out,
         types=types,
         backbone=args.backbone,
         backbone_kwargs=bk,
-        **option_values(args, "image_size", "hidden_dim", "threshold", "lr", *_COMMON),
+        training=_training(args),
+        **option_values(args, "image_size", "hidden_dim", "threshold"),
     )
     print(f"pretrained {result.steps} steps in {result.seconds:.1f} s")
     return 0
@@ -818,12 +862,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 def _finetune(args: argparse.Namespace) -> int:
     """``finetune``: fine-tune on the manual share of a target data set."""
-    _, result = finetune(
-        args.init,
-        args.data,
-        args.out,
-        **option_values(args, "manual_fraction", "lr", *_COMMON),
-    )
+    _, result = finetune(args.init, _tweets(args), args.out, args.manual_fraction, _training(args))
     print(f"fine-tuned {result.steps} steps in {result.seconds:.1f} s")
     return 0
 
@@ -831,8 +870,7 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: grounding accuracy of a saved grounder on a split."""
     model, _ = load_grounder(args.grounder, resolve_device(args.device))
-    samples = _load_samples(args.data, args.split, args.limit, args.images_dir, args.boxes_dir)
-    scores = evaluate_grounder(model, samples)
+    scores = evaluate_grounder(model, _tweets(args).samples())
     print(json.dumps(scores.to_dict(), indent=1) if args.json else format_scores(scores))
     return 0
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from detectors.command import command_parser, option_values, run_main
-from detectors.grounder import VisualGrounder, load_grounder, predict_image_set
+from detectors.grounder import TweetSplit, VisualGrounder, load_grounder, predict_image_set
 from detectors.images import load_image_set
 from mnerqg_graph.data.types import Box, Sample, Span
 from mnerqg_graph.data.voc import VocAnnotation, VocObject, attach_boxes, read_voc, write_voc
@@ -150,15 +150,11 @@ def _pixel_box(box: Sequence[float], size: tuple[int, int], conf: float) -> Box:
 
 def pseudo_label(
     grounder: VisualGrounder | str | Path,
-    data: str | Path,
+    tweets: TweetSplit,
     out: str | Path,
-    split: str = "train",
     threshold: float = 0.0,
-    limit: int | None = None,
     batch_size: int = 64,
     device: str | torch.device = "auto",
-    images_dir: str | Path | None = None,
-    boxes_dir: str | Path | None = None,
     log: Callable[[str], None] | None = print,
 ) -> PseudoLabelReport:
     """Write weak VOC labels for every tweet with an image (see the module docstring).
@@ -168,15 +164,11 @@ def pseudo_label(
 
     Args:
         grounder: a grounder, or its checkpoint folder.
-        data: the data-set folder.
+        tweets: the tweets to label (their gold boxes, read by the split loader, are unused).
         out: the weak-label folder.
-        split: the split to label.
         threshold: answers under this confidence are not written (counted).
-        limit: the first ``limit`` tweets of the split only.
         batch_size: images per forward pass.
         device: ``auto``, ``cpu``, ``cuda``.
-        images_dir: the image folder (default ``DATA/images``).
-        boxes_dir: the box folder read by the split loader (default ``DATA/boxes``; unused here).
         log: the summary line and problems go here (None: quiet).
 
     Returns:
@@ -187,8 +179,6 @@ def pseudo_label(
         ConfigError: ``threshold`` outside [0, 1], or ``out`` is a non-empty foreign folder.
         DataError: the data-set folder or split is missing or malformed.
     """
-    from mnerqg_graph.data.dataset import load_split
-
     say = log or (lambda _msg: None)
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
@@ -199,10 +189,8 @@ def pseudo_label(
         model, source = grounder.to(dev).eval(), "(in memory)"
     else:
         model, source = load_grounder(grounder, dev)[0], str(grounder)
-    samples = load_split(data, split, images_dir=images_dir, boxes_dir=boxes_dir).samples
-    if limit is not None:
-        samples = samples[:limit]
-    report = PseudoLabelReport(str(out), split, threshold)
+    samples = tweets.samples()
+    report = PseudoLabelReport(str(out), tweets.split, threshold)
     known = set(model.types)
     todo: list[Sample] = []
     for s in samples:
@@ -268,7 +256,7 @@ def pseudo_label(
                 report.tweets += 1
                 report.boxes += len(objects)
         report.mean_confidence = conf_sum / report.boxes if report.boxes else 0.0
-        meta = {"grounder": source, "data": str(data), **asdict(report)}
+        meta = {"grounder": source, "data": str(tweets.data), **asdict(report)}
         atomic_write_text(tmp / SUMMARY_NAME, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         replace_dir(tmp, out)
     except BaseException as exc:  # a write error names the file of out that failed
@@ -530,8 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         The exit code (0).
     """
     args = build_parser().parse_args(argv)
-    options = ("split", "threshold", "limit", "batch_size", "device", "images_dir", "boxes_dir")
-    pseudo_label(args.grounder, args.data, args.out, **option_values(args, *options))
+    tweets = TweetSplit(**option_values(args, "data", "split", "limit", "images_dir", "boxes_dir"))
+    pseudo_label(
+        args.grounder, tweets, args.out, **option_values(args, "threshold", "batch_size", "device")
+    )
     return 0
 
 

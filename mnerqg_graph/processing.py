@@ -341,20 +341,12 @@ class MnerqgProcessor:
 
     # ---------------------------------------------------------------------------------------------
     def prepare(self, samples: Sequence[Sample]) -> tuple[list[TweetItem], PrepareReport]:
-        """Tweet items of ``samples`` (index = position in ``samples``) and the report."""
-        return prepare_items(
-            samples,
-            self.tokenizer,
-            self.queries,
-            max_length=self.max_length,
-            max_span_len=self.max_span_len,
-            image_size=self.image_size,
-            url_word=self.url_word,
-            query_encoding=self.query_encoding,
-            packed_positions=self.packed_positions,
-            max_positions=self.max_positions,
-            packed_separators=self.packed_separators,
-        )
+        """Tweet items of ``samples`` (index = position in ``samples``) and the report.
+
+        :func:`prepare_items` gets the tokenizer, the queries and every option of :data:`OPTIONS`
+        (its parameters are named after them).
+        """
+        return prepare_items(samples, self.tokenizer, self.queries, **self.options())
 
     def __call__(self, samples: Sequence[TweetInput] | TweetInput) -> ModelInputs:
         """Prepare tweets for the model.

@@ -85,3 +85,18 @@ def prepare(h: Tensor | TokenFeatures, dropout: nn.Dropout) -> Tensor | TokenFea
             return dropout(h.dense())
         return h
     return dropout(h)
+
+
+def hidden_width(in_dim: int, hidden_dim: int) -> int:
+    """The hidden width of a token head's MLP: ``hidden_dim``, or ``in_dim`` when it is 0.
+
+    Args:
+        in_dim: token feature size.
+        hidden_dim: the configured width (0: ``in_dim``).
+
+    Raises:
+        ValueError: ``hidden_dim`` is negative.
+    """
+    if hidden_dim < 0:
+        raise ValueError(f"hidden_dim must be >= 0 (0: in_dim), not {hidden_dim}")
+    return hidden_dim or in_dim

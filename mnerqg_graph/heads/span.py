@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnerqg_graph.heads.features import TokenFeatures, first_layer, prepare
+from mnerqg_graph.heads.features import TokenFeatures, first_layer, hidden_width, prepare
 
 #: The match logit of a span that was not scored (``pairs``): sigmoid 0, a zero loss term.
 UNSCORED = -1e4
@@ -43,9 +43,7 @@ class SpanHead(nn.Module):
         self, in_dim: int, max_span_len: int, dropout: float = 0.1, hidden_dim: int = 0
     ) -> None:
         super().__init__()
-        if hidden_dim < 0:
-            raise ValueError(f"hidden_dim must be >= 0 (0: in_dim), not {hidden_dim}")
-        hid = hidden_dim or in_dim
+        hid = hidden_width(in_dim, hidden_dim)
         self.max_span_len = max_span_len
         self.drop = nn.Dropout(dropout)
         self.start = nn.Sequential(nn.Linear(in_dim, hid), nn.GELU(), nn.Linear(hid, 1))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mnerqg_graph.heads.features import TokenFeatures, first_layer, prepare
+from mnerqg_graph.heads.features import TokenFeatures, first_layer, hidden_width, prepare
 
 
 def num_tags(num_types: int) -> int:
@@ -40,9 +40,7 @@ class TagHead(nn.Module):
         self, in_dim: int, num_types: int, dropout: float = 0.1, hidden_dim: int = 0
     ) -> None:
         super().__init__()
-        if hidden_dim < 0:
-            raise ValueError(f"hidden_dim must be >= 0 (0: in_dim), not {hidden_dim}")
-        hid = hidden_dim or in_dim
+        hid = hidden_width(in_dim, hidden_dim)
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(in_dim, hid),

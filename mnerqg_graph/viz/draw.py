@@ -179,6 +179,26 @@ def _label_beside(ax: Axes, text: str, xy: Any, dx: float, fontsize: float, **st
     )
 
 
+def _box_patch(
+    box: Sequence[float],
+    size: tuple[float, float],
+    origin: tuple[float, float] = (0.0, 0.0),
+    **style: Any,
+) -> Rectangle:
+    """The rectangle of a normalised ``xyxy`` box drawn in a frame of ``size`` at ``origin``.
+
+    Args:
+        box: ``(x0, y0, x1, y1)`` in ``[0, 1]`` of the frame.
+        size: the frame's ``(width, height)`` in data coordinates.
+        origin: the frame's top-left corner in data coordinates.
+        **style: the patch's options (``fill``, ``ec``, ``lw``, ...).
+    """
+    (w, h), (x, y) = size, origin
+    return Rectangle(
+        (x + box[0] * w, y + box[1] * h), (box[2] - box[0]) * w, (box[3] - box[1]) * h, **style
+    )
+
+
 def draw_graph(
     al: Alignment,
     path: str | Path,
@@ -249,16 +269,8 @@ def graph_figure(
             )
             for r in al.regions if not al.grids else []:
                 if r.scale == level + 1:
-                    b = r.box
                     ax.add_patch(
-                        Rectangle(
-                            (x0 + b[0] * side, top + b[1] * side),
-                            (b[2] - b[0]) * side,
-                            (b[3] - b[1]) * side,
-                            fill=False,
-                            lw=0.8,
-                            ec="#1f3f7f",
-                        )
+                        _box_patch(r.box, (side, side), (x0, top), fill=False, lw=0.8, ec="#1f3f7f")
                     )
             _label_beside(
                 ax, f"s{level + 1}\n{what}", (x0 + side, top + side / 2), 5, 8, color="#333333"
@@ -644,30 +656,10 @@ def heatmap_figure(
         else:
             im = ScalarMappable(norm=norm, cmap=HEAT_CMAP)
             for r, v in sorted(zip(scale_regions, heat.tolist(), strict=True), key=lambda t: t[1]):
-                b, colour = r.box, colormaps[HEAT_CMAP](float(np.asarray(norm(v))))
-                ax.add_patch(
-                    Rectangle(
-                        (b[0] * w, b[1] * h),
-                        (b[2] - b[0]) * w,
-                        (b[3] - b[1]) * h,
-                        fc=colour,
-                        ec=colour,
-                        alpha=0.45,
-                        lw=1.2,
-                    )
-                )
+                colour = colormaps[HEAT_CMAP](float(np.asarray(norm(v))))
+                ax.add_patch(_box_patch(r.box, (w, h), fc=colour, ec=colour, alpha=0.45, lw=1.2))
         if al.box is not None and al.grounded:
-            b = al.box[0]
-            ax.add_patch(
-                Rectangle(
-                    (b[0] * w, b[1] * h),
-                    (b[2] - b[0]) * w,
-                    (b[3] - b[1]) * h,
-                    fill=False,
-                    ec=type_colour(al.type),
-                    lw=1.8,
-                )
-            )
+            ax.add_patch(_box_patch(al.box[0], (w, h), fill=False, ec=type_colour(al.type), lw=1.8))
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         ax.set_xticks([])

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
 from detectors.grounder import (
+    FINETUNING,
+    PRETRAINING,
+    TweetSplit,
     VisualGrounder,
     evaluate_grounder,
     finetune,
@@ -71,13 +75,10 @@ def test_evaluate_and_commands(
 ) -> None:
     pre, fine = tmp_path / "pre", tmp_path / "fine"
     model, result = pretrain(
-        synth,
+        TweetSplit(synth),
         pre,
         image_size=64,
-        epochs=1,
-        max_steps=2,
-        batch_size=4,
-        device="cpu",
+        training=replace(PRETRAINING, epochs=1, max_steps=2, batch_size=4, device="cpu"),
         log=None,
         **TINY,
     )  # type: ignore[arg-type]
@@ -136,8 +137,9 @@ def test_evaluate_and_commands(
     out = json.loads(capsys.readouterr().out)
     assert 0.0 <= out["grounding_acc"] <= 1.0 and 0.0 <= out["none_acc"] <= 1.0
 
+    training = replace(FINETUNING, epochs=1, device="cpu")
     with pytest.raises(DataError, match="no manual tweet"):
-        finetune(pre, synth, None, manual_fraction=0.0, epochs=1, device="cpu", log=None)
+        finetune(pre, TweetSplit(synth), None, manual_fraction=0.0, training=training, log=None)
 
 
 def test_wrong_checkpoint_kind(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detectors.grounder import VisualGrounder, predict_image_set, save_grounder
+from detectors.grounder import TweetSplit, VisualGrounder, predict_image_set, save_grounder
 from detectors.manual import select_manual
 from detectors.weak_labels import load_weak_boxes, pseudo_label
 from mnerqg_graph.data.dataset import load_split
@@ -62,7 +62,7 @@ def test_pseudo_labels_round_trip_through_voc(
 ) -> None:
     model, ckpt = grounder
     weak = tmp_path / "weak"
-    report = pseudo_label(ckpt, synth, weak, device="cpu", log=None)
+    report = pseudo_label(ckpt, TweetSplit(synth), weak, device="cpu", log=None)
     xmls = sorted(weak.glob("*.xml"))
     assert report.tweets == len(xmls) > 0
     assert report.boxes == sum(len(read_voc(x).objects) for x in xmls)
@@ -108,7 +108,7 @@ def test_threshold_and_counted_problems(
 ) -> None:
     model, _ = grounder
     weak = tmp_path / "weak"
-    pseudo_label(model, synth, weak, device="cpu", log=None)
+    pseudo_label(model, TweetSplit(synth), weak, device="cpu", log=None)
     confs = sorted(b.box.confidence or 0.0 for x in weak.glob("*.xml") for b in read_voc(x).objects)
     cut = confs[len(confs) // 2]
     lines: list[str] = []
@@ -156,12 +156,12 @@ def test_bad_grounder_and_output_folder(
     det.mkdir()
     (det / "config.json").write_text(json.dumps({"kind": "detector", "backend": "x"}))
     with pytest.raises(CheckpointError, match="'detector' checkpoint, not a 'visual_grounder'"):
-        pseudo_label(det, synth, tmp_path / "w", log=None)
+        pseudo_label(det, TweetSplit(synth), tmp_path / "w", log=None)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not a weak-label folder"):
-        pseudo_label(grounder[0], synth, foreign, log=None)
+        pseudo_label(grounder[0], TweetSplit(synth), foreign, log=None)
     with pytest.raises(DataError, match="does not exist"):
         load_weak_boxes(tmp_path / "nowhere", [], log=None)
 
