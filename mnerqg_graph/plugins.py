@@ -17,8 +17,8 @@ A plugin module registers fusion modules, text encoders, image backbones, region
    and nothing is imported while every name asked for is a built-in one. An entry point may also
    name a function (``"my_package:register"``), which is called with no arguments.
 3. **Recorded**: a saved checkpoint lists, in its ``config.json`` (``plugins``), the plugin modules
-   its components come from (:func:`plugins_of`), and loading it imports them again, so
-   ``mnerqg predict``/``visualize`` of a checkpoint never need ``--plugin``.
+   its components come from (:func:`mnerqg_graph.registry.plugins_of`), and loading it imports
+   them again, so ``mnerqg predict``/``visualize`` of a checkpoint never need ``--plugin``.
 
 Importing this module imports nothing but the standard library.
 """
@@ -33,7 +33,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 from mnerqg_graph.errors import PluginError, one_line_reason
 
@@ -150,49 +149,3 @@ def plugin_spec(module: str) -> str | None:
     if module == "__main__" or module.startswith("__main__."):
         return None
     return module
-
-
-def plugins_of(config: Any, model: Any = None) -> list[str]:
-    """The plugin modules that a model's components come from, to record in its checkpoint.
-
-    These are the modules named in ``config.plugins``, then the (non-toolkit) modules of every
-    registered component that the config names (any string value, nested ones included, that is
-    a key of a registry) or that the model holds (a submodule whose class is registered).
-
-    Args:
-        config: the model's config (a :class:`~mnerqg_graph.config.ModelConfig`).
-        model: the built model (an ``nn.Module``), or None.
-
-    Returns:
-        Import specs (dotted names or ``.py`` paths), each once, in a stable order.
-    """
-    from mnerqg_graph.registry import all_registries
-
-    names = set(_strings(config.__dict__))
-    classes = {type(m) for m in model.modules()} if model is not None else set()
-    found: list[str] = []
-    for spec in config.plugins:  # a file keeps its absolute path: loading may run elsewhere
-        spec = str(Path(spec).resolve()) if spec.endswith(".py") or os.sep in spec else spec
-        if spec not in found:
-            found.append(spec)
-    for registry in all_registries():
-        for key, builder in registry.items():
-            module = getattr(builder, "__module__", None)
-            if not module or is_toolkit_module(module):
-                continue
-            if key in names or builder in classes:
-                spec = plugin_spec(module)
-                if spec is not None and spec not in found:
-                    found.append(spec)
-    return found
-
-
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _strings(v)

@@ -12,17 +12,20 @@ their own file by decorating it with ``@REGISTRY.register("name")`` and importin
 CLI and the Sacred experiment accept ``--plugin`` / ``plugins=[...]`` module paths for that, an
 installed package declares it in the ``mnerqg_graph.plugins`` entry-point group (read the first
 time a registry is asked for a name it does not know), and a checkpoint records the plugin modules
-its components come from (:mod:`mnerqg_graph.plugins`).
+its components come from (:func:`plugins_of`, :mod:`mnerqg_graph.plugins`).
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from mnerqg_graph.errors import ConfigError
+from mnerqg_graph.plugins import is_toolkit_module, load_entry_points, plugin_spec
 
 T = TypeVar("T")
 
@@ -64,8 +67,6 @@ class Registry(Generic[T]):
     def get(self, key: str) -> Callable[..., T]:
         """The builder registered under ``key`` (installed plugins are looked at when needed)."""
         if key not in self._table:
-            from mnerqg_graph.plugins import load_entry_points
-
             failures = load_entry_points()
             if key not in self._table:
                 known = ", ".join(sorted(self._table)) or "(none)"
@@ -107,8 +108,6 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         """Registered names, sorted (installed plugins included)."""
-        from mnerqg_graph.plugins import load_entry_points
-
         load_entry_points()
         return sorted(self._table)
 
@@ -119,8 +118,6 @@ class Registry(Generic[T]):
     def __contains__(self, key: object) -> bool:
         if key in self._table:
             return True
-        from mnerqg_graph.plugins import load_entry_points
-
         load_entry_points()
         return key in self._table
 
@@ -141,3 +138,47 @@ def _check_options(
     if unknown:
         options = ", ".join(sorted(accepted - {"self"})) or "(none)"
         raise ConfigError(f"{kind} {key!r} takes no option {unknown}; its options: {options}")
+
+
+def plugins_of(config: Any, model: Any = None) -> list[str]:
+    """The plugin modules that a model's components come from, to record in its checkpoint.
+
+    These are the modules named in ``config.plugins``, then the (non-toolkit) modules of every
+    registered component that the config names (any string value, nested ones included, that is
+    a key of a registry) or that the model holds (a submodule whose class is registered).
+
+    Args:
+        config: the model's config (a :class:`~mnerqg_graph.config.ModelConfig`).
+        model: the built model (an ``nn.Module``), or None.
+
+    Returns:
+        Import specs (dotted names or ``.py`` paths), each once, in a stable order.
+    """
+    names = set(_strings(config.__dict__))
+    classes = {type(m) for m in model.modules()} if model is not None else set()
+    found: list[str] = []
+    for spec in config.plugins:  # a file keeps its absolute path: loading may run elsewhere
+        spec = str(Path(spec).resolve()) if spec.endswith(".py") or os.sep in spec else spec
+        if spec not in found:
+            found.append(spec)
+    for registry in all_registries():
+        for key, builder in registry.items():
+            module = getattr(builder, "__module__", None)
+            if not module or is_toolkit_module(module):
+                continue
+            if key in names or builder in classes:
+                spec = plugin_spec(module)
+                if spec is not None and spec not in found:
+                    found.append(spec)
+    return found
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _strings(v)

@@ -42,7 +42,8 @@ from mnerqg_graph.io import (
     temp_dir_beside,
     writing,
 )
-from mnerqg_graph.plugins import load_plugin, plugins_of
+from mnerqg_graph.plugins import load_plugin
+from mnerqg_graph.registry import plugins_of
 
 MODEL_FILES = (
     "model.safetensors",

@@ -24,7 +24,7 @@ from mnerqg_graph import plugins
 from mnerqg_graph.errors import CheckpointError, ConfigError
 from mnerqg_graph.fusion import FUSION_REGISTRY
 from mnerqg_graph.model import build_model
-from mnerqg_graph.registry import Registry
+from mnerqg_graph.registry import Registry, plugins_of
 from tests.helpers import tiny_config
 from tests.model.test_plugin import PLUGIN
 
@@ -173,10 +173,10 @@ def test_file_plugin_is_recorded_by_path_and_reimported_on_load(
 
 def test_built_in_components_record_no_plugin(encoder_dir: Path) -> None:
     cfg = tiny_config(encoder_dir)
-    assert plugins.plugins_of(cfg, build_model(cfg)) == []
+    assert plugins_of(cfg, build_model(cfg)) == []
     assert "plugins" not in cfg.to_dict()  # config.json as before: earlier versions read it
     cfg.plugins = ["json"]  # named by the user: kept, first
-    assert plugins.plugins_of(cfg) == ["json"]
+    assert plugins_of(cfg) == ["json"]
 
 
 def test_an_option_the_builder_does_not_take_is_one_line() -> None:
