@@ -72,6 +72,7 @@ from mnerqg_graph.heads.features import TokenFeatures
 from mnerqg_graph.pipeline import predict as pipeline_predict
 from mnerqg_graph.plugins import import_plugins
 from mnerqg_graph.regions import REGION_SOURCE_REGISTRY, RegionNodes, RegionSource
+from mnerqg_graph.tensors import take_rows
 
 if TYPE_CHECKING:
     from mnerqg_graph.processing import MnerqgProcessor
@@ -143,7 +144,8 @@ class TextNodes:
         Tokens with ``first_piece < 0`` hold their sequence's first state (not graph nodes).
         """
         n, w = self.rows.numel(), self.shared.size(1)
-        return torch.cat([self.shared[self.rows], self.asked.unsqueeze(1).expand(n, w, -1)], -1)
+        shared = take_rows(self.shared, self.rows)
+        return torch.cat([shared, self.asked.unsqueeze(1).expand(n, w, -1)], -1)
 
 
 class MnerqgModel(nn.Module):
@@ -384,7 +386,8 @@ class MnerqgModel(nn.Module):
         first = torch.searchsorted(rows, torch.arange(r, device=rows.device))
         flat = hidden.reshape(r * length, d)
         idx = torch.arange(r, device=rows.device)[:, None] * length
-        shared = flat[idx + batch.first_piece[first].clamp(min=0)]  # [R, W, D]
+        pieces = idx + batch.first_piece[first].clamp(min=0)  # [R, W]
+        shared = take_rows(flat, pieces.reshape(-1)).view(r, -1, d)  # [R, W, D]
         if self.casing is not None:
             shared = torch.cat([shared, self.casing(batch.token_shape[first])], -1)
         # every token node also carries the asked type, so a token's start/end decision can
@@ -484,7 +487,7 @@ class MnerqgModel(nn.Module):
                     continue
                 f = nodes.features[level]
                 f = f.view(nodes.num_images, -1, f.size(-1))  # [B_img, cells, C]
-                out[rtype] = (f[rows] + pos).reshape(-1, f.size(-1))
+                out[rtype] = (take_rows(f, rows) + pos).reshape(-1, f.size(-1))
                 continue
             assert layout is not None
             proj = self.region_geometry[level]
@@ -503,13 +506,14 @@ class MnerqgModel(nn.Module):
                 torch.cumsum(cnt, 0) - cnt
             ).repeat_interleave(cnt)
             src = first[rows[owner]] + local
-            geometry = nodes.geometry[level][src]
-            out[rtype] = nodes.features[level][src] + proj(geometry.to(proj.weight.dtype))
+            geometry = take_rows(nodes.geometry[level], src)
+            features = take_rows(nodes.features[level], src)
+            out[rtype] = features + proj(geometry.to(proj.weight.dtype))
             layout.example.append(img_ex[owner])
             layout.boxes.append(nodes.boxes[level][src])
         image = self.no_image.expand(example_has_image.numel(), -1).clone()
         if nodes is not None:
-            image[img_ex] = nodes.pooled[rows].to(image.dtype)
+            image[img_ex] = take_rows(nodes.pooled, rows).to(image.dtype)
         out[IMAGE] = image
         return out, layout
 

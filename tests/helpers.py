@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -213,3 +214,26 @@ def count_calls(fn: Callable[..., object], *args: object, **kwargs: object) -> i
     finally:
         sys.setprofile(None)
     return calls
+
+
+def index_gathers(loss: torch.Tensor) -> list[Any]:
+    """Every ``IndexBackward`` node (the backward of ``x[index]``) behind ``loss``."""
+    found, seen, stack = [], set(), [loss.grad_fn]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        if type(fn).__name__.startswith("IndexBackward"):
+            found.append(fn)
+        stack.extend(next_fn for next_fn, _ in fn.next_functions)
+    return found
+
+
+def repeats_a_row(fn: Any) -> bool:
+    """Whether an ``IndexBackward`` node's integer indices address one element twice."""
+    ints = [t for t in fn._saved_indices if t is not None and t.dtype != torch.bool]
+    if not ints:
+        return False  # a boolean mask selects each element at most once
+    key = torch.stack(torch.broadcast_tensors(*ints), -1).reshape(-1, len(ints))
+    return int(torch.unique(key, dim=0).size(0)) < key.size(0)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mnerqg_graph.tensors import take_rows
+
 
 @dataclass
 class TokenFeatures:
@@ -48,7 +50,7 @@ class TokenFeatures:
         return torch.cat(
             [
                 self.fused,
-                self.shared.to(dtype)[self.rows],
+                take_rows(self.shared.to(dtype), self.rows),
                 self.asked.to(dtype).unsqueeze(1).expand(n, w, -1),
             ],
             -1,
@@ -64,7 +66,8 @@ class TokenFeatures:
         w = layer.weight
         dtype = self.fused.dtype
         out = F.linear(self.fused, w[:, :f].to(dtype))
-        out = out + F.linear(self.shared.to(dtype), w[:, f : f + e].to(dtype))[self.rows]
+        shared = F.linear(self.shared.to(dtype), w[:, f : f + e].to(dtype))
+        out = out + take_rows(shared, self.rows)
         asked = F.linear(self.asked.to(dtype), w[:, f + e :].to(dtype), layer.bias)
         return out + asked.unsqueeze(1)
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mnerqg_graph.heads.features import TokenFeatures, first_layer, hidden_width, prepare
+from mnerqg_graph.tensors import take_rows
 
 #: The match logit of a span that was not scored (``pairs``): sigmoid 0, a zero loss term.
 UNSCORED = -1e4
@@ -75,7 +76,9 @@ class SpanHead(nn.Module):
             return start, end, self.match_out(hs.unsqueeze(2) + ends).squeeze(-1)
         # only the asked spans: [P, D] instead of [N, W, S, D] through GELU, dropout and Linear
         ex, i, k = pairs(start, end).nonzero(as_tuple=True)
-        scored = self.match_out(hs[ex, i] + he[ex, i + k]).squeeze(-1)
+        row = ex * w + i  # [P] rows of the flattened [N * W, D] features
+        pair = take_rows(hs.flatten(0, 1), row) + take_rows(he.flatten(0, 1), row + k)
+        scored = self.match_out(pair).squeeze(-1)
         match = scored.new_full((n, w, s), UNSCORED).index_put((ex, i, k), scored)
         return start, end, match
 

@@ -11,7 +11,7 @@ from mnerqg_graph.config import ModelConfig
 from mnerqg_graph.fusion import FUSION_REGISTRY
 from mnerqg_graph.heads import BoxGroundingHead
 from mnerqg_graph.model import build_model
-from tests.helpers import items_and_batch, tiny_config
+from tests.helpers import index_gathers, items_and_batch, repeats_a_row, tiny_config
 from tests.regions.helpers import image_samples
 
 IMAGE_MODULES = [
@@ -157,3 +157,21 @@ def test_checkpoint_rebuilds_the_detector_without_its_folder(
     assert a.grounding_logits is not None and b.grounding_logits is not None
     assert torch.allclose(a.grounding_logits, b.grounding_logits)
     assert torch.allclose(a.span_logits[0], b.span_logits[0])
+
+
+def test_no_gather_of_repeated_rows_in_the_training_backward(
+    tmp_path: Path, encoder_dir: Path, detector_dir: Path
+) -> None:
+    """Each image's box nodes are copied to its examples with a deterministic backward.
+
+    See ``tests/model/test_determinism.py``.
+    """
+    torch.manual_seed(0)
+    cfg = detector_config(
+        encoder_dir, detector_dir, {"encoder.query_encoding": "packed", "heads.tag_head": True}
+    )
+    model = build_model(cfg).train()
+    _, batch = items_and_batch(image_samples(tmp_path), encoder_dir, cfg)
+    loss = model.losses(batch, model(batch))["total"]
+    gathers = index_gathers(loss)
+    assert gathers and not any(repeats_a_row(fn) for fn in gathers)
