@@ -126,6 +126,9 @@ def test_named_configs_still_override_the_defaults() -> None:
         real = _sacred_config([name])["model"]
         assert real["heads"]["tag_head"] is True, name
         assert real["encoder"]["query_encoding"] == "packed", name
+    # the weight average on Twitter-2015 only (Twitter-2017: not better on validation)
+    assert _sacred_config(["twitter2015"])["optim"]["ema_decay"] == 0.999
+    assert _sacred_config(["twitter2017"])["optim"]["ema_decay"] == 0.0
     fast = _sacred_config(["fast"])
     assert fast["model"]["fusion"]["kwargs"] == {"heads": 2} and fast["optim"]["epochs"] == 1
     # the smoke run's 24 tweets do not replace the demo's 2,000 in data/synth
