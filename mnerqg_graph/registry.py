@@ -154,7 +154,8 @@ def plugins_of(config: Any, model: Any = None) -> list[str]:
     Returns:
         Import specs (dotted names or ``.py`` paths), each once, in a stable order.
     """
-    names = set(_strings(config.__dict__))
+    fields = config.to_dict() if hasattr(config, "to_dict") else vars(config)  # sections nested
+    names = set(_strings(fields))
     classes = {type(m) for m in model.modules()} if model is not None else set()
     found: list[str] = []
     for spec in config.plugins:  # a file keeps its absolute path: loading may run elsewhere

@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from mnerqg_graph import plugins
+from mnerqg_graph.config import DecodingConfig, ModelConfig
 from mnerqg_graph.errors import CheckpointError, ConfigError
 from mnerqg_graph.fusion import FUSION_REGISTRY
 from mnerqg_graph.model import build_model
@@ -67,8 +69,9 @@ def clean_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 def _python(args: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)])}
+    # the timeout only stops a hang: a loaded machine may take minutes for the tiny training
     return subprocess.run(
-        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=240
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1200
     )
 
 
@@ -177,6 +180,26 @@ def test_built_in_components_record_no_plugin(encoder_dir: Path) -> None:
     assert "plugins" not in cfg.to_dict()  # config.json as before: earlier versions read it
     cfg.plugins = ["json"]  # named by the user: kept, first
     assert plugins_of(cfg) == ["json"]
+
+
+def test_a_plugin_component_named_inside_a_config_section_is_recorded(tmp_path: Path) -> None:
+    """A registered name in a nested section (``decoding.decoder``) names its plugin too."""
+    name = f"span_copy_{uuid.uuid4().hex[:8]}"
+    plugin = tmp_path / f"{name}.py"
+    plugin.write_text(
+        "from mnerqg_graph.decoding import DECODER_REGISTRY, SpanDecoder\n"
+        f"DECODER_REGISTRY.register({name!r})(type({name!r}, (SpanDecoder,), {{}}))\n"
+    )
+    plugins.load_plugin(str(plugin))
+    try:
+        cfg = ModelConfig(types=["PER"], decoding=DecodingConfig(decoder=name))
+        assert cfg.plugins == [] and plugins_of(cfg) == [str(plugin.resolve())]
+    finally:
+        from mnerqg_graph.decoding import DECODER_REGISTRY
+
+        del DECODER_REGISTRY._table[name]
+        sys.modules.pop(name, None)
+        plugins._FILE_PLUGINS.pop(name, None)
 
 
 def test_an_option_the_builder_does_not_take_is_one_line() -> None:
