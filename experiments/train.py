@@ -71,7 +71,7 @@ QUERY_ENCODING = {"twitter2015": "packed", "twitter2017": "packed"}
 
 #: An exponential moving average of the weights is validated, selected and saved
 #: (``optim.ema_decay``; 0: off), chosen on validation over three seeds (BENCHMARKS.md, issue 22:
-#: Twitter-2015 73.25 against 72.91 without it; Twitter-2017, one seed, 85.62 against 85.78).
+#: Twitter-2015 73.25 against 72.91 without it; Twitter-2017, two seeds, 85.62 against 85.67).
 EMA_DECAY = {"twitter2015": 0.999, "twitter2017": 0.0}
 
 
