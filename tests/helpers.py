@@ -237,3 +237,16 @@ def repeats_a_row(fn: Any) -> bool:
         return False  # a boolean mask selects each element at most once
     key = torch.stack(torch.broadcast_tensors(*ints), -1).reshape(-1, len(ints))
     return int(torch.unique(key, dim=0).size(0)) < key.size(0)
+
+
+def decoder_plugin(folder: Path) -> tuple[str, Path]:
+    """Write a plugin file registering a span decoder under a fresh name: ``(name, path)``."""
+    import uuid
+
+    name = f"span_copy_{uuid.uuid4().hex[:8]}"
+    plugin = folder / f"{name}.py"
+    plugin.write_text(
+        "from mnerqg_graph.decoding import DECODER_REGISTRY, SpanDecoder\n"
+        f"DECODER_REGISTRY.register({name!r})(type({name!r}, (SpanDecoder,), {{}}))\n"
+    )
+    return name, plugin

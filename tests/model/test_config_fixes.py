@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
@@ -11,15 +10,11 @@ import torch
 from mnerqg_graph.config import ImageConfig, ModelConfig, default_backbone_kwargs
 from mnerqg_graph.errors import ConfigError
 from mnerqg_graph.heads.box_grounding import BoxGroundingHead
+from tests.helpers import decoder_plugin
 
 
 def test_a_saved_config_with_a_plugin_decoder_reads_back(tmp_path: Path) -> None:
-    name = f"span_copy_{uuid.uuid4().hex[:8]}"
-    plugin = tmp_path / f"{name}.py"
-    plugin.write_text(
-        "from mnerqg_graph.decoding import DECODER_REGISTRY, SpanDecoder\n"
-        f"DECODER_REGISTRY.register({name!r})(type({name!r}, (SpanDecoder,), {{}}))\n"
-    )
+    name, plugin = decoder_plugin(tmp_path)
     data = {"config_version": 1, "types": ["PER"], "text_encoder": "x", "decoder": name}
     data["plugins"] = [str(plugin)]
     assert ModelConfig.from_dict(data).decoding.decoder == name  # its plugin is imported first

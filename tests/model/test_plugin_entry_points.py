@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from mnerqg_graph.errors import CheckpointError, ConfigError
 from mnerqg_graph.fusion import FUSION_REGISTRY
 from mnerqg_graph.model import build_model
 from mnerqg_graph.registry import Registry, plugins_of
-from tests.helpers import tiny_config
+from tests.helpers import decoder_plugin, tiny_config
 from tests.model.test_plugin import PLUGIN
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,12 +183,7 @@ def test_built_in_components_record_no_plugin(encoder_dir: Path) -> None:
 
 def test_a_plugin_component_named_inside_a_config_section_is_recorded(tmp_path: Path) -> None:
     """A registered name in a nested section (``decoding.decoder``) names its plugin too."""
-    name = f"span_copy_{uuid.uuid4().hex[:8]}"
-    plugin = tmp_path / f"{name}.py"
-    plugin.write_text(
-        "from mnerqg_graph.decoding import DECODER_REGISTRY, SpanDecoder\n"
-        f"DECODER_REGISTRY.register({name!r})(type({name!r}, (SpanDecoder,), {{}}))\n"
-    )
+    name, plugin = decoder_plugin(tmp_path)
     plugins.load_plugin(str(plugin))
     try:
         cfg = ModelConfig(types=["PER"], decoding=DecodingConfig(decoder=name))
