@@ -18,7 +18,9 @@ in as arguments:
 
 The loop draws no random numbers of its own, and a step runs its operations in a fixed order
 (forward, finiteness, ``zero_grad``, ``backward``, clipping, optimiser, scheduler, step hooks,
-loss sum), so that a training gives the same weights to the bit from the same seed.
+loss sum), so that a training gives the same weights to the bit from the same seed at a given
+thread count (the model's gathers of repeated rows keep their CPU backward in index order:
+:mod:`mnerqg_graph.tensors`).
 """
 
 from __future__ import annotations
