@@ -71,7 +71,6 @@ def _device(model: Any, device: torch.device | str | None) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
-@torch.no_grad()
 def inference_precision(
     device: torch.device, bf16: bool | None = None
 ) -> contextlib.AbstractContextManager[Any]:
@@ -90,6 +89,7 @@ def inference_precision(
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+@torch.no_grad()
 def predict_grid(
     model: Any,
     inputs: ModelInputs,
@@ -101,7 +101,8 @@ def predict_grid(
 ) -> dict[Decoding, Predictions]:
     """One forward pass over ``inputs``, decoded at every decoding of ``decodings``.
 
-    Tweets are batched by length (less padding); the match head scores only the spans that a
+    Runs without autograd (no backward graph is kept: inference-sized memory). Tweets are
+    batched by length (less padding); the match head scores only the spans that a
     span threshold of the grid can accept (the decoders' span floor). Every decoder of the grid
     decodes each batch's output while it is there, so the whole grid costs one forward pass.
 

@@ -208,6 +208,29 @@ def test_one_pass_decoded_at_several_thresholds_matches_predict(
     assert all(not s for s in by_t[(0.0, 1.0)].spans)
 
 
+def test_inference_keeps_no_autograd_graph(tmp_path: Path, encoder_dir: Path) -> None:
+    """predict (and so validation and ``mnerqg predict``) runs the model without autograd."""
+    from mnerqg_graph.pipeline import predict
+    from tests.helpers import processor
+
+    torch.manual_seed(0)
+    cfg = tiny_config(encoder_dir)
+    model = build_model(cfg)
+    inputs = processor(encoder_dir, cfg)(samples(tmp_path))
+    seen: list[tuple[bool, bool]] = []
+
+    def spy(module: torch.nn.Module, args: object, out: object) -> None:
+        seen.append((torch.is_grad_enabled(), out.existence_logits.requires_grad))  # type: ignore[attr-defined]
+
+    handle = model.register_forward_hook(spy)
+    try:
+        predict(model, inputs, batch_size=2)
+    finally:
+        handle.remove()
+    assert seen and all(state == (False, False) for state in seen)
+    assert torch.is_grad_enabled()  # restored for whoever trains next
+
+
 def test_existence_threshold_drops_only_the_examples_the_head_rules_out(
     tmp_path: Path, encoder_dir: Path
 ) -> None:
