@@ -174,14 +174,14 @@ def collate(
     input_ids = torch.tensor(pad([e.input_ids for e in seqs], seq_len, pad_id), dtype=torch.long)
     attention = torch.tensor(pad([[1] * len(e.input_ids) for e in seqs], seq_len, 0))
     token_type = torch.tensor(pad([e.token_type_ids for e in seqs], seq_len, 0), dtype=torch.long)
+    # explicit positions (packed ``per_query``) restart within a sequence, so the longest row can
+    # be longer than the encoder has positions for: its padding reads position 0 (masked anyway)
     counting = list(range(seq_len))
     position_ids = torch.tensor(
-        [
-            e.position_ids + counting[len(e.position_ids) :] if e.position_ids else counting
-            for e in seqs
-        ],
+        [e.position_ids + [0] * (seq_len - len(e.position_ids)) if e.position_ids else counting
+         for e in seqs],
         dtype=torch.long,
-    )
+    )  # fmt: skip
     query_slot = torch.tensor(
         pad([e.query_slot or [] for e in seqs], seq_len, -1), dtype=torch.long
     )

@@ -292,3 +292,40 @@ def test_head_dim_narrows_the_span_and_tagger_mlps(tmp_path: Path, encoder_dir: 
     assert cfg2.heads.head_dim == 12 and loaded.span_head.match_end.out_features == 12
     with pytest.raises(ConfigError, match="head_dim"):
         tiny_config(encoder_dir, {"heads.head_dim": -1})
+
+
+def test_per_query_positions_batch_tweets_near_the_encoder_position_limit(tmp_path: Path) -> None:
+    """Padding of a ``per_query`` packed row never reads a position the encoder lacks.
+
+    Its real pieces stay under ``max_position_embeddings`` (positions restart per query), but
+    the packed row is longer than that: a shorter tweet batched with it used to be padded with
+    positions up to the row's length (an IndexError in the position embedding).
+    """
+    from mnerqg_graph.data.types import Sample, Tweet
+    from mnerqg_graph.encoders.tiny import build_tiny_encoder
+    from tests.helpers import TWEETS
+
+    corpus = [t.tokens for t in TWEETS] + [q.split() for q in load_queries().values()]
+    enc = build_tiny_encoder(
+        tmp_path / "enc", corpus, hidden_size=32, num_layers=1, num_heads=2,
+        intermediate_size=64, max_position=40,
+    )  # fmt: skip
+    cfg = tiny_config(
+        enc, {**PACKED, "encoder.packed_positions": "per_query", "encoder.max_length": 40}
+    )
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    proc = MnerqgProcessor.from_model(
+        model, AutoTokenizer.from_pretrained(str(enc)), load_queries()
+    )
+    long = Tweet("long", ["Kelvo", "visits", "Marn", "today"] * 4, ["O"] * 16)
+    short = Tweet("short", ["Kelvo"], ["B-PER"])
+    inputs = proc([Sample(long), Sample(short)])
+    longest = max(len(it.examples[0].input_ids) for it in inputs.items)
+    assert longest > 40  # the packed row is longer than the encoder's positions
+    assert max(p for it in inputs.items for p in it.examples[0].position_ids) < 40
+    batch = collate(inputs.items, cfg.heads.max_span_len, cfg.image.image_size)
+    assert int(batch.position_ids.max()) < 40
+    together = predict(model, inputs, batch_size=2)
+    alone = [predict(model, proc([Sample(t)]), batch_size=1) for t in (long, short)]
+    assert together.tags == [p.tags[0] for p in alone]
