@@ -209,7 +209,7 @@ def test_one_pass_decoded_at_several_thresholds_matches_predict(
 
 
 def test_inference_keeps_no_autograd_graph(tmp_path: Path, encoder_dir: Path) -> None:
-    """predict (and so validation and ``mnerqg predict``) runs the model without autograd."""
+    """Inference (predict, validation, ``mnerqg predict``) runs the model without autograd."""
     from mnerqg_graph.pipeline import predict
     from tests.helpers import processor
 
