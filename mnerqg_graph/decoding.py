@@ -279,10 +279,10 @@ def tag_head_spans(
     if existence_threshold > 0:
         off = (existence < existence_threshold).repeat_interleave(2)
         lp = lp.masked_fill(torch.cat([off.new_zeros(1), off])[None, :], float("-inf"))
-    if crf is not None:  # the masked positions (truncated tokens) come last: they stay O
+    if crf is not None:  # one tag per kept token, in order; masked tokens stay O
         path = crf.viterbi(lp[None], token_mask[None])[0]
         ids = torch.zeros(lp.shape[0], dtype=torch.long)
-        ids[: len(path)] = torch.tensor(path, dtype=torch.long)
+        ids[token_mask] = torch.tensor(path, dtype=torch.long)
         best = lp.gather(1, ids[:, None])[:, 0]
     else:
         best, ids = lp.max(-1)

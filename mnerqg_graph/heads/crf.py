@@ -7,8 +7,11 @@ best sequence (Viterbi) instead of each token's best tag. The BIO constraints ar
 always well-formed.
 
 Tag ids are those of :func:`mnerqg_graph.data.collate.bio_tag_names`: ``O``, then ``B-t``,
-``I-t`` per type. Masks are prefixes (the tokens a truncated sequence keeps come first); the loops
-run over token positions (a tweet's words), never over examples or edges.
+``I-t`` per type. A mask need not be a prefix: a token without word pieces (an emoji variation
+selector, a zero-width joiner) is masked out in the middle of a tweet, and the chain runs over
+the kept tokens in their order, linking the tokens on either side of such a hole (each row's kept
+tokens are first moved to the front, :func:`kept_first`). The loops run over token positions (a
+tweet's words), never over examples or edges.
 """
 
 from __future__ import annotations
@@ -22,6 +25,22 @@ from mnerqg_graph.heads.tagger import num_tags
 FORBIDDEN = -1e4
 
 
+def kept_first(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Each row's kept positions first, in order, then the others.
+
+    Args:
+        mask: ``[N, W]`` boolean, True where a token is kept.
+
+    Returns:
+        ``(order, prefix)``: ``order [N, W]`` the positions to gather (kept ones first, stable),
+        ``prefix [N, W]`` the mask of the gathered rows (a prefix of ``mask.sum(1)`` per row).
+    """
+    order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices
+    counts = mask.sum(1, keepdim=True)
+    prefix = torch.arange(mask.shape[1], device=mask.device)[None, :] < counts
+    return order, prefix
+
+
 class BioCrf(nn.Module):
     """Transition, start and end scores over the BIO tags of ``num_types`` types.
 
@@ -30,8 +49,8 @@ class BioCrf(nn.Module):
 
     Shapes:
         emissions: ``[N, W, 1 + 2 T]`` (tag scores per token); tags: ``[N, W]``; mask: ``[N, W]``
-        (a prefix of each row) -> loss ``[N]``, paths: one list of ``mask[n].sum()`` tag ids per
-        row.
+        (the tokens in the chain) -> loss ``[N]``, paths: one list of ``mask[n].sum()`` tag ids
+        per row, one per kept token in order.
     """
 
     def __init__(self, num_types: int) -> None:
@@ -58,9 +77,11 @@ class BioCrf(nn.Module):
         return trans, start, self.end
 
     def nll(self, emissions: Tensor, tags: Tensor, mask: Tensor) -> Tensor:
-        """Negative log-likelihood of each row's gold tags (0 for a row without tokens)."""
-        emissions = emissions.float()
+        """Negative log-likelihood of each row's gold tags over its kept tokens (0 without any)."""
         mask = mask.bool()
+        order, mask = kept_first(mask)
+        emissions = emissions.float().gather(1, order[:, :, None].expand_as(emissions))
+        tags = tags.gather(1, order)
         trans, start, end = self.scores()
         n, w, _ = emissions.shape
         rows = torch.arange(n, device=emissions.device)
@@ -85,9 +106,10 @@ class BioCrf(nn.Module):
 
     @torch.no_grad()
     def viterbi(self, emissions: Tensor, mask: Tensor) -> list[list[int]]:
-        """The best tag sequence of each row over its real tokens."""
-        emissions = emissions.float()
+        """The best tag sequence of each row over its kept tokens (one tag each, in order)."""
         mask = mask.bool()
+        order, mask = kept_first(mask)
+        emissions = emissions.float().gather(1, order[:, :, None].expand_as(emissions))
         trans, start, end = self.scores()
         n, w, c = emissions.shape
         score = start[None, :] + emissions[:, 0]  # [N, C]

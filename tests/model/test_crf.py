@@ -64,6 +64,48 @@ def test_likelihood_and_viterbi_equal_brute_force() -> None:
     assert nll[2] == 0 and paths[2] == []  # a row without tokens
 
 
+def test_masked_tokens_inside_a_row_are_skipped_by_the_chain() -> None:
+    """A zero-piece token masked mid-tweet: the chain links its neighbours, as brute force does.
+
+    Rows: a hole inside an entity (B-a <hole> I-a is one entity), a hole first, holes at both
+    ends. The likelihood and the best path equal brute force over the kept tokens alone.
+    """
+    from mnerqg_graph.decoding import tag_head_spans
+
+    crf = _crf(2, seed=3)
+    names = bio_tag_names(["a", "b"])
+    torch.manual_seed(4)
+    em = torch.randn(3, 5, crf.num_tags)
+    mask = torch.tensor([[1, 0, 1, 1, 1], [0, 1, 1, 1, 1], [0, 1, 1, 0, 0]], dtype=torch.bool)
+    tags = torch.tensor([[1, 0, 2, 0, 3], [0, 3, 4, 0, 1], [0, 1, 2, 0, 0]])
+    nll = crf.nll(em, tags, mask).detach()
+    paths = crf.viterbi(em, mask)
+    for row in range(3):
+        kept = mask[row].nonzero()[:, 0]
+        em_k = em[row, kept]
+        every = list(itertools.product(range(crf.num_tags), repeat=len(kept)))
+        log_z = torch.logsumexp(torch.stack([_path_score(crf, em_k, p) for p in every]), 0)
+        gold = _path_score(crf, em_k, tuple(tags[row, kept].tolist()))
+        assert float(nll[row]) == pytest.approx(float((log_z - gold).detach()), abs=1e-4), row
+        assert float(nll[row]) < 100  # B-a <hole> I-a is allowed, not a forbidden O -> I-a
+        best = max((p for p in every if _valid(names, p)), key=lambda p: _path_score(crf, em_k, p))
+        assert tuple(paths[row]) == best, row
+    # the decoder puts each kept token's tag on that token; the hole stays O
+    lp = torch.full((1, 5, crf.num_tags), -20.0)
+    for t, tag in enumerate([1, 0, 2, 0, 3]):  # B-a <hole> I-a O B-a... emissions
+        lp[0, t, tag] = 0.0
+    with torch.no_grad():
+        crf.transitions.zero_()
+        crf.start.zero_()
+        crf.end.zero_()
+    spans = tag_head_spans(lp, mask[0], torch.ones(2), ["a", "b"], 0.0, crf)
+    assert [(sp.start, sp.end, sp.type) for sp, _ in spans] == [
+        (0, 1, "a"),
+        (2, 3, "a"),
+        (4, 5, "b"),
+    ]
+
+
 def test_decoded_sequences_are_well_formed_bio() -> None:
     crf = _crf(3, seed=2)
     names = bio_tag_names(["a", "b", "c"])
