@@ -43,7 +43,8 @@ from mnerqg_graph.training.engine import Hooks, TrainLoop
 
 LogFn = Callable[[str, float, int], None]
 
-#: Files of the training state with ``optim.ema_decay``: the optimiser's weights and the average.
+#: Files of the training state beside the optimizer's: the weights it trains (always) and, with
+#: ``optim.ema_decay``, their average.
 RAW_WEIGHTS = "raw_model.safetensors"
 AVERAGE = "weight_average.safetensors"
 
@@ -278,17 +279,25 @@ class Trainer:
         sel = _Selection()
         state_dir = self.out_dir / "state"
         if resume and (state_dir / "trainer.json").is_file():
-            from safetensors.torch import load_file
-
+            averaged = (state_dir / AVERAGE).is_file()
+            if averaged != (self.average is not None):
+                raise ConfigError(
+                    f"{state_dir}: this training state was written "
+                    f"{'with' if averaged else 'without'} a weight average (optim.ema_decay); "
+                    "resume it with the same setting, or train afresh in another folder"
+                )
             meta = load_training_state(state_dir, self.optimizer)
-            if self.average is not None:  # last/ holds the average; the raw weights are here
+            if (state_dir / RAW_WEIGHTS).is_file():  # the weights the state/ was written with
                 self.model.load_state_dict(load_state_tensors(state_dir, RAW_WEIGHTS))
+            else:  # a state written before the raw weights were kept in it (no average)
+                from safetensors.torch import load_file
+
+                last = self.out_dir / "last" / "model.safetensors"
+                self.model.load_state_dict(load_file(str(last)))
+            if self.average is not None:
                 self.average.load_state_dict(
                     load_state_tensors(state_dir, AVERAGE), str(state_dir / AVERAGE)
                 )
-            else:
-                last = self.out_dir / "last" / "model.safetensors"
-                self.model.load_state_dict(load_file(str(last)))
             self.scheduler.load_state_dict(meta["scheduler"])
             start_epoch, step = meta["epoch"] + 1, meta["step"]
             sel = _Selection(meta["best"], meta["best_epoch"], meta["history"])
@@ -371,12 +380,11 @@ class Trainer:
             with self._evaluated_weights():  # a saved model is the one evaluated
                 for name in ("best", "last") if improved else ("last",):
                     save_model(self.model, mcfg, self.queries, self.tokenizer, self.out_dir / name)
-            extra: dict[str, dict[str, torch.Tensor]] = {}
-            if self.average is not None:  # to continue: the raw weights and the average
-                extra = {
-                    RAW_WEIGHTS: dict(self.model.state_dict()),
-                    AVERAGE: self.average.state_dict(),
-                }
+            # to continue: the raw weights (and the average) go with the optimizer's state, so a
+            # run stopped between writing last/ and state/ resumes from one consistent epoch
+            extra = {RAW_WEIGHTS: dict(self.model.state_dict())}
+            if self.average is not None:
+                extra[AVERAGE] = self.average.state_dict()
             save_training_state(
                 self.out_dir / "state",
                 self.optimizer,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from mnerqg_graph.data.queries import load_queries
@@ -166,6 +168,48 @@ def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path, ema_dec
     assert [h["train/loss_total"] for h in res.history] == pytest.approx(
         [h["train/loss_total"] for h in full.history], rel=1e-5
     )
+
+
+def test_a_run_stopped_between_last_and_state_resumes_from_one_epoch(
+    tmp_path: Path, encoder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed between writing ``last/`` and ``state/`` resumes from one consistent epoch.
+
+    Killed after epoch 2's ``last/`` and before its ``state/``: the resumed run restarts epoch 2
+    from epoch 1's weights (kept in ``state/``), not from epoch 2's.
+    """
+    import mnerqg_graph.training.loop as loop_mod
+
+    _trainer(tmp_path, encoder_dir, 3, tmp_path / "full").fit()
+    real = loop_mod.save_training_state
+    calls = []
+
+    def stopped(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(*args, **kwargs)
+
+    monkeypatch.setattr(loop_mod, "save_training_state", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        _trainer(tmp_path, encoder_dir, 3, tmp_path / "part").fit()
+    monkeypatch.setattr(loop_mod, "save_training_state", real)
+    _trainer(tmp_path, encoder_dir, 3, tmp_path / "part").fit(resume=True)
+    full = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
+    part = load_file(str(tmp_path / "part" / "last" / "model.safetensors"))
+    assert full.keys() == part.keys()
+    assert all(torch.equal(full[k], part[k]) for k in full)
+
+
+def test_resuming_with_another_weight_average_setting_is_refused(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    _trainer(tmp_path, encoder_dir, 1, tmp_path / "ema", ema_decay=0.9).fit()
+    with pytest.raises(ConfigError, match="written with a weight average"):
+        _trainer(tmp_path, encoder_dir, 2, tmp_path / "ema").fit(resume=True)
+    _trainer(tmp_path, encoder_dir, 1, tmp_path / "plain").fit()
+    with pytest.raises(ConfigError, match="written without a weight average"):
+        _trainer(tmp_path, encoder_dir, 2, tmp_path / "plain", ema_decay=0.9).fit(resume=True)
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(
