@@ -178,10 +178,9 @@ def collate(
     # be longer than the encoder has positions for: its padding reads position 0 (masked anyway)
     counting = list(range(seq_len))
     position_ids = torch.tensor(
-        [e.position_ids + [0] * (seq_len - len(e.position_ids)) if e.position_ids else counting
-         for e in seqs],
+        [pad([e.position_ids], seq_len, 0)[0] if e.position_ids else counting for e in seqs],
         dtype=torch.long,
-    )  # fmt: skip
+    )
     query_slot = torch.tensor(
         pad([e.query_slot or [] for e in seqs], seq_len, -1), dtype=torch.long
     )
