@@ -366,7 +366,7 @@ def read_conll(path: str | Path, strict: bool = True) -> ConllFile:
             reader.close()
         elif line.startswith(IMGID_PREFIX) and "\t" not in line:
             reader.header(line, lineno)
-        elif not line.strip(" "):
+        elif not line.strip(" \t"):  # spaces and TABs only (a stray TAB on a blank line)
             reader.problem(lineno, "whitespace-only line read as a blank line", fatal=False)
             reader.flush_orphans()
             reader.close()

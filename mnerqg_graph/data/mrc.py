@@ -467,8 +467,6 @@ def _build(
 
     # One batched tokenizer call for all tweets.
     token_lists = [encoder_words(s.tweet.tokens, url_word) for s in all_samples]
-    if url_word:
-        report.n_urls_replaced = sum(is_url(t) for s in all_samples for t in s.tweet.tokens)
     encoded = tokenizer(
         token_lists,
         is_split_into_words=True,
@@ -526,6 +524,8 @@ def _build(
             report.n_tokens_cut += n - n_kept
             for w in range(n_kept, n):
                 first[w] = -1
+        if url_word:  # the URLs the encoder read (not those truncation cut off)
+            report.n_urls_replaced += sum(is_url(t) for t in tweet.tokens[:n_kept])
         zero = {w for w in range(n_kept) if first[w] < 0}
         report.n_zero_piece_tokens += len(zero)
         report.n_entities += len(spans)

@@ -163,6 +163,18 @@ def test_missing_blank_line_between_tweets_is_a_warning(tmp_path: Path) -> None:
     assert [(p.line, p.fatal) for p in conll.problems] == [(3, False)]
 
 
+@pytest.mark.parametrize("blank", [" ", "\t", " \t ", "\t\t"])
+def test_a_whitespace_only_line_with_tabs_is_a_blank_line(tmp_path: Path, blank: str) -> None:
+    """A stray TAB on an otherwise blank line ends the tweet (a warning); no tweet is lost."""
+    conll = read_conll(write(tmp_path, f"IMGID:1\na\tB-PER\n{blank}\nIMGID:2\nb\tO\n"))
+    assert [(t.id, t.tokens, t.tags) for t in conll.tweets] == [
+        ("1", ["a"], ["B-PER"]),
+        ("2", ["b"], ["O"]),
+    ]
+    assert [(p.line, p.fatal) for p in conll.problems] == [(3, False)]
+    assert "whitespace-only" in conll.problems[0].message
+
+
 def test_token_line_numbers(tmp_path: Path) -> None:
     conll = read_conll(write(tmp_path, "IMGID:1\na\tO\n\nIMGID:2\nb\tO\nc\tB-ORG\n"))
     tweet = conll.tweets[1]

@@ -112,6 +112,19 @@ def test_layout_alignment_and_labels() -> None:
     assert spans_to_bio(len(tokens), decoded) == normalise_tags(tags)
 
 
+def test_urls_cut_off_by_truncation_are_not_counted_as_read() -> None:
+    tok = build_tiny_tokenizer([WORDS, ["url"]])
+    tokens = ["Obama", "http://t.co/a", "in", "New", "York", "http://t.co/b"]
+    tweet = Tweet("t1", tokens, ["B-PER", "O", "O", "B-LOC", "I-LOC", "O"])
+    _, whole = build_mrc_examples([tweet], tok, QUERIES, url_word="url")
+    assert whole.n_urls_replaced == 2 and whole.n_tokens_cut == 0
+    query_len = max(len(pieces(tok, q)) for q in QUERIES.values())
+    _, cut = build_mrc_examples(  # room for 3 tweet pieces: Obama, the first URL, in
+        [tweet], tok, QUERIES, url_word="url", max_length=3 + query_len + 3
+    )
+    assert cut.n_tokens_cut == 3 and cut.n_urls_replaced == 1
+
+
 def test_url_word_changes_only_what_the_encoder_reads() -> None:
     tok = build_tiny_tokenizer([WORDS, ["url"]])
     tokens = ["Obama", "http://t.co/AbC9x", "in", "New", "York", "http\u2026"]

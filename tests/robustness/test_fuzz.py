@@ -54,7 +54,7 @@ def _token_lines(data: bytes) -> int:
     n = 0
     for line in text.split("\n"):
         line = line.removesuffix("\r")
-        if not line or not line.strip(" "):
+        if not line or not line.strip(" \t"):
             continue  # blank, or whitespace-only (a warning, read as blank)
         if line.startswith("IMGID:") and "\t" not in line:
             continue
