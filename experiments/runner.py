@@ -270,6 +270,9 @@ def run_experiment(
 
     data, model, optim, grounding = (_clean(d) for d in (data, model, optim, grounding))
     model_config(model, [], "checked before any data is read")  # a bad key fails at once
+    TrainConfig(seed=seed, **optim)  # and so does a bad optimisation setting
+    if resume and not output_dir:  # a fresh temporary folder never holds a state to resume
+        raise ConfigError("resume=True needs output_dir: the folder whose state/ it continues")
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     random.seed(seed)

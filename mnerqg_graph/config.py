@@ -550,3 +550,22 @@ class TrainConfig:
     layer_decay: float = 1.0
     ema_decay: float = 0.0
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Reject settings that would fail late (after the data is read) or train nothing."""
+        checks = [
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("eval_batch_size", self.eval_batch_size >= 1, "an integer >= 1"),
+            ("length_buckets", self.length_buckets >= 0, "an integer >= 0"),
+            ("lr", self.lr > 0, "> 0"),
+            ("encoder_lr", self.encoder_lr >= 0, ">= 0 (0 freezes the encoder)"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio <= 1, "in [0, 1]"),
+            ("grad_clip", self.grad_clip >= 0, ">= 0 (0: off)"),
+            ("layer_decay", 0 < self.layer_decay <= 1, "in (0, 1]"),
+            ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1) (0: off)"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"optim.{name} must be {rule}, not {getattr(self, name)!r}")

@@ -255,8 +255,9 @@ def tag_head_spans(
 
     The tweet is read once per type (``[CLS] query [SEP] tweet [SEP]``); the tagger tags every
     type in each reading, so its log-probabilities are averaged over the readings. Tokens the
-    encoder did not see (truncation) are ``O``; ``I-`` without ``B-`` opens an entity, as
-    conlleval counts it.
+    encoder did not see (truncation, zero-piece tokens) are ``O``, except a zero-piece token
+    inside an entity, which stays part of it (:func:`bridge_unseen_tokens`); ``I-`` without
+    ``B-`` opens an entity, as conlleval counts it.
 
     Args:
         log_probs: the tagger's log-probabilities in each of the tweet's readings.
@@ -269,7 +270,8 @@ def tag_head_spans(
             sequence under its transitions instead of each token's best tag (None: the latter).
 
     Returns:
-        ``(span, score)`` sorted by start; the score is the span's mean tag probability.
+        ``(span, score)`` sorted by start; the score is the span's mean tag probability over
+        its seen tokens.
 
     Shapes:
         log_probs: ``[T, n, 1 + 2 T]``; token_mask: ``[n]``; existence: ``[T]``
@@ -286,13 +288,43 @@ def tag_head_spans(
         best = lp.gather(1, ids[:, None])[:, 0]
     else:
         best, ids = lp.max(-1)
-    ids = ids.masked_fill(~token_mask, 0)
+    ids = bridge_unseen_tokens(ids.masked_fill(~token_mask, 0), token_mask)
     names = bio_tag_names(types)
-    conf = best.exp().tolist()
+    conf = best.exp().masked_fill(~token_mask, 0.0).tolist()
+    seen = [0, *token_mask.long().cumsum(0).tolist()]  # seen tokens before each position
     return [
-        (sp, sum(conf[sp.start : sp.end]) / (sp.end - sp.start))
+        (sp, sum(conf[sp.start : sp.end]) / (seen[sp.end] - seen[sp.start]))
         for sp in spans_from_tags([names[i] for i in ids.tolist()])
     ]
+
+
+def bridge_unseen_tokens(ids: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+    """Give a zero-piece token inside an entity that entity's ``I-`` tag.
+
+    A token the encoder did not see between ``B-t``/``I-t`` and ``I-t`` joins them, so that
+    ``B-t <unseen> I-t`` stays one entity (as the CRF's chain links it).
+
+    Args:
+        ids: tag ids (:func:`~mnerqg_graph.data.collate.bio_tag_names` order), ``O`` on unseen
+            tokens.
+        token_mask: the tokens that are graph nodes.
+
+    Returns:
+        ``ids`` with each unseen token between a ``B-t``/``I-t`` and an ``I-t`` set to ``I-t``;
+        unseen tokens before the first or after the last seen token stay ``O``.
+
+    Shapes:
+        ids, token_mask: ``[n]``.
+    """
+    n = ids.numel()
+    pos = torch.arange(n, device=ids.device)
+    prev = torch.where(token_mask, pos, -1).cummax(0).values
+    nxt = torch.where(token_mask, pos, n).flip(0).cummin(0).values.flip(0)
+    inner = ~token_mask & (prev >= 0) & (nxt < n)
+    before, after = ids[prev.clamp(min=0)], ids[nxt.clamp(max=max(n - 1, 0))]
+    # I-t ids are even and positive, and B-t is I-t - 1
+    joins = inner & (after > 0) & (after % 2 == 0) & ((before == after) | (before == after - 1))
+    return torch.where(joins, after, ids)
 
 
 @DECODER_REGISTRY.register("tags")

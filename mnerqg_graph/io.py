@@ -256,6 +256,22 @@ def abandon_dir(tmp_dir: str | Path, final_dir: str | Path, exc: BaseException) 
     raise WriteError(target, exc) from cause
 
 
+def recover_replaced_dir(final_dir: str | Path) -> bool:
+    """Put ``final_dir.old`` back as ``final_dir`` when it is the only copy left.
+
+    A stop between :func:`replace_dir`'s two renames leaves the backup alone.
+
+    Returns:
+        Whether the backup was put back.
+    """
+    final_dir = Path(final_dir)
+    backup = final_dir.with_name(final_dir.name + ".old")
+    if final_dir.exists() or not backup.is_dir():
+        return False
+    os.replace(backup, final_dir)
+    return True
+
+
 def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
     """Move a fully written ``tmp_dir`` into place at ``final_dir``, replacing an old one.
 
@@ -269,6 +285,7 @@ def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
     backup = final_dir.with_name(final_dir.name + ".old")
     with writing(final_dir):
+        recover_replaced_dir(final_dir)  # a backup alone is the only copy: keep it
         if backup.exists():
             shutil.rmtree(backup)
         if final_dir.exists():

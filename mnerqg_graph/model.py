@@ -562,7 +562,12 @@ class MnerqgModel(nn.Module):
             else:  # no example of this batch has known boxes: zero, still on the graph (DDP)
                 parts["grounding"] = out.grounding_logits.sum() * 0.0
         weighted = {k: v * wts.get(k, 1.0) for k, v in parts.items()}
-        weighted["total"] = torch.stack(list(weighted.values())).sum()
+        total = torch.stack(list(weighted.values())).sum()
+        if self.grounding_head is not None and "grounding" not in weighted:
+            # no image in this batch: the part is 0, so that every batch (and, under DDP, every
+            # rank) reports the same parts, whose means are reduced position by position
+            weighted["grounding"] = total.new_zeros(())
+        weighted["total"] = total
         return weighted
 
     @torch.no_grad()

@@ -117,11 +117,10 @@ def prepare_items(
                 report.n_images += 1
             except DataError:
                 report.unreadable_images.append(str(sample.image_path))
-        items.append(
-            TweetItem(
-                idx, group, token_shapes(sample.tweet.tokens), image, sample.grounding_labelled
-            )
-        )
+        # boxes dropped for want of the image's size (reported) are unknown, not "no box": such a
+        # tweet must not teach that every type is absent from its image
+        labelled = sample.grounding_labelled and not (sample.boxes and sample.image_size is None)
+        items.append(TweetItem(idx, group, token_shapes(sample.tweet.tokens), image, labelled))
     return items, report
 
 

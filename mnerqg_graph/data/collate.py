@@ -35,6 +35,7 @@ def bio_tag_ids(
     type index ``t``. An
     entity runs from a start label to the first end label at or after it (the types' entities do
     not overlap within one type); every example of a tweet gets the tweet's tags over all types.
+    Tokens outside ``mask`` are ``O``, and an entity's ``B`` is on its first token inside ``mask``.
 
     Args:
         start: 0/1 labels where an entity of the example's own type starts.
@@ -57,7 +58,11 @@ def bio_tag_ids(
     last_start = start_pos.cummax(1).values
     run_end = next_end.gather(1, last_start.clamp(min=0))
     inside = (last_start >= 0) & (pos <= run_end) & mask
-    is_begin = inside & (pos == last_start)
+    # B- on the first token of each entity that is a node: an entity opening on a zero-piece
+    # token (masked) starts at its next token, so the gold chain never reads O -> I- (which a
+    # CRF forbids); ``before`` counts the entity tokens left of each position
+    before = inside.long().cumsum(1) - inside.long()
+    is_begin = inside & (before == before.gather(1, last_start.clamp(min=0)))
     own = torch.where(is_begin, 1 + 2 * type_index[:, None], 2 + 2 * type_index[:, None])
     own = torch.where(inside, own, torch.zeros_like(own))  # [N, W] tags of the example's type
     # one tweet's examples share their tokens: the tweet's tag is the (only) non-O over its types

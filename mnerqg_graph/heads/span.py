@@ -93,7 +93,8 @@ class SpanHead(nn.Module):
     ) -> Tensor:
         """The spans the match loss is taken over: MRC-NER's candidates plus the gold spans.
 
-        A real span whose start and end are each a gold or a predicted boundary, or a gold span.
+        A real span (both ends are tokens the encoder saw) whose start and end are each a gold or
+        a predicted boundary, or a real gold span.
 
         Shapes:
             start_l, end_l: ``[N, W]`` logits; mask, start, end: ``[N, W]``; match: ``[N, W, S]``
@@ -103,7 +104,10 @@ class SpanHead(nn.Module):
         start_ok = (start > 0.5) | (start_l > 0)
         end_ok = (end > 0.5) | (end_l > 0)
         end_ok_pad = F.pad(end_ok, (0, s - 1), value=False).unfold(1, s, 1)
-        return (self.candidate_mask(mask) & start_ok.unsqueeze(-1) & end_ok_pad) | (match > 0.5)
+        # a gold span whose start or end token is no node (a zero-piece token) cannot be decoded:
+        # not taught either (its features would be the [CLS] state's)
+        candidates = self.candidate_mask(mask)
+        return candidates & ((start_ok.unsqueeze(-1) & end_ok_pad) | (match > 0.5))
 
     def decodable(self, start_l: Tensor, end_l: Tensor, mask: Tensor, floor: float) -> Tensor:
         """Real spans whose start and end probabilities both pass ``floor``.

@@ -307,7 +307,7 @@ def save_training_state(
         with writing(tmp / "optimizer.safetensors"):
             save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         with writing(tmp / "rng.safetensors"):
-            save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
+            save_file(rng_state(), str(tmp / "rng.safetensors"))
         meta = {"param_groups": opt["param_groups"], "scalars": scalars, "trainer": trainer_state}
         atomic_write_text(tmp / "trainer.json", json.dumps(meta, indent=1) + "\n")
         replace_dir(tmp, out_dir)
@@ -325,7 +325,8 @@ def load_training_state(state_dir: str | Path, optimizer: torch.optim.Optimizer)
     try:
         meta = json.loads((state_dir / "trainer.json").read_text(encoding="utf-8"))
         tensors = load_file(str(state_dir / "optimizer.safetensors"))
-        rng = load_file(str(state_dir / "rng.safetensors"))["torch"]
+        rng = load_file(str(state_dir / "rng.safetensors"))
+        cpu_rng = rng["torch"]
     except (SafetensorError, OSError, ValueError, KeyError) as exc:  # JSON/UTF-8 errors: ValueError
         raise CheckpointError(f"{state_dir}: unreadable training state: {exc}") from None
     state: dict[int, dict[str, Any]] = {}
@@ -336,8 +337,25 @@ def load_training_state(state_dir: str | Path, optimizer: torch.optim.Optimizer)
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = val
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    torch.set_rng_state(rng)
+    torch.set_rng_state(cpu_rng)
+    set_cuda_rng_state(rng)
     return dict(meta["trainer"])
+
+
+def rng_state() -> dict[str, torch.Tensor]:
+    """The CPU generator's state (``torch``) and, once CUDA is in use, each GPU's (``cuda.N``)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state.update({f"cuda.{i}": st for i, st in enumerate(torch.cuda.get_rng_state_all())})
+    return state
+
+
+def set_cuda_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Restore the GPUs' generators saved by :func:`rng_state` (those this machine has)."""
+    saved = {int(k.split(".", 1)[1]): v for k, v in state.items() if k.startswith("cuda.")}
+    if saved and torch.cuda.is_available():
+        for i in range(min(torch.cuda.device_count(), len(saved))):
+            torch.cuda.set_rng_state(saved[i], i)
 
 
 def load_state_tensors(state_dir: str | Path, name: str) -> dict[str, torch.Tensor]:

@@ -310,12 +310,13 @@ def mean_over_ranks(sums: Mapping[str, Tensor], count: int) -> dict[str, float]:
     """Per-key mean over every rank's batches: ``sum of sums / sum of counts`` (one host sync).
 
     Args:
-        sums: per key, the sum over this rank's batches (scalar tensors on one device).
+        sums: per key, the sum over this rank's batches (scalar tensors on one device); every
+            rank must hold the same keys (the model reports the same loss parts for every batch).
         count: number of batches those sums cover on this rank.
     """
     if not sums:
         return {}
-    keys = list(sums)
+    keys = sorted(sums)  # every rank in the same order (each rank's dict follows its batches)
     flat = torch.stack([sums[k].detach().float().reshape(()) for k in keys])
     flat = torch.cat([flat, flat.new_tensor([float(count)])])
     if is_active():

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader
 from mnerqg_graph.config import TrainConfig
 from mnerqg_graph.data.collate import MrcBatch, TweetItem, collate
 from mnerqg_graph.environment import resolve_device
-from mnerqg_graph.errors import ConfigError
+from mnerqg_graph.errors import CheckpointError, ConfigError
+from mnerqg_graph.io import recover_replaced_dir
 from mnerqg_graph.training.averaging import WeightAverage
 from mnerqg_graph.training.checkpoint import (
     load_state_tensors,
@@ -242,6 +243,7 @@ class Trainer:
                 len(sampler_fn(0)) % config.batch_size > 0
             )
         total = max(self.steps_per_epoch * config.epochs, 1)
+        self.total_steps = total  # the schedule's length, which a resumed run must share
         warm = int(total * config.warmup_ratio)
         # the weights validated, selected and saved: an average of the raw ones (optim.ema_decay)
         self.average = WeightAverage(self.model, config.ema_decay) if config.ema_decay else None
@@ -273,35 +275,28 @@ class Trainer:
         return nullcontext()
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train, validating after each epoch; return the best epoch's validation metrics."""
+        """Train, validating after each epoch; return the best epoch's validation metrics.
+
+        Args:
+            resume: continue from ``out_dir/state`` when it holds a training state (the weights,
+                the optimizer's and scheduler's state, the weight average, the RNG, the epochs
+                done and the best so far); train afresh when there is none.
+
+        Raises:
+            ConfigError: the state was written with another weight-average setting or for a
+                schedule of another length.
+            CheckpointError: the state is unreadable or belongs to a model of another shape.
+        """
         cfg = self.cfg
         start_epoch, step = 0, 0
         sel = _Selection()
         state_dir = self.out_dir / "state"
+        if resume:
+            for name in ("state", "last", "best"):  # a stop between replace_dir's two renames
+                recover_replaced_dir(self.out_dir / name)
         if resume and (state_dir / "trainer.json").is_file():
-            averaged = (state_dir / AVERAGE).is_file()
-            if averaged != (self.average is not None):
-                raise ConfigError(
-                    f"{state_dir}: this training state was written "
-                    f"{'with' if averaged else 'without'} a weight average (optim.ema_decay); "
-                    "resume it with the same setting, or train afresh in another folder"
-                )
-            meta = load_training_state(state_dir, self.optimizer)
-            if (state_dir / RAW_WEIGHTS).is_file():  # the weights the state/ was written with
-                self.model.load_state_dict(load_state_tensors(state_dir, RAW_WEIGHTS))
-            else:  # a state written before the raw weights were kept in it (no average)
-                from safetensors.torch import load_file
-
-                last = self.out_dir / "last" / "model.safetensors"
-                self.model.load_state_dict(load_file(str(last)))
-            if self.average is not None:
-                self.average.load_state_dict(
-                    load_state_tensors(state_dir, AVERAGE), str(state_dir / AVERAGE)
-                )
-            self.scheduler.load_state_dict(meta["scheduler"])
-            start_epoch, step = meta["epoch"] + 1, meta["step"]
-            sel = _Selection(meta["best"], meta["best_epoch"], meta["history"])
-        t0 = time.perf_counter()
+            start_epoch, step, sel = self._resume(state_dir)
+        t0 = time.perf_counter() - sel.seconds  # the time of the epochs done before a resume
         self.loop.run(
             self._batches,
             cfg.epochs,
@@ -317,6 +312,41 @@ class Trainer:
             ],
         )
         return TrainResult(sel.best_epoch, sel.best, sel.history, time.perf_counter() - t0)
+
+    def _resume(self, state_dir: Path) -> tuple[int, int, _Selection]:
+        """Load the training state of ``state_dir``: the next epoch, the step, the selection."""
+        averaged = (state_dir / AVERAGE).is_file()
+        if averaged != (self.average is not None):
+            raise ConfigError(
+                f"{state_dir}: this training state was written "
+                f"{'with' if averaged else 'without'} a weight average (optim.ema_decay); "
+                "resume it with the same setting, or train afresh in another folder"
+            )
+        # the weights first: a model of another shape fails before anything else is touched
+        if (state_dir / RAW_WEIGHTS).is_file():  # the weights the state/ was written with
+            raw, source = load_state_tensors(state_dir, RAW_WEIGHTS), state_dir / RAW_WEIGHTS
+        else:  # a state written before the raw weights were kept in it (no average)
+            source = self.out_dir / "last" / "model.safetensors"
+            raw = load_state_tensors(source.parent, source.name)
+        _load_matching(self.model, raw, source)
+        if self.average is not None:
+            self.average.load_state_dict(
+                load_state_tensors(state_dir, AVERAGE), str(state_dir / AVERAGE)
+            )
+        meta = load_training_state(state_dir, self.optimizer)
+        total = meta.get("total_steps", self.total_steps)  # (not kept before 2026-12-08)
+        if total != self.total_steps:  # another schedule: continuing it would be neither run
+            raise ConfigError(
+                f"{state_dir}: this training state is of a schedule of {total} steps, this run "
+                f"plans {self.total_steps} (optim.epochs, optim.batch_size or the training data "
+                "differ); resume with the settings it was started with, or train afresh in "
+                "another folder"
+            )
+        self.scheduler.load_state_dict(meta["scheduler"])
+        sel = _Selection(
+            meta["best"], meta["best_epoch"], meta["history"], float(meta.get("seconds", 0.0))
+        )
+        return meta["epoch"] + 1, meta["step"], sel
 
     def _batches(self, epoch: int) -> Iterator[MrcBatch]:
         """The training batches of ``epoch``, on the device (shuffled by ``seed + epoch``)."""
@@ -353,6 +383,11 @@ class Trainer:
         self.model.eval()
         with self._evaluated_weights():
             valid = self.evaluate(self.model)
+        if cfg.select_metric not in valid:  # else every epoch scores -inf and the first is kept
+            raise ConfigError(
+                f"optim.select_metric {cfg.select_metric!r} is not a validation metric of this "
+                f"run; validation gives: {', '.join(sorted(valid))}"
+            )
         metrics.update({f"valid/{k}": float(v) for k, v in valid.items()})
         metrics["epoch"] = float(epoch)
         sel.history.append(metrics)
@@ -371,7 +406,7 @@ class Trainer:
                 f"epoch {epoch + 1}/{cfg.epochs} ({time.perf_counter() - t0:.0f} s): "
                 + "  ".join(f"{k}={metrics[k]:.4f}" for k in shown if k in metrics)
             )
-        score = float(valid.get(cfg.select_metric, float("-inf")))
+        score = float(valid[cfg.select_metric])
         improved = sel.best_epoch < 0 or score > sel.best.get(cfg.select_metric, float("-inf"))
         if improved:
             sel.best, sel.best_epoch = {k: float(v) for k, v in valid.items()}, epoch
@@ -395,6 +430,8 @@ class Trainer:
                     "best": sel.best,
                     "best_epoch": sel.best_epoch,
                     "history": sel.history,
+                    "seconds": time.perf_counter() - t0,
+                    "total_steps": self.total_steps,
                 },
                 extra,
             )
@@ -430,11 +467,30 @@ class _Selection:
         best: the best epoch's validation metrics.
         best_epoch: the best epoch (-1: none yet).
         history: each epoch's training losses and validation metrics.
+        seconds: training time of the epochs a resumed run had done before (0: a fresh run).
     """
 
     best: dict[str, float] = field(default_factory=dict)
     best_epoch: int = -1
     history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _load_matching(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    """Load ``tensors`` into ``model``, or say in one line that they belong to another model.
+
+    Raises:
+        CheckpointError: missing, unexpected or differently shaped weights.
+    """
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((ln.strip() for ln in first[1:] if ln.strip()), first[0] if first else "")
+        raise CheckpointError(
+            f"{source}: the saved training state is of a model with other settings ({detail}); "
+            "resume with the settings it was trained with, or train afresh in another folder"
+        ) from None
 
 
 def write_json(path: str | Path, data: dict[str, Any]) -> None:

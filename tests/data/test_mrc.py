@@ -203,6 +203,21 @@ def test_boxes_are_normalised_per_type() -> None:
     assert report.boxes_without_size == ["img"]
 
 
+def test_a_tweet_whose_boxes_were_dropped_is_not_supervised_as_boxless() -> None:
+    """Boxes dropped for want of the image's size are unknown, not "absent from the image"."""
+    from mnerqg_graph.processing import prepare_items
+
+    tweet = Tweet("img", ["Obama", "in", "New", "York"], ["B-PER", "O", "B-LOC", "I-LOC"])
+    no_size = Sample(tweet, boxes={Span(0, 1, "PER"): [Box(1, 1, 2, 2)]})
+    sized = Sample(tweet, image_size=(4, 4), boxes={Span(0, 1, "PER"): [Box(1, 1, 2, 2)]})
+    items, report = prepare_items(
+        [no_size, sized, Sample(tweet)], tiny_tokenizer(), QUERIES, 32, 8, None
+    )
+    assert report.mrc.boxes_without_size == ["img"]
+    # before the fix: True, so every type was trained as absent from the tweet's image
+    assert [it.grounding_labelled for it in items] == [False, True, True]
+
+
 def test_long_entities_are_reported_and_kept_as_boundaries() -> None:
     tokens = ["the"] * 2 + ["New"] * 10 + ["lol"]
     tags = ["O", "O", "B-ORG"] + ["I-ORG"] * 9 + ["B-PER"]

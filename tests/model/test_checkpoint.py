@@ -116,9 +116,10 @@ def _trainer(
     out: Path,
     ema_decay: float = 0.0,
     evaluated: list[dict[str, torch.Tensor]] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> Trainer:
     torch.manual_seed(0)
-    cfg = tiny_config(encoder_dir)
+    cfg = tiny_config(encoder_dir, overrides)
     model = build_model(cfg)
     tok = AutoTokenizer.from_pretrained(str(encoder_dir))
     smp = samples(tmp_path)
@@ -154,7 +155,7 @@ def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path, ema_dec
     full = _trainer(tmp_path, encoder_dir, 2, tmp_path / "full", ema_decay).fit()
     part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part", ema_decay)
     part.cfg.epochs = 1  # "interrupted" after the first epoch: only epoch 0's state exists
-    part.fit()
+    first = part.fit()
     resumed = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part", ema_decay)
     res = resumed.fit(resume=True)
     assert len(res.history) == 2 and res.best_epoch == full.best_epoch
@@ -168,6 +169,66 @@ def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path, ema_dec
     assert [h["train/loss_total"] for h in res.history] == pytest.approx(
         [h["train/loss_total"] for h in full.history], rel=1e-5
     )
+    # the training time counts the epoch done before the stop (kept in the state)
+    assert res.seconds > first.seconds > 0
+
+
+def test_a_stop_between_the_state_folders_renames_resumes_from_the_backup(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    """A stop between ``replace_dir``'s renames leaves only ``state.old``: resume reads it."""
+    full = _trainer(tmp_path, encoder_dir, 2, tmp_path / "full").fit()
+    part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part")
+    part.cfg.epochs = 1
+    part.fit()
+    for name in ("state", "last"):
+        (tmp_path / "part" / name).rename(tmp_path / "part" / f"{name}.old")
+    validated: list[dict[str, torch.Tensor]] = []
+    res = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part", evaluated=validated).fit(
+        resume=True
+    )
+    # before the fix: no state/ found, so it trained both epochs afresh (and deleted state.old)
+    assert len(validated) == 1  # only the second epoch was trained
+    assert res.history[0] == pytest.approx(full.history[0])
+    assert not (tmp_path / "part" / "state.old").exists()
+    a = load_file(str(tmp_path / "full" / "last" / "model.safetensors"))
+    b = load_file(str(tmp_path / "part" / "last" / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_resuming_a_model_of_other_settings_is_one_clear_error(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    _trainer(tmp_path, encoder_dir, 1, tmp_path / "run").fit()
+    optimizer_before = (tmp_path / "run" / "state" / "optimizer.safetensors").read_bytes()
+    other = _trainer(tmp_path, encoder_dir, 2, tmp_path / "run", overrides={"graph.hidden_dim": 16})
+    with pytest.raises(CheckpointError, match=r"state/raw_model.safetensors: .*other settings"):
+        other.fit(resume=True)
+    assert other.optimizer.state == {}  # refused before the optimizer's state was touched
+    assert (tmp_path / "run" / "state" / "optimizer.safetensors").read_bytes() == optimizer_before
+
+
+def test_resuming_with_a_schedule_of_another_length_is_refused(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    """A named config's epochs changed since the run stopped: its state is refused.
+
+    Continuing it would follow a learning-rate schedule that is neither run's.
+    """
+    _trainer(tmp_path, encoder_dir, 2, tmp_path / "run").fit()
+    with pytest.raises(ConfigError, match="schedule of 4 steps, this run plans 6"):
+        _trainer(tmp_path, encoder_dir, 3, tmp_path / "run").fit(resume=True)
+
+
+def test_a_selection_metric_that_validation_lacks_is_refused(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    trainer = _trainer(tmp_path, encoder_dir, 2, tmp_path / "run")
+    trainer.cfg.select_metric = "F1"  # validation reports "f1"
+    # before the fix: every epoch scored -inf, epoch 1 was kept, and the decoding choice failed
+    # with a KeyError after the whole training
+    with pytest.raises(ConfigError, match="'F1' is not a validation metric.*: f1$"):
+        trainer.fit()
 
 
 def test_a_run_stopped_between_last_and_state_resumes_from_one_epoch(

@@ -29,6 +29,20 @@ def test_span_head_shapes_and_match_indexing() -> None:
     assert cand[1, 0, 1] and not cand[1, 1, 1] and not cand[0, 3, 2]
 
 
+def test_match_loss_skips_gold_spans_whose_ends_are_no_nodes() -> None:
+    """A gold entity opening on a zero-piece token (masked) is not decodable: not taught either."""
+    head = SpanHead(8, max_span_len=3, dropout=0.0)
+    mask = torch.tensor([[False, True, True, True, True]])  # token 0 has no word piece
+    start, end, match = torch.zeros(1, 5), torch.zeros(1, 5), torch.zeros(1, 5, 3)
+    start[0, 0], end[0, 1], match[0, 0, 1] = 1, 1, 1  # gold span 0..1, starting on the hole
+    start[0, 3], end[0, 4], match[0, 3, 1] = 1, 1, 1  # gold span 3..4, both ends seen
+    low = torch.full((1, 5), -5.0)  # nothing predicted: only gold boundaries make candidates
+    focus = head.focus(low, low, mask, start, end, match)
+    assert not focus[0, 0].any()  # before the fix the gold span (0, len 2) was in the focus
+    assert focus[0, 3, 1] and int(focus.sum()) == 1  # the seen gold span, nothing else
+    assert (focus <= head.candidate_mask(mask)).all()
+
+
 def test_span_loss_falls_when_fitting_labels() -> None:
     torch.manual_seed(0)
     head = SpanHead(8, 3, dropout=0.0)
@@ -99,6 +113,25 @@ def test_model_forward_losses_and_no_image_path(tmp_path: Path, encoder_dir: Pat
     for (src, _, dst), (ei, w) in out.attention.items():
         assert (src.startswith("region") and dst == "token") or (src, dst) == ("token", "query")
         assert ei.size(1) == w.numel()
+
+
+def test_a_batch_without_images_reports_the_same_loss_parts(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    """Every batch reports a ``grounding`` part when the model has the head (0 without an image).
+
+    So the per-part means reduced across DDP ranks line up; the total is unchanged.
+    """
+    cfg = tiny_config(encoder_dir)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    smp = samples(tmp_path)
+    _, with_images = items_and_batch(smp, encoder_dir, cfg)
+    _, without = items_and_batch([smp[1]], encoder_dir, cfg)  # t2 has no image
+    parts = model.losses(without, model(without))
+    assert list(parts) == list(model.losses(with_images, model(with_images)))
+    assert float(parts["grounding"]) == 0.0  # before the fix: no "grounding" key at all
+    assert torch.equal(parts["total"], sum(v for k, v in parts.items() if k != "total"))
 
 
 @pytest.mark.parametrize("fusion", ["none"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from mnerqg_graph.config import DecodingConfig, EncoderConfig, ModelConfig
@@ -33,6 +34,24 @@ def test_bio_tag_ids_join_every_types_entities_per_tweet() -> None:
         [0, 3, 4, 0, 0, 0],
         [0, 3, 4, 0, 0, 0],
     ]
+
+
+def test_bio_tag_ids_open_an_entity_on_its_first_seen_token() -> None:
+    """An entity whose first token has no word piece (masked) gets B- on its next token.
+
+    So the gold chain never reads ``O -> I-`` (a CRF's forbidden move); masked tokens stay ``O``.
+    """
+    # tokens 0..2 type 0 with token 0 masked; tokens 3..5 type 0 with token 4 masked (a hole)
+    start = torch.tensor([[1, 0, 0, 1, 0, 0]]).float()
+    end = torch.tensor([[0, 0, 1, 0, 0, 1]]).float()
+    mask = torch.tensor([[False, True, True, True, False, True]])
+    tags = bio_tag_ids(start, end, torch.tensor([0]), torch.tensor([0]), mask)
+    assert tags.tolist() == [[0, 1, 2, 1, 0, 2]]  # before the fix: [0, 2, 2, 1, 0, 2]
+    from mnerqg_graph.heads.crf import BioCrf
+
+    crf = BioCrf(1)
+    nll = crf.nll(torch.zeros(1, 6, crf.num_tags), tags, mask)
+    assert float(nll[0].detach()) < 100  # a forbidden gold move costs about 1e4
 
 
 def test_batch_tags_match_the_gold_bio(tmp_path: Path, encoder_dir: Path) -> None:
@@ -120,6 +139,32 @@ def test_tag_head_spans_average_readings_gate_types_and_mask_unseen_tokens() -> 
         reading([0, 4, 4], 0.9)[None], torch.ones(3, dtype=torch.bool), torch.ones(2), types
     )
     assert [sp for sp, _ in lone] == [Span(1, 3, "LOC")]
+
+
+def test_tag_head_spans_keep_an_unseen_token_inside_its_entity() -> None:
+    """A zero-piece token (not a node) between ``B-PER`` and ``I-PER`` stays in the entity.
+
+    One before an entity, between two entities or before another type's ``I-`` does not join.
+    """
+    from mnerqg_graph.data.types import Span
+    from mnerqg_graph.decoding import bridge_unseen_tokens, tag_head_spans
+
+    types = ["PER", "LOC"]  # tag ids: O, B-PER, I-PER, B-LOC, I-LOC
+    ids = [1, 0, 2, 0, 1, 0, 1, 0, 4]  # B-PER <> I-PER <> B-PER <> B-PER <> I-LOC
+    lp = torch.full((1, len(ids), 5), -9.0)
+    lp[0, torch.arange(len(ids)), torch.tensor(ids)] = -0.01
+    mask = torch.tensor([True, False] * 4 + [True])
+    got = tag_head_spans(lp, mask, torch.ones(2), types)
+    assert [sp for sp, _ in got] == [
+        Span(0, 3, "PER"),  # before the fix: (0, 1) and (2, 3)
+        Span(4, 5, "PER"),
+        Span(6, 7, "PER"),
+        Span(8, 9, "LOC"),
+    ]
+    assert got[0][1] == pytest.approx(float(torch.tensor(-0.01).exp()))  # over its seen tokens
+    # unseen tokens at either end of the tweet stay O
+    edge = bridge_unseen_tokens(torch.tensor([0, 2, 0]), torch.tensor([False, True, False]))
+    assert edge.tolist() == [0, 2, 0]
 
 
 def test_decoder_config_is_checked() -> None:
