@@ -27,7 +27,9 @@ with the decoding thresholds chosen on validation) under
 ``DIR/DATASET/VARIANT-seedN/checkpoint`` and its test predictions under ``.../predictions``,
 and names them in the run's record, for ``mnerqg predict``
 (then ``evaluate``) or decoding studies without retraining. The resume state (optimizer, last
-model) is removed once the run has finished.
+model) is removed once the run has finished and is recorded (a stop between the two leaves it
+for the next call to remove). A resume state of another schedule (the named config's epochs
+changed since the stop) is refused with a one-line error naming the folder to remove.
 """
 
 from __future__ import annotations
@@ -190,12 +192,33 @@ def run_one(args: argparse.Namespace, variant: str, seed: int) -> dict[str, Any]
     }
     if args.checkpoints is not None:  # the chosen model, for `mnerqg predict`
         try:
-            kept = prune_run_dir(run_dir(args, variant, seed))
+            kept = kept_paths(run_dir(args, variant, seed))
         except FileNotFoundError as err:  # the scores are still worth their record
             print(f"warning: {err}", file=sys.stderr)
         else:
             record.update({k: str(v) for k, v in kept.items()})
     return record
+
+
+def kept_paths(out: Path) -> dict[str, Path]:
+    """Where :func:`prune_run_dir` keeps a finished run's model and predictions.
+
+    Args:
+        out: the run's ``output_dir``.
+
+    Returns:
+        ``{"checkpoint": path}`` plus ``"predictions"`` when the run wrote them.
+
+    Raises:
+        FileNotFoundError: the run left no ``checkpoint``.
+    """
+    checkpoint = out / "checkpoint"
+    if not (checkpoint / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint}: the run left no checkpoint; {out / 'work'} is kept")
+    kept = {"checkpoint": checkpoint}
+    if (out / "work" / "predictions").is_dir() or (out / "predictions").is_dir():
+        kept["predictions"] = out / "predictions"
+    return kept
 
 
 def prune_run_dir(out: Path) -> dict[str, Path]:
@@ -215,17 +238,13 @@ def prune_run_dir(out: Path) -> dict[str, Path]:
     Raises:
         FileNotFoundError: the run left no ``checkpoint`` (nothing is removed then).
     """
-    checkpoint = out / "checkpoint"
-    if not (checkpoint / "config.json").is_file():
-        raise FileNotFoundError(f"{checkpoint}: the run left no checkpoint; {out / 'work'} is kept")
-    kept = {"checkpoint": checkpoint}
+    kept = kept_paths(out)
     work = out / "work"
     preds = work / "predictions"
     if preds.is_dir():
         target = out / "predictions"
         shutil.rmtree(target, ignore_errors=True)
         preds.rename(target)
-        kept["predictions"] = target
     shutil.rmtree(work, ignore_errors=True)
     return kept
 
@@ -331,10 +350,17 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             for seed in args.seeds:
-                if (label, seed) in done:
-                    continue
-                print(f"=== {args.dataset} {label} seed {seed} ===", flush=True)
-                append_run(runs_path, run_one(args, variant, seed))
+                if (label, seed) not in done:
+                    print(f"=== {args.dataset} {label} seed {seed} ===", flush=True)
+                    append_run(runs_path, run_one(args, variant, seed))
+                # pruned only once recorded (a stop in between loses no finished run), and
+                # again on a later call when a stop came between the two
+                out = run_dir(args, variant, seed) if args.checkpoints is not None else None
+                if out is not None and (out / "work").is_dir():
+                    try:
+                        prune_run_dir(out)
+                    except FileNotFoundError:  # no chosen model (warned at the run): state kept
+                        pass
     runs = [r for r in load_runs(runs_path) if r["dataset"] == args.dataset]
     runs = [r for r in runs if not any(math.isnan(v) for v in r["result"].values())]
     table = markdown(args.dataset, runs)

@@ -241,7 +241,47 @@ def test_run_one_keeps_its_record_whether_or_not_a_checkpoint_was_left(
     rec = real_data.run_one(args, "default", 1)
     out = real_data.run_dir(args, "default", 1)
     assert rec["checkpoint"] == str(out / "checkpoint")
-    assert rec["predictions"] == str(out / "predictions") and not (out / "work").exists()
+    assert rec["predictions"] == str(out / "predictions")  # where pruning puts them
+    assert (out / "work").is_dir()  # pruned by the caller, once the run is recorded
     rec = real_data.run_one(args, "default", 2)
     assert "checkpoint" not in rec and rec["result"] == {"test/f1": 0.8}
     assert "left no checkpoint" in capsys.readouterr().err
+
+
+def test_a_run_is_recorded_before_its_folder_is_pruned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop between recording a run and pruning it loses nothing: the next call prunes it.
+
+    Before: the run was pruned first, so a stop before the record lost the finished run (the
+    next call trained it again from scratch, or failed on a half-deleted state).
+    """
+    runs = tmp_path / "runs.jsonl"
+    ckpts = tmp_path / "ckpt"
+    trained: list[int] = []
+
+    def fake_run(args: object, variant: str, seed: int) -> dict[str, object]:
+        trained.append(seed)
+        out = real_data.run_dir(args, variant, seed)  # type: ignore[arg-type]
+        for rel in ("checkpoint/config.json", "work/predictions/p.conll", "work/state/s"):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).write_text("x")
+        epochs = real_data.planned_epochs(args, variant)  # type: ignore[arg-type]
+        return _run(variant, seed, 0.9, epochs)
+
+    def stopped(out: Path) -> dict[str, Path]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(real_data, "run_one", fake_run)
+    monkeypatch.setattr(real_data, "prune_run_dir", stopped)
+    argv = ["--dataset", "twitter2017", "--seeds", "1", "--runs", str(runs)]
+    argv += ["--checkpoints", str(ckpts)]
+    with pytest.raises(KeyboardInterrupt):
+        main(argv)
+    assert [r["seed"] for r in load_runs(runs)] == [1]  # recorded before the stop
+    monkeypatch.undo()
+    monkeypatch.setattr(real_data, "run_one", fake_run)
+    assert main(argv) == 0
+    assert trained == [1]  # not trained again
+    out = ckpts / "twitter2017" / "default-seed1"
+    assert not (out / "work").exists() and (out / "predictions" / "p.conll").is_file()
