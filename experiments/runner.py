@@ -415,7 +415,8 @@ def run_experiment(
         out["existence_threshold"] = float(best.config.decoding.existence_threshold)
         out["tag_decoder"] = float(best.config.decoding.decoder == "tags")
         out["train_seconds"] = float(result.seconds)
-        out["total_seconds"] = float(time.perf_counter() - t_start)
+        # both count the epochs trained before a resume (train_seconds includes them)
+        out["total_seconds"] = float(time.perf_counter() - t_start + result.seconds_before)
         pred_dir = work / "predictions"
         write_predictions(pred_dir, splits["test"], preds)
         atomic_write_text(work / "metrics.json", json.dumps(out, indent=2, sort_keys=True) + "\n")

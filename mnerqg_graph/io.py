@@ -268,7 +268,10 @@ def recover_replaced_dir(final_dir: str | Path) -> bool:
     backup = final_dir.with_name(final_dir.name + ".old")
     if final_dir.exists() or not backup.is_dir():
         return False
-    os.replace(backup, final_dir)
+    try:
+        os.replace(backup, final_dir)
+    except FileNotFoundError:  # another process put it back first
+        return False
     return True
 
 

@@ -336,10 +336,29 @@ def load_training_state(state_dir: str | Path, optimizer: torch.optim.Optimizer)
     for key, val in meta["scalars"].items():
         pid, name = key.split(".", 1)
         state.setdefault(int(pid), {})[name] = val
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    except (ValueError, KeyError) as exc:  # e.g. another optim.layer_decay: other groups
+        raise CheckpointError(
+            f"{state_dir}: the optimizer's state does not fit this run's parameter groups "
+            f"({exc}); resume with the settings it was started with"
+        ) from None
     torch.set_rng_state(cpu_rng)
     set_cuda_rng_state(rng)
     return dict(meta["trainer"])
+
+
+def training_state_meta(state_dir: str | Path) -> dict[str, Any]:
+    """The trainer's bookkeeping in ``state_dir/trainer.json``, read without loading anything.
+
+    Raises:
+        CheckpointError: the file is missing or unreadable.
+    """
+    path = Path(state_dir) / "trainer.json"
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8"))["trainer"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable training state: {exc}") from None
 
 
 def rng_state() -> dict[str, torch.Tensor]:
@@ -351,7 +370,12 @@ def rng_state() -> dict[str, torch.Tensor]:
 
 
 def set_cuda_rng_state(state: dict[str, torch.Tensor]) -> None:
-    """Restore the GPUs' generators saved by :func:`rng_state` (those this machine has)."""
+    """Restore the GPUs' generators saved by :func:`rng_state` (those this machine has).
+
+    Exact for one process. Under DDP only rank 0 writes the state, so the other ranks get rank
+    0's copy of their device's generator, not their own: their dropout after a resume is seeded
+    anew rather than continued.
+    """
     saved = {int(k.split(".", 1)[1]): v for k, v in state.items() if k.startswith("cuda.")}
     if saved and torch.cuda.is_available():
         for i in range(min(torch.cuda.device_count(), len(saved))):

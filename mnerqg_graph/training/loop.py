@@ -38,8 +38,9 @@ from mnerqg_graph.training.checkpoint import (
     load_training_state,
     save_model,
     save_training_state,
+    training_state_meta,
 )
-from mnerqg_graph.training.distributed import is_active
+from mnerqg_graph.training.distributed import barrier, is_active
 from mnerqg_graph.training.engine import Hooks, TrainLoop
 
 LogFn = Callable[[str, float, int], None]
@@ -58,6 +59,8 @@ class TrainResult:
     best_metrics: dict[str, float]
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    #: of ``seconds``, the training time of the epochs before a resume (0: a fresh run)
+    seconds_before: float = 0.0
 
 
 def length_bucket_batches(
@@ -291,9 +294,10 @@ class Trainer:
         start_epoch, step = 0, 0
         sel = _Selection()
         state_dir = self.out_dir / "state"
-        if resume:
-            for name in ("state", "last", "best"):  # a stop between replace_dir's two renames
+        if resume and self.is_main:  # a stop between replace_dir's two renames (rank 0 writes)
+            for name in ("state", "last", "best"):
                 recover_replaced_dir(self.out_dir / name)
+        barrier()  # no rank looks for state/ before rank 0 has put it back
         if resume and (state_dir / "trainer.json").is_file():
             start_epoch, step, sel = self._resume(state_dir)
         t0 = time.perf_counter() - sel.seconds  # the time of the epochs done before a resume
@@ -311,10 +315,21 @@ class Trainer:
                 )
             ],
         )
-        return TrainResult(sel.best_epoch, sel.best, sel.history, time.perf_counter() - t0)
+        return TrainResult(
+            sel.best_epoch, sel.best, sel.history, time.perf_counter() - t0, sel.seconds
+        )
 
     def _resume(self, state_dir: Path) -> tuple[int, int, _Selection]:
         """Load the training state of ``state_dir``: the next epoch, the step, the selection."""
+        planned = training_state_meta(state_dir)  # checked before anything is loaded
+        total = planned.get("total_steps", self.total_steps)  # (not kept before 2026-12-08)
+        if total != self.total_steps:  # another schedule: continuing it would be neither run
+            raise ConfigError(
+                f"{state_dir}: this training state is of a schedule of {total} steps, this run "
+                f"plans {self.total_steps} (optim.epochs, optim.batch_size, the training data or "
+                "the number of processes differ); resume with the settings it was started with, "
+                "or train afresh in another folder"
+            )
         averaged = (state_dir / AVERAGE).is_file()
         if averaged != (self.average is not None):
             raise ConfigError(
@@ -322,7 +337,7 @@ class Trainer:
                 f"{'with' if averaged else 'without'} a weight average (optim.ema_decay); "
                 "resume it with the same setting, or train afresh in another folder"
             )
-        # the weights first: a model of another shape fails before anything else is touched
+        # the weights before the optimizer's state: a model of other shapes is refused first
         if (state_dir / RAW_WEIGHTS).is_file():  # the weights the state/ was written with
             raw, source = load_state_tensors(state_dir, RAW_WEIGHTS), state_dir / RAW_WEIGHTS
         else:  # a state written before the raw weights were kept in it (no average)
@@ -334,14 +349,6 @@ class Trainer:
                 load_state_tensors(state_dir, AVERAGE), str(state_dir / AVERAGE)
             )
         meta = load_training_state(state_dir, self.optimizer)
-        total = meta.get("total_steps", self.total_steps)  # (not kept before 2026-12-08)
-        if total != self.total_steps:  # another schedule: continuing it would be neither run
-            raise ConfigError(
-                f"{state_dir}: this training state is of a schedule of {total} steps, this run "
-                f"plans {self.total_steps} (optim.epochs, optim.batch_size or the training data "
-                "differ); resume with the settings it was started with, or train afresh in "
-                "another folder"
-            )
         self.scheduler.load_state_dict(meta["scheduler"])
         sel = _Selection(
             meta["best"], meta["best_epoch"], meta["history"], float(meta.get("seconds", 0.0))
@@ -478,6 +485,9 @@ class _Selection:
 
 def _load_matching(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
     """Load ``tensors`` into ``model``, or say in one line that they belong to another model.
+
+    On a mismatch ``load_state_dict`` has already copied the tensors that fit; the run stops
+    there, so the half-loaded model is never trained or saved.
 
     Raises:
         CheckpointError: missing, unexpected or differently shaped weights.

@@ -169,8 +169,22 @@ def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path, ema_dec
     assert [h["train/loss_total"] for h in res.history] == pytest.approx(
         [h["train/loss_total"] for h in full.history], rel=1e-5
     )
-    # the training time counts the epoch done before the stop (kept in the state)
-    assert res.seconds > first.seconds > 0
+    # the training time counts the epochs done before the stop (kept in the state)
+    assert 0 < res.seconds_before <= first.seconds < res.seconds
+
+
+def test_the_training_time_of_a_resumed_run_adds_the_time_before_the_stop(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "run")
+    part.cfg.epochs = 1
+    part.fit()
+    meta_path = tmp_path / "run" / "state" / "trainer.json"
+    meta = json.loads(meta_path.read_text())
+    meta["trainer"]["seconds"] = 1000.0  # as if the first epoch had taken 1000 s
+    meta_path.write_text(json.dumps(meta))
+    res = _trainer(tmp_path, encoder_dir, 2, tmp_path / "run").fit(resume=True)
+    assert res.seconds_before == 1000.0 and 1000.0 < res.seconds < 1000.0 + 600  # before: ~1 s
 
 
 def test_a_stop_between_the_state_folders_renames_resumes_from_the_backup(
@@ -201,7 +215,7 @@ def test_resuming_a_model_of_other_settings_is_one_clear_error(
 ) -> None:
     _trainer(tmp_path, encoder_dir, 1, tmp_path / "run").fit()
     optimizer_before = (tmp_path / "run" / "state" / "optimizer.safetensors").read_bytes()
-    other = _trainer(tmp_path, encoder_dir, 2, tmp_path / "run", overrides={"graph.hidden_dim": 16})
+    other = _trainer(tmp_path, encoder_dir, 1, tmp_path / "run", overrides={"graph.hidden_dim": 16})
     with pytest.raises(CheckpointError, match=r"state/raw_model.safetensors: .*other settings"):
         other.fit(resume=True)
     assert other.optimizer.state == {}  # refused before the optimizer's state was touched
@@ -216,8 +230,27 @@ def test_resuming_with_a_schedule_of_another_length_is_refused(
     Continuing it would follow a learning-rate schedule that is neither run's.
     """
     _trainer(tmp_path, encoder_dir, 2, tmp_path / "run").fit()
+    longer = _trainer(tmp_path, encoder_dir, 3, tmp_path / "run")
     with pytest.raises(ConfigError, match="schedule of 4 steps, this run plans 6"):
-        _trainer(tmp_path, encoder_dir, 3, tmp_path / "run").fit(resume=True)
+        longer.fit(resume=True)
+    assert longer.optimizer.state == {}  # refused before anything was loaded
+
+
+def test_resuming_with_other_parameter_groups_is_one_clear_error(
+    tmp_path: Path, encoder_dir: Path
+) -> None:
+    """``optim.layer_decay`` below 1 makes one group per encoder depth: another optimizer."""
+    _trainer(tmp_path, encoder_dir, 1, tmp_path / "run").fit()
+    other = _trainer(tmp_path, encoder_dir, 1, tmp_path / "run")
+    other.cfg.epochs = 1
+    groups = len(other.optimizer.param_groups)
+    from mnerqg_graph.training.loop import make_adamw, param_groups
+
+    other.cfg.layer_decay = 0.8
+    other.optimizer = make_adamw(param_groups(other.model, other.cfg), weight_decay=0.01)
+    assert len(other.optimizer.param_groups) != groups
+    with pytest.raises(CheckpointError, match="does not fit this run's parameter groups"):
+        other._resume(tmp_path / "run" / "state")  # before: a raw ValueError traceback
 
 
 def test_a_selection_metric_that_validation_lacks_is_refused(
@@ -267,10 +300,10 @@ def test_resuming_with_another_weight_average_setting_is_refused(
 ) -> None:
     _trainer(tmp_path, encoder_dir, 1, tmp_path / "ema", ema_decay=0.9).fit()
     with pytest.raises(ConfigError, match="written with a weight average"):
-        _trainer(tmp_path, encoder_dir, 2, tmp_path / "ema").fit(resume=True)
+        _trainer(tmp_path, encoder_dir, 1, tmp_path / "ema").fit(resume=True)
     _trainer(tmp_path, encoder_dir, 1, tmp_path / "plain").fit()
     with pytest.raises(ConfigError, match="written without a weight average"):
-        _trainer(tmp_path, encoder_dir, 2, tmp_path / "plain", ema_decay=0.9).fit(resume=True)
+        _trainer(tmp_path, encoder_dir, 1, tmp_path / "plain", ema_decay=0.9).fit(resume=True)
 
 
 def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(
