@@ -16,7 +16,7 @@ from mnerqg_graph.errors import CheckpointError, ConfigError
 from mnerqg_graph.model import build_model
 from mnerqg_graph.pipeline import predict
 from mnerqg_graph.training.checkpoint import load_model, save_model
-from mnerqg_graph.training.loop import TrainConfig, Trainer
+from mnerqg_graph.training.loop import TrainConfig, Trainer, TrainResult
 from tests.helpers import processor, samples, tiny_config
 
 
@@ -150,12 +150,19 @@ def _trainer(
     )
 
 
+def _stopped_after_one_epoch(
+    tmp_path: Path, encoder_dir: Path, out: Path, ema_decay: float = 0.0
+) -> TrainResult:
+    """A 2-epoch run "interrupted" after its first epoch: only epoch 0's state exists."""
+    part = _trainer(tmp_path, encoder_dir, 2, out, ema_decay)
+    part.cfg.epochs = 1  # after the schedule was built for 2 epochs, as a real stop leaves it
+    return part.fit()
+
+
 @pytest.mark.parametrize("ema_decay", [0.0, 0.9], ids=["raw", "weight_average"])
 def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path, ema_decay: float) -> None:
     full = _trainer(tmp_path, encoder_dir, 2, tmp_path / "full", ema_decay).fit()
-    part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part", ema_decay)
-    part.cfg.epochs = 1  # "interrupted" after the first epoch: only epoch 0's state exists
-    first = part.fit()
+    first = _stopped_after_one_epoch(tmp_path, encoder_dir, tmp_path / "part", ema_decay)
     resumed = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part", ema_decay)
     res = resumed.fit(resume=True)
     assert len(res.history) == 2 and res.best_epoch == full.best_epoch
@@ -176,9 +183,7 @@ def test_resume_gives_the_same_result(tmp_path: Path, encoder_dir: Path, ema_dec
 def test_the_training_time_of_a_resumed_run_adds_the_time_before_the_stop(
     tmp_path: Path, encoder_dir: Path
 ) -> None:
-    part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "run")
-    part.cfg.epochs = 1
-    part.fit()
+    _stopped_after_one_epoch(tmp_path, encoder_dir, tmp_path / "run")
     meta_path = tmp_path / "run" / "state" / "trainer.json"
     meta = json.loads(meta_path.read_text())
     meta["trainer"]["seconds"] = 1000.0  # as if the first epoch had taken 1000 s
@@ -192,9 +197,7 @@ def test_a_stop_between_the_state_folders_renames_resumes_from_the_backup(
 ) -> None:
     """A stop between ``replace_dir``'s renames leaves only ``state.old``: resume reads it."""
     full = _trainer(tmp_path, encoder_dir, 2, tmp_path / "full").fit()
-    part = _trainer(tmp_path, encoder_dir, 2, tmp_path / "part")
-    part.cfg.epochs = 1
-    part.fit()
+    _stopped_after_one_epoch(tmp_path, encoder_dir, tmp_path / "part")
     for name in ("state", "last"):
         (tmp_path / "part" / name).rename(tmp_path / "part" / f"{name}.old")
     validated: list[dict[str, torch.Tensor]] = []
@@ -311,9 +314,7 @@ def test_nan_loss_stops_with_step_and_keeps_last_checkpoint(
 ) -> None:
     from mnerqg_graph.errors import TrainingError
 
-    trainer = _trainer(tmp_path, encoder_dir, 2, tmp_path / "nan")
-    trainer.cfg.epochs = 1
-    trainer.fit()
+    _stopped_after_one_epoch(tmp_path, encoder_dir, tmp_path / "nan")
     before = (tmp_path / "nan" / "last" / "model.safetensors").read_bytes()
     trainer = _trainer(tmp_path, encoder_dir, 2, tmp_path / "nan")
     with torch.no_grad():
