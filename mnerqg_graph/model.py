@@ -713,9 +713,19 @@ def build_model(config: ModelConfig, weights: bool = True) -> MnerqgModel:
         weights: load the text encoder's pretrained weights from ``config.encoder.name`` and the
             detector from ``config.image.detector`` (False: build them from their configs only, as
             when a checkpoint's weights are loaded next).
+
+    Raises:
+        ConfigError: a component the config names cannot be built, or ``encoder.max_length``
+            is longer than the text encoder's position embeddings.
     """
     import_plugins(config.plugins)  # the modules that register the components it names
     text = TEXT_ENCODER_REGISTRY.build("hf", path=config.encoder.name, from_config=not weights)
+    limit = text.max_positions
+    if limit is not None and config.encoder.max_length > limit:  # both query encodings
+        raise ConfigError(
+            f"model.encoder.max_length {config.encoder.max_length} exceeds the encoder's {limit} "
+            f"positions ({config.encoder.name})"
+        )
     fusion_cls = FUSION_REGISTRY.get(config.fusion.name)
     use_image = config.image.use_image and getattr(fusion_cls, "uses_image", True)
     backbone = (

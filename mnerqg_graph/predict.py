@@ -17,7 +17,8 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +61,50 @@ def _sample(
     return Sample(Tweet(tweet_id, tokens, ["O"] * len(tokens), source, line), path, size)
 
 
-def _check_record(path: str, n: int, tweet_id: str, tokens: list[str], image: Any) -> None:
-    """Refuse what would be written back wrong (CoNLL output) or fail deep inside."""
+def record_fields(
+    rec: Any, source: str, line: int, default_id: object
+) -> tuple[str, list[str], Any]:
+    """The id, tokens and image of one input record, checked: the one reader of raw records.
+
+    Used for ``mnerqg predict --input`` JSON lines and for records given to the processor.
+
+    Args:
+        rec: a mapping with ``tokens`` (a list of strings) or ``text`` (a string, tokenized by
+            :func:`tokenize`), and optionally ``id`` and ``image`` (a path).
+        source: the file (or ``<input>``) named in errors.
+        line: the record's line (or position, from 1) named in errors.
+        default_id: the id of a record without one (or with ``null``).
+
+    Raises:
+        DataError: naming the field: no ``tokens``/``text``, a value of the wrong type, a token
+            that is empty or holds a TAB, newline or lone surrogate, or an id that is empty or
+            holds whitespace or a slash (either would be written back wrong).
+    """
+    if not isinstance(rec, Mapping) or not ("tokens" in rec or "text" in rec):
+        raise DataError(source, "a record needs 'tokens' or 'text'", line=line)
+    if "tokens" in rec:
+        tokens = rec["tokens"]
+        if not isinstance(tokens, (list, tuple)) or not all(isinstance(t, str) for t in tokens):
+            raise DataError(source, "'tokens' must be a list of strings", line, "tokens")
+        tokens = list(tokens)
+    else:
+        if not isinstance(rec["text"], str):
+            kind = type(rec["text"]).__name__
+            raise DataError(source, f"'text' must be a string, not {kind}", line, "text")
+        tokens = tokenize(rec["text"])
+    raw_id = rec.get("id")
+    tweet_id = str(default_id if raw_id is None else raw_id)
     if not tweet_id or re.search(r"[\s/\\\ud800-\udfff]", tweet_id):
-        raise DataError(path, f"unusable id {tweet_id!r} (empty, whitespace or /)", n, "id")
+        raise DataError(source, f"unusable id {tweet_id!r} (empty, whitespace or /)", line, "id")
     bad = next((t for t in tokens if not t or re.search(r"[\t\n\r\ud800-\udfff]", t)), None)
     if bad is not None:  # (a lone surrogate, from a JSON escape, cannot be written as UTF-8)
-        raise DataError(path, f"token {bad!r}: empty, TAB, newline or lone surrogate", n, "tokens")
-    if image is not None and not isinstance(image, str):
-        raise DataError(path, f"'image' must be a path string, not {image!r}", n, "image")
+        raise DataError(
+            source, f"token {bad!r}: empty, TAB, newline or lone surrogate", line, "tokens"
+        )
+    image = rec.get("image")
+    if image is not None and not isinstance(image, (str, PathLike)):
+        raise DataError(source, f"'image' must be a path string, not {image!r}", line, "image")
+    return tweet_id, tokens, image
 
 
 def read_inputs(path: str, images_dir: str | None) -> Iterator[Sample]:
@@ -93,16 +129,8 @@ def read_inputs(path: str, images_dir: str | None) -> Iterator[Sample]:
                     rec = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise DataError(path, f"invalid JSON: {exc.msg}", line=n) from None
-                if not isinstance(rec, dict) or not ("tokens" in rec or "text" in rec):
-                    raise DataError(path, "a record needs 'tokens' or 'text'", line=n)
-                tokens = rec["tokens"] if "tokens" in rec else tokenize(str(rec["text"]))
-                if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
-                    raise DataError(
-                        path, "'tokens' must be a list of strings", line=n, field="tokens"
-                    )
-                tweet_id = str(rec.get("id", n))
-                _check_record(path, n, tweet_id, tokens, rec.get("image"))
-                yield _sample(tweet_id, tokens, rec.get("image"), images_dir, path, n)
+                tweet_id, tokens, image = record_fields(rec, path, n, n)
+                yield _sample(tweet_id, tokens, image, images_dir, path, n)
     else:
         from mnerqg_graph.data.conll import read_conll
 

@@ -158,11 +158,12 @@ def to_sample(value: TweetInput, index: int = 0) -> Sample:
         index: the tweet's position (its id when the record has none).
 
     Raises:
-        DataError: a record without text or tokens, or an image that cannot be read.
+        DataError: a record that :func:`mnerqg_graph.predict.record_fields` refuses (naming the
+            tweet's position from 1 and the field), or an image that cannot be read.
     """
     if isinstance(value, Sample):
         return value
-    from mnerqg_graph.predict import tokenize
+    from mnerqg_graph.predict import record_fields
 
     if isinstance(value, str):
         rec: Mapping[str, Any] = {"text": value}
@@ -170,18 +171,12 @@ def to_sample(value: TweetInput, index: int = 0) -> Sample:
         rec = value
     else:
         raise DataError("<input>", f"a tweet must be a Sample, text or a record, not {value!r}")
-    if "tokens" in rec:
-        tokens = [str(t) for t in rec["tokens"]]
-    elif "text" in rec:
-        tokens = tokenize(str(rec["text"]))
-    else:
-        raise DataError("<input>", "a record needs 'tokens' or 'text'", line=index + 1)
-    tweet_id = str(rec.get("id", index))
+    tweet_id, tokens, image = record_fields(rec, "<input>", index + 1, index)
     path, size = None, None
-    if rec.get("image") is not None:
+    if image is not None:
         from mnerqg_graph.data.images import probe_image
 
-        path = Path(rec["image"])
+        path = Path(image)
         size = probe_image(path)
     return Sample(Tweet(tweet_id, tokens, ["O"] * len(tokens), "<input>", 0), path, size)
 

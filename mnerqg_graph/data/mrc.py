@@ -316,7 +316,8 @@ def build_mrc_examples(
         query_encoding: ``per_type`` or ``packed`` (module docstring).
         packed_positions: ``sequential`` or ``per_query`` position ids of packed sequences.
         max_positions: the encoder's position limit (``max_position_embeddings``), checked
-            against the longest packed position id (None: not checked).
+            against ``max_length`` (``per_type``) or the longest packed position id (None: not
+            checked).
         packed_separators: packed only: a separator after every query (True) or only after the
             last one (False).
 
@@ -328,7 +329,7 @@ def build_mrc_examples(
         ConfigError: no queries, a type given twice, a non-positive ``max_span_len``,
             ``max_length`` too small for the longest query, a tokenizer that is not fast, an
             entity type without a query, an unknown query encoding or packed position scheme,
-            or packed position ids past ``max_positions``.
+            a ``max_length`` (``per_type``) or packed position ids past ``max_positions``.
         DataError: a tweet has a malformed tag or a tags/tokens length mismatch.
     """
     if query_encoding not in QUERY_ENCODINGS:
@@ -348,9 +349,8 @@ def build_mrc_examples(
             max_length,
             max_span_len,
             url_word,
-            _Packing(packed_positions, max_positions, packed_separators)
-            if query_encoding == "packed"
-            else None,
+            _Packing(packed_positions, packed_separators) if query_encoding == "packed" else None,
+            max_positions,
         )
 
 
@@ -359,7 +359,6 @@ class _Packing:
     """The packed encoding's options (None in its place: ``per_type``)."""
 
     positions: str
-    max_positions: int | None
     separators: bool = True
 
 
@@ -420,6 +419,7 @@ def _build(
     max_span_len: int,
     url_word: str = "",
     packing: _Packing | None = None,
+    max_positions: int | None = None,
 ) -> tuple[list[MrcExample], MrcReport]:
     """The body of :func:`build_mrc_examples` (same arguments, returns and errors)."""
     if not queries:
@@ -478,6 +478,11 @@ def _build(
     assert encodings is not None
 
     if packing is None:  # everything before the tweet, per type
+        if max_positions is not None and max_length > max_positions:
+            raise ConfigError(
+                f"max_length {max_length} exceeds the encoder's {max_positions} positions: a "
+                f"sequence of {max_length} pieces would read position ids the encoder lacks"
+            )
         offsets = [len(template.pre) + len(q) + len(template.mid) for q in query_ids]
         heads = [template.pre + q + template.mid for q in query_ids]
         head_types = [
@@ -490,11 +495,11 @@ def _build(
         offsets = [len(packed.ids)] * len(query_ids)
         query_spans = packed.spans
         last_position = packed.tweet_position + budget + len(template.post) - 1
-        if packing.max_positions is not None and last_position >= packing.max_positions:
+        if max_positions is not None and last_position >= max_positions:
             raise ConfigError(
                 f"a packed sequence of {len(query_ids)} queries ({sum(map(len, query_ids))} "
                 f"pieces) and a {budget}-piece tweet reaches position {last_position}, past the "
-                f"encoder's {packing.max_positions} positions: use packed_positions=per_query, "
+                f"encoder's {max_positions} positions: use packed_positions=per_query, "
                 "shorter queries or a smaller max_length"
             )
     examples: list[MrcExample] = []

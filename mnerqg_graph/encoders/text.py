@@ -74,9 +74,12 @@ class HFTextEncoder(TextEncoder):
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
+        from transformers.utils import logging as hf_logging
 
         if Path(path).is_absolute() and not Path(path).exists():
             raise ConfigError(f"text encoder path does not exist: {path}")
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar on every command and run
         try:
             if from_config:
                 self.model = AutoModel.from_config(AutoConfig.from_pretrained(str(path)))
@@ -84,6 +87,9 @@ class HFTextEncoder(TextEncoder):
                 self.model = AutoModel.from_pretrained(str(path))
         except OSError as exc:
             raise ConfigError(f"cannot load text encoder {path!r}: {exc}".splitlines()[0]) from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         if gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.output_dim = int(self.model.config.hidden_size)

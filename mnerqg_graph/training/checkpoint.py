@@ -187,13 +187,6 @@ def read_model(ckpt: str | Path, device: str | torch.device = "cpu") -> Any:
     except (ConfigError, TypeError, ValueError, OSError) as exc:  # a config from another model
         msg = f"{ckpt}: cannot build the model of config.json + text_encoder/config.json: {exc}"
         raise CheckpointError(msg.splitlines()[0]) from None
-    enc_cfg = getattr(getattr(model.text_encoder, "model", None), "config", None)
-    positions = getattr(enc_cfg, "max_position_embeddings", None)
-    if positions is not None and config.encoder.max_length > positions:
-        raise CheckpointError(
-            f"{ckpt / 'config.json'}: max_length {config.encoder.max_length} exceeds the encoder's "
-            f"{positions} positions"
-        )
     try:
         state = load_file(str(ckpt / "model.safetensors"))
     except (SafetensorError, OSError) as exc:

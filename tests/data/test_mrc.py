@@ -537,3 +537,17 @@ def test_real_data_lossless_tiny_tokenizer(real_tweets: list[Tweet]) -> None:
     small, report = build_mrc_examples(subset, tok, QUERIES, max_length=32, max_span_len=9)
     check_lossless(subset, small, report, 32, 9)
     assert report.n_truncated > 1000
+
+
+def test_per_type_max_length_past_the_encoder_positions_is_a_config_error() -> None:
+    """A per-type sequence of ``max_length`` pieces needs that many position ids: checked at once.
+
+    Only the packed encoding used to check ``max_positions``; a per-type ``max_length`` past the
+    encoder's positions ran until a long tweet's forward failed inside the encoder.
+    """
+    tok = tiny_tokenizer()
+    tweet = Tweet("t", ["Obama"] * 3, ["B-PER", "O", "O"])
+    build_mrc_examples([tweet], tok, QUERIES, max_length=40, max_positions=40)  # the limit: fine
+    with pytest.raises(ConfigError, match="max_length 41 exceeds the encoder's 40 positions"):
+        build_mrc_examples([tweet], tok, QUERIES, max_length=41, max_positions=40)
+    build_mrc_examples([tweet], tok, QUERIES, max_length=41)  # no limit given: not checked

@@ -106,3 +106,18 @@ def test_tokenizer_without_files_matches_saved_one(model_dir: Path) -> None:
     text = "RT @user : St . Louis Cardinals beat the Cubs http://t.co/x1"
     assert tok(text)["input_ids"] == saved(text)["input_ids"]
     assert tok.model_max_length == 256
+
+
+def test_loading_prints_no_progress_bar(model_dir: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Loading the encoder prints nothing and leaves transformers' progress bars as they were."""
+    from transformers.utils import logging as hf_logging
+
+    from mnerqg_graph.encoders.text import HFTextEncoder
+
+    hf_logging.enable_progress_bar()
+    capfd.readouterr()
+    HFTextEncoder(str(model_dir))
+    out, err = capfd.readouterr()
+    assert "Loading weights" not in err + out
+    assert err == "" and out == ""
+    assert hf_logging.is_progress_bar_enabled()  # the user's setting is restored

@@ -329,3 +329,32 @@ def test_per_query_positions_batch_tweets_near_the_encoder_position_limit(tmp_pa
     together = predict(model, inputs, batch_size=2)
     alone = [predict(model, proc([Sample(t)]), batch_size=1) for t in (long, short)]
     assert together.tags == [p.tags[0] for p in alone]
+
+
+@pytest.mark.parametrize("encoding", ["per_type", "packed"])
+def test_max_length_past_the_encoder_positions_fails_when_the_model_is_built(
+    tmp_path: Path, encoding: str
+) -> None:
+    """``build_model`` refuses a ``max_length`` the encoder has no positions for, in both modes.
+
+    A per-type model used to build, prepare its data and fail at the first long tweet's forward,
+    deep inside the encoder; a processor made longer later is refused by the processor.
+    """
+    from mnerqg_graph.data.types import Sample, Tweet
+    from mnerqg_graph.encoders.tiny import build_tiny_encoder
+    from tests.helpers import TWEETS
+
+    corpus = [t.tokens for t in TWEETS] + [q.split() for q in load_queries().values()]
+    enc = build_tiny_encoder(
+        tmp_path / "enc", corpus, hidden_size=32, num_layers=1, num_heads=2,
+        intermediate_size=64, max_position=40,
+    )  # fmt: skip
+    over = {"encoder.query_encoding": encoding}
+    with pytest.raises(ConfigError, match="max_length 64 exceeds the encoder's 40 positions"):
+        build_model(tiny_config(enc, {**over, "encoder.max_length": 64}))
+    model = build_model(tiny_config(enc, {**over, "encoder.max_length": 40}))
+    tok = AutoTokenizer.from_pretrained(str(enc))
+    proc = MnerqgProcessor.from_model(model, tok, load_queries())
+    long = Sample(Tweet("long", ["Kelvo", "visits", "Marn", "today"] * 15, ["O"] * 60))
+    with pytest.raises(ConfigError, match="40 positions"):
+        proc.replace(max_length=64)([long])

@@ -176,7 +176,37 @@ BAD_JSONL = [
     ("lone-surrogate", b'{"id": "a", "tokens": ["Kelvo", "\\ud800"]}\n', 1, "[tokens]"),
     ("id-with-space", b'{"id": "a b", "tokens": ["x"]}\n', 1, "[id]"),
     ("image-not-a-path", b'{"id": "a", "tokens": ["x"], "image": 7}\n', 1, "[image]"),
+    ("text-not-a-string", b'{"id": "a", "text": ["Kelvo", "Marn"]}\n', 1, "[text]"),
+    ("tokens-of-numbers", b'{"id": "a", "tokens": ["x", 5]}\n', 1, "[tokens]"),
 ]  # fmt: skip
+
+# Records given to the processor (the library path) go through the same checks as the CLI's
+# JSON lines: (case id, record, fragment); the error names the tweet's position from 1.
+BAD_RECORDS = [
+    ("tokens-string", {"tokens": "Kelvo Marn"}, "[tokens]"),  # was one token per character
+    ("tokens-none", {"tokens": None}, "[tokens]"),  # was a raw TypeError
+    ("tokens-number", {"tokens": 5}, "[tokens]"),
+    ("token-with-tab", {"tokens": ["a\tb"]}, "[tokens]"),
+    ("empty-token", {"tokens": ["a", ""]}, "[tokens]"),
+    ("text-none", {"text": None}, "[text]"),  # was the one token 'None'
+    ("text-list", {"text": ["a", "b"]}, "[text]"),
+    ("id-with-slash", {"id": "a/b", "tokens": ["x"]}, "[id]"),
+    ("no-text", {"id": "a"}, "'tokens' or 'text'"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("record", "fragment"), [c[1:] for c in BAD_RECORDS], ids=[c[0] for c in BAD_RECORDS]
+)
+def test_processor_records_are_checked_like_the_cli_input(record: dict, fragment: str) -> None:
+    from mnerqg_graph.processing import to_sample
+
+    good = to_sample({"tokens": ["Kelvo", "Marn"]}, 0)
+    assert good.tweet.tokens == ["Kelvo", "Marn"] and good.tweet.id == "0"
+    assert to_sample({"id": None, "text": "Kelvo, Marn"}, 4).tweet.id == "4"  # null: no id
+    with pytest.raises(DataError) as err:
+        to_sample(record, 2)
+    assert str(err.value).startswith("<input>:3") and fragment in str(err.value), str(err.value)
 
 
 @pytest.mark.parametrize(
