@@ -231,12 +231,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     """``evaluate``: box AP of a saved detector on a split."""
     detector = load_detector(args.detector, resolve_device(args.device))
     scores = evaluate_split(detector, _split_images(args))
+    # a type without gold boxes has no AP (NaN): null in JSON (NaN is not JSON), n/a in text
+    defined = {k: v if math.isfinite(v) else None for k, v in scores.items()}
     if args.json:
-        print(json.dumps(scores, sort_keys=True))
+        print(json.dumps(defined, sort_keys=True, allow_nan=False))
     else:
         print(
             "  ".join(
-                f"{k}={v:.4f}" if k != "images" else f"{k}={v:.0f}" for k, v in scores.items()
+                f"{k}=n/a" if v is None else f"{k}={v:.0f}" if k == "images" else f"{k}={v:.4f}"
+                for k, v in defined.items()
             )
         )
     return 0

@@ -59,7 +59,7 @@ from detectors.training import Schedule, TrainResult, train_on_indices
 from mnerqg_graph.data.types import Box, Sample
 from mnerqg_graph.encoders.image import build_backbone
 from mnerqg_graph.environment import resolve_device
-from mnerqg_graph.errors import CheckpointError, ConfigError, DataError
+from mnerqg_graph.errors import CheckpointError, ConfigError, DataError, check_counts
 from mnerqg_graph.heads.grounding import GroundingHead
 from mnerqg_graph.metrics import GroundingScores, grounding_accuracy
 
@@ -431,6 +431,7 @@ def predict_image_set(
     Shapes:
         - boxes: ``[N, T, 4]`` normalised xyxy; confidences: ``[N, T]``.
     """
+    check_counts(batch_size=batch_size)
     model.eval()
     dev = next(model.parameters()).device
     n, n_types = len(images.samples), len(model.types)
@@ -549,6 +550,9 @@ class TweetSplit:
     limit: int | None = None
     images_dir: str | Path | None = None
     boxes_dir: str | Path | None = None
+
+    def __post_init__(self) -> None:
+        check_counts(limit=self.limit)
 
     def samples(self) -> list[Sample]:
         """The tweets, read with :func:`mnerqg_graph.data.dataset.load_split`.

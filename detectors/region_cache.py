@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from detectors.command import json_object_option
-from mnerqg_graph.errors import ConfigError, DataError
+from mnerqg_graph.errors import ConfigError, DataError, check_counts
 
 CACHE_KIND = "region_cache"
 CACHE_FORMAT = 1
@@ -124,7 +124,7 @@ class RegionCache:
         Raises:
             DataError: not a region cache, or an unreadable or malformed file (names it).
         """
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         root = Path(path)
         meta_path = root / META_NAME
@@ -150,7 +150,7 @@ class RegionCache:
                     for key in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
                         imgid, part = key.rsplit("/", 1)
                         tensors.setdefault(imgid, {})[part] = handle.get_tensor(key)
-            except (OSError, ValueError, json.JSONDecodeError) as exc:
+            except (OSError, ValueError, json.JSONDecodeError, SafetensorError) as exc:
                 raise DataError(str(shard), f"unreadable region cache shard: {exc}") from None
             for imgid, ident in ids.items():
                 if imgid not in tensors:
@@ -328,9 +328,17 @@ def extract_regions(
     from safetensors.torch import save_file
 
     from mnerqg_graph.data.images import load_image
-    from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
+    from mnerqg_graph.io import (
+        abandon_dir,
+        atomic_write_text,
+        check_replaceable,
+        replace_dir,
+        temp_dir_beside,
+    )
     from mnerqg_graph.progress import Progress
 
+    check_counts(image_size=image_size, batch_size=batch_size, shard_size=shard_size)
+    check_replaceable(out, META_NAME)  # before any work, and again by replace_dir
     dev = torch.device(device)
     backbone.to(dev).eval()
     if detector is not None:
@@ -406,7 +414,7 @@ def extract_regions(
             "shards": shards,
         }
         atomic_write_text(tmp / META_NAME, json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, META_NAME)
     except BaseException as exc:  # a failed write is a WriteError naming OUT; OUT is as it was
         abandon_dir(tmp, out, exc)
         raise

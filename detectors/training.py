@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from mnerqg_graph.errors import check_counts
 from mnerqg_graph.training.engine import Hooks, ItemMeanLoss, TrainLoop, shuffled_batches
 
 
@@ -53,6 +54,9 @@ class Schedule:
     lr: float
     weight_decay: float
     max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        check_counts(epochs=self.epochs, batch_size=self.batch_size, max_steps=self.max_steps)
 
 
 def train_on_indices(

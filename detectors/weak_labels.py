@@ -37,7 +37,13 @@ from mnerqg_graph.data.types import Box, Sample, Span
 from mnerqg_graph.data.voc import VocAnnotation, VocObject, attach_boxes, read_voc, write_voc
 from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import ConfigError, DataError
-from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
+from mnerqg_graph.io import (
+    abandon_dir,
+    atomic_write_text,
+    check_replaceable,
+    replace_dir,
+    temp_dir_beside,
+)
 
 __all__ = [
     "PseudoLabelReport",
@@ -125,16 +131,6 @@ class PseudoLabelReport:
         )
 
 
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and (
-        not out.is_dir() or (any(out.iterdir()) and not (out / SUMMARY_NAME).is_file())
-    ):
-        raise ConfigError(
-            f"{out}: exists and is not a weak-label folder (no {SUMMARY_NAME}); "
-            "choose an empty or new folder"
-        )
-
-
 def _pixel_box(box: Sequence[float], size: tuple[int, int], conf: float) -> Box:
     """Round a normalised box to 1/100 pixel inside a ``(width, height)`` image."""
     w, h = size
@@ -183,7 +179,7 @@ def pseudo_label(
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
     out = Path(out)
-    _check_out_dir(out)
+    check_replaceable(out, SUMMARY_NAME)  # before any work, and again by replace_dir
     dev = resolve_device(device)
     if isinstance(grounder, VisualGrounder):
         model, source = grounder.to(dev).eval(), "(in memory)"
@@ -258,7 +254,7 @@ def pseudo_label(
         report.mean_confidence = conf_sum / report.boxes if report.boxes else 0.0
         meta = {"grounder": source, "data": str(tweets.data), **asdict(report)}
         atomic_write_text(tmp / SUMMARY_NAME, json.dumps(meta, indent=1, sort_keys=True) + "\n")
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, SUMMARY_NAME)
     except BaseException as exc:  # a write error names the file of out that failed
         abandon_dir(tmp, out, exc)
         raise

@@ -426,7 +426,7 @@ def run_experiment(
             tmp_ckpt = temp_dir_beside(ckpt)
             try:
                 shutil.copytree(work / "best", tmp_ckpt, dirs_exist_ok=True)
-                replace_dir(tmp_ckpt, ckpt)
+                replace_dir(tmp_ckpt, ckpt, "config.json")
             except BaseException as exc:  # a full disk: one line naming the checkpoint
                 abandon_dir(tmp_ckpt, ckpt, exc)
                 raise

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
+from pathlib import Path
 
-from mnerqg_graph.errors import ConfigError
+from mnerqg_graph.errors import ConfigError, DataError
 
 
 def doc_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
@@ -45,6 +46,26 @@ def add_tweet_input(ap: argparse.ArgumentParser, input_help: str, images_help: s
     src.add_argument("--input", help=input_help)
     ap.add_argument("--image", help="image of the --text tweet")
     ap.add_argument("--images", help=images_help)
+
+
+def check_tweet_input(args: argparse.Namespace) -> None:
+    """The options of :func:`add_tweet_input` that only work together.
+
+    ``--image`` goes with ``--text`` and ``--images`` with ``--input`` (either was ignored
+    silently with the other source), and ``--images`` must be a folder (a misspelled folder
+    used to run every tweet text-only without a word).
+
+    Raises:
+        ConfigError: an option given with the wrong source. DataError: ``--images`` is not a
+            folder.
+    """
+    if args.image and args.text is None:
+        raise ConfigError("--image goes with --text (use --images for --input)")
+    if args.images is not None:
+        if args.input is None:
+            raise ConfigError("--images goes with --input (use --image for --text)")
+        if not Path(args.images).is_dir():
+            raise DataError(args.images, "--images: no such folder")
 
 
 def add_batch_and_device(ap: argparse.ArgumentParser, batch_size: int) -> None:

@@ -117,3 +117,23 @@ def one_line_reason(exc: BaseException) -> str:
         The reason, for "... (REASON)" in a one-line error.
     """
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check_counts(**counts: object) -> None:
+    """Refuse a count (batch size, limit, epochs, ...) that is not an integer >= 1.
+
+    A value of None (not given) passes. A zero used to stop some loops with a raw ``range()``
+    error and a negative one to run them silently on nothing (or, as a ``limit``, to drop tweets
+    from the end).
+
+    Args:
+        counts: name -> value, checked in order; the name is what the error message calls it.
+
+    Raises:
+        ConfigError: ``NAME must be an integer >= 1, got VALUE`` for the first bad one.
+    """
+    for name, value in counts.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")

@@ -13,7 +13,7 @@ final one, the writer fills it, :func:`replace_dir` swaps it in, and on any erro
     tmp = temp_dir_beside(out)
     try:
         ...  # write into tmp
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, "config.json")  # a file that marks a folder of this kind
     except BaseException as exc:
         abandon_dir(tmp, out, exc)
         raise
@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
-from mnerqg_graph.errors import MnerqgError, WriteError
+from mnerqg_graph.errors import ConfigError, MnerqgError, WriteError
 
 _Closing = TypeVar("_Closing", bound="ClosingContext")
 
@@ -129,6 +130,29 @@ def writing(path: str | Path) -> Iterator[None]:
         raise WriteError(path, exc) from exc
 
 
+def current_umask() -> int:
+    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_new_file(fd: int, path: Path) -> None:
+    """Give a temporary file (mode 0600 from ``mkstemp``) the mode its final file should have.
+
+    That is the mode of the file it replaces, else what ``open()`` would have given under the
+    umask (``0666 & ~umask``): predictions, checkpoints and caches stay readable by the group and
+    others where the user's umask says so, and overwriting a shared file keeps its mode.
+    """
+    if not hasattr(os, "fchmod"):  # (Windows before Python 3.13: no modes to keep)
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0o666 & ~current_umask()
+    os.fchmod(fd, mode)
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
 
@@ -140,6 +164,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
+            _chmod_new_file(fd, path)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
                 handle.flush()
@@ -175,6 +200,12 @@ class AtomicTextOutput:
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+            try:
+                _chmod_new_file(fd, self.path)
+            except BaseException:
+                os.close(fd)
+                os.unlink(tmp)
+                raise
         self._tmp: str | None = tmp
         self._fh: IO[str] = os.fdopen(fd, "w", encoding=encoding, newline="\n")
 
@@ -225,7 +256,38 @@ def temp_dir_beside(final_dir: str | Path) -> Path:
     final_dir = Path(final_dir)
     with writing(final_dir):
         final_dir.parent.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would stay on the final folder
+        return tmp
+
+
+def check_replaceable(final_dir: str | Path, marker: str, *also: str) -> None:
+    """Refuse to replace what is not a folder of the kind about to be written.
+
+    :func:`replace_dir` replaces ``final_dir`` as a whole, so an existing file there, or a
+    non-empty folder without ``marker`` (the file every folder of that kind holds), e.g. a
+    user's own folder given as ``--out`` by mistake, would be deleted. Writers call this before
+    their work, and :func:`replace_dir` again before it moves anything.
+
+    Args:
+        final_dir: the folder about to be written.
+        marker: the file name that marks a folder of the kind (``config.json``, ``cache.json``).
+        also: other names that mark it too (a processor's ``processor.json`` for a model folder).
+
+    Raises:
+        ConfigError: ``final_dir`` is a file, or a non-empty folder without ``marker``.
+    """
+    final_dir = Path(final_dir)
+    recover_replaced_dir(final_dir)  # a backup alone is the folder: look at it
+    if not final_dir.exists():
+        return
+    if not final_dir.is_dir():
+        raise ConfigError(f"{final_dir}: exists and is not a folder; choose a new folder")
+    if not any((final_dir / m).is_file() for m in (marker, *also)) and any(final_dir.iterdir()):
+        raise ConfigError(
+            f"{final_dir}: a folder that this would replace as a whole, but it is not one this "
+            f"toolkit wrote (no {marker} in it); choose an empty or new folder"
+        )
 
 
 def abandon_dir(tmp_dir: str | Path, final_dir: str | Path, exc: BaseException) -> None:
@@ -275,20 +337,30 @@ def recover_replaced_dir(final_dir: str | Path) -> bool:
     return True
 
 
-def replace_dir(tmp_dir: str | Path, final_dir: str | Path) -> None:
+def replace_dir(tmp_dir: str | Path, final_dir: str | Path, marker: str, *also: str) -> None:
     """Move a fully written ``tmp_dir`` into place at ``final_dir``, replacing an old one.
 
     The old directory is renamed away first and deleted only after the new one is in place, so at
     every moment either the old or the new complete directory exists under ``final_dir`` (or its
-    backup name ``final_dir.old``).
+    backup name ``final_dir.old``). Only an old folder of the same kind is replaced (see
+    :func:`check_replaceable`).
+
+    Args:
+        tmp_dir: the written folder (from :func:`temp_dir_beside`).
+        final_dir: where it goes.
+        marker: the file that marks a folder of its kind; ``tmp_dir`` must hold it.
+        also: other files that mark an old folder of the kind (see :func:`check_replaceable`).
 
     Raises:
+        ConfigError: ``final_dir`` is a file or a folder of another kind (nothing moved).
         WriteError: a rename failed; the old directory is back under ``final_dir``.
     """
     tmp_dir, final_dir = Path(tmp_dir), Path(final_dir)
     backup = final_dir.with_name(final_dir.name + ".old")
+    if not (tmp_dir / marker).is_file():
+        raise ValueError(f"replace_dir: {tmp_dir} has no {marker} (a writer's mistake)")
     with writing(final_dir):
-        recover_replaced_dir(final_dir)  # a backup alone is the only copy: keep it
+        check_replaceable(final_dir, marker, *also)  # (puts a lone backup back first)
         if backup.exists():
             shutil.rmtree(backup)
         if final_dir.exists():

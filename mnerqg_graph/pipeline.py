@@ -36,6 +36,7 @@ from mnerqg_graph.decoding import (
     tag_head_spans,
     tags_of,
 )
+from mnerqg_graph.errors import check_counts
 from mnerqg_graph.processing import (
     MnerqgProcessor,
     ModelInputs,
@@ -120,12 +121,13 @@ def predict_grid(
         all.
 
     Raises:
-        ConfigError: an unknown decoder, or one the model cannot use (the tagger without it),
-            or inputs whose processor does not fit the model (other types, query layout, span
-            length or image size).
+        ConfigError: a ``batch_size`` under 1, an unknown decoder, or one the model cannot use
+            (the tagger without it), or inputs whose processor does not fit the model (other
+            types, query layout, span length or image size).
     """
     from mnerqg_graph.data import collate as collate_mod  # looked up per call (bench labels it)
 
+    check_counts(batch_size=batch_size)
     if inputs.processor is not None:  # inputs prepared for another layout decode wrongly
         inputs.processor.check_model(model)
     model.eval()
@@ -215,6 +217,7 @@ class Pipeline:
         batch_size: int = 32,
         device: torch.device | str | None = None,
     ) -> None:
+        check_counts(batch_size=batch_size)
         processor.check_model(model)
         self.model = model
         self.processor = processor

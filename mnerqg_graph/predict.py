@@ -22,7 +22,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from mnerqg_graph.cli_args import add_tweet_input
+from mnerqg_graph.cli_args import add_tweet_input, check_minimums, check_tweet_input
 from mnerqg_graph.data.types import Sample, Tweet
 from mnerqg_graph.errors import DataError
 from mnerqg_graph.io import AtomicTextOutput
@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
         "every 30 s)",
     )
     args = ap.parse_args(argv)
+    check_minimums(args, {"batch_size": 1, "chunk_size": 1})
+    check_tweet_input(args)
     predictor = Predictor(args.checkpoint, args.device, args.batch_size)
     if args.text is not None:
         samples: Iterator[Sample] = iter(

@@ -23,7 +23,7 @@ from detectors.detection.data import detection_targets
 from detectors.images import load_image_set
 from mnerqg_graph.boxes import normalise_box, pairwise_box_iou
 from mnerqg_graph.data.types import Sample
-from mnerqg_graph.errors import DataError
+from mnerqg_graph.errors import DataError, check_counts
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class SplitImages:
     image_size: int = 128
     batch_size: int = 16
     limit: int | None = None
+
+    def __post_init__(self) -> None:
+        check_counts(image_size=self.image_size, batch_size=self.batch_size, limit=self.limit)
 
 
 def _detect(

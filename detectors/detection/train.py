@@ -13,7 +13,7 @@ from detectors.detection.data import detection_targets
 from detectors.images import load_image_set
 from detectors.training import Schedule, TrainResult, train_on_indices
 from mnerqg_graph.environment import resolve_device
-from mnerqg_graph.errors import DataError
+from mnerqg_graph.errors import DataError, check_counts
 
 
 def train_detector(
@@ -70,6 +70,7 @@ def train_detector(
     from mnerqg_graph.data.dataset import load_split
     from mnerqg_graph.data.queries import load_queries
 
+    check_counts(epochs=epochs, batch_size=batch_size, limit=limit, image_size=image_size)
     say = log or (lambda _msg: None)
     types = list(types) if types is not None else list(load_queries())
     dev = resolve_device(device)

@@ -21,7 +21,7 @@ from mnerqg_graph.data.conll import ConllFile, Problem, read_conll
 from mnerqg_graph.data.images import index_images, probe_image
 from mnerqg_graph.data.types import Box, Sample, Span
 from mnerqg_graph.data.voc import attach_boxes, read_voc
-from mnerqg_graph.errors import DataError
+from mnerqg_graph.errors import ConfigError, DataError
 
 #: The canonical split names.
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
@@ -94,10 +94,14 @@ class SplitData:
 
 
 def canonical_split(split: str) -> str:
-    """``"dev"`` / ``"val"`` / ``"validation"`` -> ``"valid"``; raises ValueError if unknown."""
+    """``"dev"`` / ``"val"`` / ``"validation"`` -> ``"valid"``.
+
+    Raises:
+        ConfigError: an unknown split (a one-line error at every command that reads one).
+    """
     name = SPLIT_ALIASES.get(split, split)
     if name not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     return name
 
 

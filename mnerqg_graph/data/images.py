@@ -54,6 +54,27 @@ def _open(path: str | Path) -> Iterator[Image.Image]:
         image.close()
 
 
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit, 32-bit integer or float grey image scaled to 8 bits (mode ``L``).
+
+    PIL's ``convert("RGB")`` clips these modes at 255, which turns a 16-bit image almost white.
+    ``I;16*`` is scaled from 0..65535; ``I`` and ``F`` from the range their largest value says
+    (0..1 for a float image up to 1, else 0..255, else 0..65535, else 0..max); negatives are 0.
+    """
+    import numpy as np
+
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        full = 65535.0
+    else:
+        top = float(values.max()) if values.size else 0.0
+        full = next(f for f in (1.0, 255.0, 65535.0, top) if top <= f)
+        if image.mode != "F" and full == 1.0:
+            full = 255.0  # an integer image up to 1 is a dark 8-bit one, not a 0..1 one
+    scaled = np.clip(values * (255.0 / max(full, 1e-12)), 0.0, 255.0).round().astype(np.uint8)
+    return Image.fromarray(scaled)
+
+
 def _decode(image: Image.Image, path: str | Path, size: int | None) -> Image.Image:
     """Decode pixels (at reduced scale for a JPEG when ``size`` allows) as RGB on white."""
     try:
@@ -68,6 +89,8 @@ def _decode(image: Image.Image, path: str | Path, size: int | None) -> Image.Ima
                 rgba = image.convert("RGBA")
                 background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 return Image.alpha_composite(background, rgba).convert("RGB")
+            if image.mode.startswith("I") or image.mode == "F":  # wider than 8 bits a pixel
+                return _to_8bit(image).convert("RGB")
             return image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as err:
         raise DataError(str(path), f"unreadable image: {err}") from None

@@ -1009,7 +1009,7 @@ def generate(
         atomic_write_text(
             tmp / META_NAME, json.dumps(meta, ensure_ascii=False, indent=1, sort_keys=True) + "\n"
         )
-        replace_dir(tmp, out)
+        replace_dir(tmp, out, META_NAME)
     except BaseException as exc:
         abandon_dir(tmp, out, exc)
         raise

@@ -84,6 +84,8 @@ class BioCrf(nn.Module):
         tags = tags.gather(1, order)
         trans, start, end = self.scores()
         n, w, _ = emissions.shape
+        if w == 0:  # no token in any row (empty tweets)
+            return emissions.new_zeros(n)
         rows = torch.arange(n, device=emissions.device)
         # the gold path's score
         gold = start[tags[:, 0]] + emissions[rows, 0, tags[:, 0]]
@@ -112,6 +114,8 @@ class BioCrf(nn.Module):
         emissions = emissions.float().gather(1, order[:, :, None].expand_as(emissions))
         trans, start, end = self.scores()
         n, w, c = emissions.shape
+        if w == 0:  # no token in any row (empty tweets)
+            return [[] for _ in range(n)]
         score = start[None, :] + emissions[:, 0]  # [N, C]
         back = torch.zeros(n, w, c, dtype=torch.long, device=emissions.device)
         for t in range(1, w):

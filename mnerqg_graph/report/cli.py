@@ -55,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from mnerqg_graph.training.checkpoint import check_checkpoint_dir
 
     check_checkpoint_dir(args.checkpoint)
-    try:
-        split = canonical_split(args.split)
-    except ValueError as exc:
-        raise ConfigError(f"--split: {exc}") from None
+    split = canonical_split(args.split)
     data = load_split(args.data, split, args.images, args.boxes, strict=False)
     fatal = [p for p in data.report.problems if p.fatal]
     if fatal:

@@ -38,6 +38,7 @@ from mnerqg_graph.errors import CheckpointError, ConfigError, MnerqgError, one_l
 from mnerqg_graph.io import (
     abandon_dir,
     atomic_write_text,
+    check_replaceable,
     replace_dir,
     temp_dir_beside,
     writing,
@@ -81,9 +82,18 @@ def write_checkpoint(
         config: the config saved as ``config.json`` (usually ``model.config``).
         processor: a :class:`~mnerqg_graph.processing.MnerqgProcessor` whose files go beside
             (None: the processor files already in ``out_dir`` are kept).
-        out_dir: the checkpoint folder; replaced as a whole once everything is written.
+        out_dir: the checkpoint folder; replaced as a whole once everything is written (a
+            non-empty folder that is not a checkpoint's or a processor's is refused before
+            anything is written).
+
+    Raises:
+        ConfigError: ``out_dir`` is a file, or a folder of something else.
+        WriteError: a file cannot be written; ``out_dir`` is as it was.
     """
+    from mnerqg_graph.processing import PROCESSOR_FILE
+
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, "config.json", PROCESSOR_FILE)
     tmp = temp_dir_beside(out_dir)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -102,7 +112,7 @@ def write_checkpoint(
         cfg.encoder.name = "text_encoder"
         cfg.plugins = plugins_of(config, model)  # imported again by read_model
         cfg.save(tmp / "config.json")
-        replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir, "config.json", PROCESSOR_FILE)  # (a processor saved first)
     except BaseException as exc:  # a write error names the file of out_dir that failed
         abandon_dir(tmp, out_dir, exc)
         raise
@@ -303,7 +313,7 @@ def save_training_state(
             save_file(rng_state(), str(tmp / "rng.safetensors"))
         meta = {"param_groups": opt["param_groups"], "scalars": scalars, "trainer": trainer_state}
         atomic_write_text(tmp / "trainer.json", json.dumps(meta, indent=1) + "\n")
-        replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir, "trainer.json")
     except BaseException as exc:
         abandon_dir(tmp, out_dir, exc)
         raise

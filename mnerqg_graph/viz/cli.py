@@ -17,7 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from mnerqg_graph.cli_args import add_batch_and_device, add_tweet_input, check_minimums, doc_parser
+from mnerqg_graph.cli_args import (
+    add_batch_and_device,
+    add_tweet_input,
+    check_minimums,
+    check_tweet_input,
+    doc_parser,
+)
 from mnerqg_graph.data.types import Sample, Tweet
 from mnerqg_graph.errors import ConfigError, DataError
 
@@ -118,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ConfigError(f"--threshold must be in [0, 1], got {args.threshold}")
     check_minimums(args, {"dpi": 20, "limit": 1})
-    if args.image and args.text is None:
-        raise ConfigError("--image goes with --text (use --images for --input)")
+    check_tweet_input(args)
     top_k = args.top_k if args.top_k is not None else (None if args.threshold is not None else 20)
     ids = [i.strip() for i in args.ids.split(",") if i.strip()] if args.ids else None
     types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None

@@ -179,7 +179,10 @@ def test_detection_regions() -> None:
 
 @needs_torchvision
 def test_train_and_detect_commands(
-    synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    synth: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     ckpt, out = tmp_path / "det", tmp_path / "dets.jsonl"
     assert (
@@ -249,6 +252,16 @@ def test_train_and_detect_commands(
     scores = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scores["images"] == len(records) and 0.0 <= scores["mAP50"] <= 1.0
     assert set(scores) >= {"AP50_PER", "mAP50", "mAP50_95"}
+    # a type without gold boxes has no AP (NaN): null in the JSON (NaN is not JSON), n/a in text
+    nan_ap = {"images": 3.0, "AP50_LOC": float("nan"), "mAP50": 0.5}
+    monkeypatch.setattr("detectors.detector.evaluate_split", lambda *_: dict(nan_ap))
+    assert main([*argv, "--device", "cpu", "--json"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    strict = json.loads(line, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert strict == {"images": 3.0, "AP50_LOC": None, "mAP50": 0.5}
+    assert main([*argv, "--device", "cpu"]) == 0
+    text = capsys.readouterr().out.strip().splitlines()[-1]
+    assert text == "images=3  AP50_LOC=n/a  mAP50=0.5000"
 
 
 def test_box_average_precision_of_known_detections() -> None:

@@ -160,7 +160,7 @@ def test_bad_grounder_and_output_folder(
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "keep.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="not a weak-label folder"):
+    with pytest.raises(ConfigError, match="no weak_labels.json in it"):
         pseudo_label(grounder[0], TweetSplit(synth), foreign, log=None)
     with pytest.raises(DataError, match="does not exist"):
         load_weak_boxes(tmp_path / "nowhere", [], log=None)
@@ -206,3 +206,27 @@ def test_cli_and_runner_use_the_same_labels(
     weak_boxes = load_weak_boxes(weak, train, 0.0, log=None)
     for i, (before, after) in enumerate(zip(train, out, strict=True)):
         assert after.boxes == (before.boxes if i in manual else weak_boxes.get(before.tweet.id, {}))
+
+
+def test_counts_under_one_are_refused_where_they_are_given() -> None:
+    """Counts under 1 are refused where they are given.
+
+    A negative ``--limit`` used to drop tweets from the end (``samples[:-1]``); a zero or
+    negative batch size ran on nothing or stopped in ``range()``.
+    """
+    from detectors.detection.evaluation import SplitImages
+    from detectors.training import Schedule
+    from mnerqg_graph.errors import check_counts
+
+    with pytest.raises(ConfigError, match="limit must be an integer >= 1, got -1"):
+        TweetSplit("data", limit=-1)
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1, got 0"):
+        SplitImages("data", batch_size=0)
+    with pytest.raises(ConfigError, match="epochs must be an integer >= 1, got 0"):
+        Schedule(epochs=0, batch_size=2, lr=1e-3, weight_decay=0.0)
+    with pytest.raises(ConfigError, match="max_steps must be an integer >= 1, got 2.5"):
+        Schedule(epochs=1, batch_size=2, lr=1e-3, weight_decay=0.0, max_steps=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="batch_size must be an integer >= 1, got True"):
+        check_counts(batch_size=True)
+    check_counts(limit=None, batch_size=1)  # not given, and the smallest count: fine
+    assert TweetSplit("data", limit=3).limit == 3

@@ -143,6 +143,26 @@ def test_the_model_trains_and_decodes_with_the_crf(tmp_path: Path, encoder_dir: 
     loaded, _, _, _ = load_model(tmp_path / "ck", "cpu")
     assert loaded.tag_crf is not None
     assert torch.equal(loaded.tag_crf.transitions, model.tag_crf.transitions)
+    # empty tweets (a batch of them alone, and beside others) decode to no entity; the chain
+    # over zero tokens used to fail with an IndexError, ending a whole predict or evaluation
+    from mnerqg_graph.data.types import Sample, Tweet
+    from mnerqg_graph.pipeline import predict
+    from mnerqg_graph.processing import MnerqgProcessor
+
+    proc = MnerqgProcessor.from_model(loaded, tok, {t: t for t in cfg.types})
+    empty = Sample(Tweet("empty", [], []))
+    assert predict(loaded, proc([empty]), batch_size=4).spans == [[]]
+    mixed = predict(loaded, proc([empty, *samples(tmp_path)[:1], empty]), batch_size=4)
+    assert mixed.spans[0] == [] and mixed.spans[2] == [] and mixed.tags[0] == []
+    assert crf_path_of_nothing(loaded.tag_crf) == ([[], []], [0.0, 0.0])
+
+
+def crf_path_of_nothing(crf: BioCrf) -> tuple[list[list[int]], list[float]]:
+    """The CRF on rows of zero tokens: the best paths and likelihoods."""
+    em = torch.zeros(2, 0, crf.num_tags)
+    mask = torch.zeros(2, 0, dtype=torch.bool)
+    tags = torch.zeros(2, 0, dtype=torch.long)
+    return crf.viterbi(em, mask), crf.nll(em, tags, mask).tolist()
 
 
 def test_a_crf_without_the_tagger_is_refused(encoder_dir: Path) -> None:

@@ -69,6 +69,14 @@ def test_save_and_load_pretrained_predict_identically(tmp_path: Path, encoder_di
     model.save_pretrained(fresh)
     processor.save_pretrained(fresh)
     assert MnerqgModel.from_pretrained(fresh).predict(proc2(smp)).tags == before.tags
+    # a folder of something else is refused before anything is written (it would be replaced
+    # as a whole, the user's files deleted)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="no config.json in it"):
+        model.save_pretrained(mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
 def test_a_checkpoint_without_processor_json_still_loads(tmp_path: Path, encoder_dir: Path) -> None:

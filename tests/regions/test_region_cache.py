@@ -220,3 +220,32 @@ def test_a_cache_of_another_configuration_is_refused(grid_cache: Path, encoder_d
         open_for_model(grid_cache, model)
     with pytest.raises(DataError, match="not a region cache"):
         RegionCache.open(grid_cache.parent)
+
+
+def test_bad_outputs_and_inputs_are_one_line_errors(
+    synth: Path, grid_cache: Path, tmp_path: Path
+) -> None:
+    """Bad outputs and inputs of the cache are one-line errors, and nothing is deleted.
+
+    What a reviewer found: a user's folder as ``--out`` was deleted; a misspelled split, a zero
+    batch size and a corrupt shard were tracebacks.
+    """
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("my notes")
+    argv = ["--data", str(synth), "--grid", "--no-progress", "--image-size", "64"]
+    with pytest.raises(ConfigError, match="no cache.json in it"):
+        main([*argv, "--out", str(precious)])
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    with pytest.raises(ConfigError, match="unknown split 'tset'"):
+        main([*argv, "--out", str(tmp_path / "c1"), "--splits", "train,tset"])
+    for flag in ("--batch-size", "--shard-size", "--image-size"):
+        with pytest.raises(ConfigError, match=f"{flag[2:].replace('-', '_')} must be an integer"):
+            main([*argv, "--out", str(tmp_path / "c2"), flag, "0"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # nothing half-written
+    broken = tmp_path / "broken"
+    shutil.copytree(grid_cache, broken)
+    shard = sorted(broken.glob("shard-*.safetensors"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(DataError, match="unreadable region cache shard"):
+        RegionCache.open(broken)

@@ -179,8 +179,77 @@ def test_replace_dir_recovers_from_a_crash_between_the_two_renames(tmp_path: Pat
     new = tmp_path / ".ckpt.tmp"
     new.mkdir()
     (new / "a").write_text("new")
-    replace_dir(new, final)
+    replace_dir(new, final, "a")
     assert (final / "a").read_text() == "new" and leftovers(tmp_path, {"ckpt"}) == []
+
+
+def test_replace_dir_never_deletes_what_is_not_a_folder_of_its_kind(tmp_path: Path) -> None:
+    """A user's folder (or file) given as the output is refused, and stays as it was.
+
+    ``extract-regions --out precious`` used to replace ``precious`` with the cache, deleting
+    ``precious/notes.txt``; a file there was swapped aside as ``notadir.txt.old``.
+    """
+    from mnerqg_graph.errors import ConfigError
+    from mnerqg_graph.io import temp_dir_beside
+
+    def written(final: Path) -> Path:
+        tmp = temp_dir_beside(final)
+        (tmp / "cache.json").write_text("{}")
+        return tmp
+
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("my notes")
+    tmp = written(precious)
+    with pytest.raises(ConfigError, match="no cache.json in it"):
+        replace_dir(tmp, precious, "cache.json")
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+    shutil.rmtree(tmp)
+    notadir = tmp_path / "notadir.txt"
+    notadir.write_text("hello")
+    tmp = written(notadir)
+    with pytest.raises(ConfigError, match="is not a folder"):
+        replace_dir(tmp, notadir, "cache.json")
+    assert notadir.read_text() == "hello" and not notadir.with_name("notadir.txt.old").exists()
+    shutil.rmtree(tmp)
+    # an empty folder and one of the kind are replaced
+    (tmp_path / "empty").mkdir()
+    for name in ("empty", "empty"):  # the second time: a folder of the kind
+        replace_dir(written(tmp_path / name), tmp_path / name, "cache.json")
+        assert [p.name for p in (tmp_path / name).iterdir()] == ["cache.json"]
+    assert leftovers(tmp_path, {"precious", "notadir.txt", "empty"}) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes (POSIX)")
+def test_atomic_writes_follow_the_umask_and_keep_a_replaced_file_mode(tmp_path: Path) -> None:
+    """Written files and folders get the modes ``open``/``mkdir`` would give, not 0600/0700.
+
+    ``mkstemp`` and ``mkdtemp`` create owner-only files, which the rename used to carry to
+    every prediction, checkpoint and cache (and to a shared file that was overwritten).
+    """
+    from mnerqg_graph.io import AtomicTextOutput, temp_dir_beside
+
+    old_mask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "new.txt", "x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        shared = tmp_path / "shared.jsonl"
+        shared.write_text("old")
+        shared.chmod(0o664)
+        out = AtomicTextOutput(shared)
+        out.write("new")
+        out.commit()
+        assert shared.read_text() == "new" and shared.stat().st_mode & 0o777 == 0o664
+        final = tmp_path / "ckpt"
+        tmp = temp_dir_beside(final)
+        (tmp / "config.json").write_text("{}")
+        replace_dir(tmp, final, "config.json")
+        assert final.stat().st_mode & 0o777 == 0o755
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.txt", "x")
+        assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old_mask)
 
 
 def test_interrupted_training_state_save_keeps_the_previous_state(

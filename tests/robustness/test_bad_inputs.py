@@ -227,6 +227,43 @@ def test_predict_bad_jsonl_names_file_line_and_field(
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "in.jsonl"]
 
 
+# (case id, options after --checkpoint, fragment): options that were ignored or ran on nothing
+BAD_PREDICT_OPTIONS = [
+    ("batch-size-0", ["--text", "Kelvo", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ("batch-size-negative", ["--text", "Kelvo", "--batch-size", "-1"], "--batch-size must be"),
+    ("chunk-size-0", ["--input", "IN", "--chunk-size", "0"], "--chunk-size must be >= 1"),
+    ("image-with-input", ["--input", "IN", "--image", "IN"], "--image goes with --text"),
+    ("images-with-text", ["--text", "Kelvo", "--images", "."], "--images goes with --input"),
+    ("images-misspelled", ["--input", "IN", "--images", "imagez"], "imagez: --images: no such"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [c[1:] for c in BAD_PREDICT_OPTIONS],
+    ids=[c[0] for c in BAD_PREDICT_OPTIONS],
+)
+def test_predict_and_visualize_refuse_options_they_would_ignore(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    checkpoint: Path,
+    options: list[str],
+    fragment: str,
+) -> None:
+    inp = write(tmp_path / "in.jsonl", b'{"id": "a", "tokens": ["Kelvo"]}\n')
+    given = {"IN": str(inp), "imagez": str(tmp_path / "imagez")}
+    options = [given.get(o, o) for o in options]
+    out = tmp_path / "out.jsonl"
+    base = ["--checkpoint", str(checkpoint), "--device", "cpu"]
+    result = run_cli(capsys, ["predict", *base, *options, "--output", str(out), "--no-progress"])
+    assert_one_line_error(result, "predict", fragment)
+    assert not out.exists()
+    if "size" not in options[2]:  # visualize shares the input options and their checks
+        viz = ["visualize", *base, *options, "--out", str(tmp_path / "viz")]
+        assert_one_line_error(run_cli(capsys, viz), "visualize", fragment)
+        assert not (tmp_path / "viz").exists()
+
+
 def test_predict_malformed_conll_input_names_file_and_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], checkpoint: Path
 ) -> None:
