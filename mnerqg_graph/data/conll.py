@@ -21,7 +21,9 @@ Problems: every malformed line becomes a :class:`Problem` naming the file and th
   before them, an empty or unusable IMGID, bytes that are not UTF-8;
 * warnings (the data is usable as read): a tweet with no tokens (kept, with zero tokens), a repeated
   IMGID (both tweets kept), a missing blank line between tweets, a whitespace-only line (read as
-  blank), mixed CRLF/LF line endings.
+  blank), mixed CRLF/LF line endings, CR-only line endings (read as line breaks; written back
+  as LF), a byte-order mark before an ``IMGID`` line inside the file (files joined with ``cat``)
+  and a TAB ending an ``IMGID`` line (both ignored).
 
 With ``strict=True`` the first fatal problem raises :class:`~mnerqg_graph.errors.DataError`. With
 ``strict=False`` every problem is collected in :attr:`ConllFile.problems` and every tweet without a
@@ -322,6 +324,11 @@ def read_conll(path: str | Path, strict: bool = True) -> ConllFile:
     bom = text.startswith(_BOM)
     if bom:
         text = text[1:]
+    if "\r" in text and "\n" not in text:  # old Mac line endings: one "line" for the reader
+        text = text.replace("\r", "\n")
+        cr_only = True
+    else:
+        cr_only = False
     final_newline = text.endswith("\n")
     lines = text.split("\n")
     if final_newline:
@@ -344,6 +351,10 @@ def read_conll(path: str | Path, strict: bool = True) -> ConllFile:
             if not mixed_at:
                 mixed_at = i + 1
             lines[i] = line = line[:-1]
+    if cr_only:
+        reader.problems.append(
+            Problem(spath, 1, "CR-only (old Mac) line endings, read as line breaks", fatal=False)
+        )
     if mixed_at:
         reader.problems.append(
             Problem(spath, mixed_at, "mixed CRLF and LF line endings", fatal=False)
@@ -366,6 +377,13 @@ def read_conll(path: str | Path, strict: bool = True) -> ConllFile:
             reader.close()
         elif line.startswith(IMGID_PREFIX) and "\t" not in line:
             reader.header(line, lineno)
+        elif line.startswith(_BOM + IMGID_PREFIX) and "\t" not in line:  # files joined by cat
+            msg = "byte-order mark (U+FEFF) before IMGID (files joined?): ignored"
+            reader.problem(lineno, msg, fatal=False)
+            reader.header(line[1:], lineno)
+        elif line.startswith(IMGID_PREFIX) and not line.partition("\t")[2].strip(" \t"):
+            reader.problem(lineno, "IMGID line ends in a TAB: the TAB is ignored", fatal=False)
+            reader.header(line.partition("\t")[0], lineno)
         elif not line.strip(" \t"):  # spaces and TABs only (a stray TAB on a blank line)
             reader.problem(lineno, "whitespace-only line read as a blank line", fatal=False)
             reader.flush_orphans()

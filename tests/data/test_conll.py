@@ -248,6 +248,32 @@ def test_mixed_line_endings_are_a_warning(tmp_path: Path) -> None:
     assert [(p.line, p.fatal) for p in conll.problems] == [(2, False)]
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "fragment"),
+    [
+        ("IMGID:1\na\tO\n\n\ufeffIMGID:2\nb\tB-PER\n", 4, "byte-order mark"),  # cat a b
+        ("IMGID:1\na\tO\n\nIMGID:2\t\nb\tB-PER\n", 4, "ends in a TAB"),
+        ("IMGID:1\ra\tO\r\rIMGID:2\rb\tB-PER\r", 1, "CR-only"),
+    ],
+    ids=["bom-inside", "imgid-tab", "cr-only"],
+)
+def test_header_quirks_are_read_with_a_warning_naming_them(
+    tmp_path: Path, text: str, line: int, fragment: str
+) -> None:
+    """Both tweets are read, with one warning that says what the quirk is.
+
+    Each used to be diagnosed as token lines outside a tweet (or mixed line endings), and the
+    second tweet was left out.
+    """
+    conll = read_conll(write(tmp_path, text), strict=True)
+    assert [(t.id, t.tokens, t.tags) for t in conll.tweets] == [
+        ("1", ["a"], ["O"]),
+        ("2", ["b"], ["B-PER"]),
+    ]
+    assert [(p.line, p.fatal) for p in conll.problems] == [(line, False)]
+    assert fragment in conll.problems[0].message
+
+
 def test_non_strict_collects_everything_and_drops_no_token_silently(tmp_path: Path) -> None:
     text = (
         "x\tO\n\n"  # 1: before any IMGID
