@@ -38,7 +38,9 @@ def score_predictions(
     ``grounding_acc`` (over (tweet, type) pairs of tweets with an image that have a gold box of
     the type: the predicted box has IoU >= 0.5 with one of them), ``none_acc`` (over the pairs of
     tweets with an image without a gold box of the type: the model says "not in the image"),
-    ``grounded_f1`` (see :func:`mnerqg_graph.metrics.grounded_f1`); with ``ambiguous`` (tweet id,
+    ``grounded_f1`` (see :func:`mnerqg_graph.metrics.grounded_f1`; the gold boxes of a tweet
+    without an image, e.g. a box file whose image is missing, are not asked for, as in
+    ``grounding_acc``); with ``ambiguous`` (tweet id,
     start, end) mentions: ``ambiguous_f1`` over the gold entities at those positions and the
     predicted entities overlapping them.
     """
@@ -57,8 +59,14 @@ def score_predictions(
         g = grounding_accuracy(gold_cases, pred_cases, IOU_THRESHOLD)
         out["grounding_acc"] = g.accuracy
         out["none_acc"] = g.none_accuracy
-        gf = grounded_f1(
-            [{sp: s.boxes.get(sp, []) for sp in s.tweet.entities} for s in samples],
+        gf = grounded_f1(  # a tweet without an image has no box to find, gold file or not
+            [
+                {
+                    sp: s.boxes.get(sp, []) if s.image_path is not None else []
+                    for sp in s.tweet.entities
+                }
+                for s in samples
+            ],
             [[sp for sp, _ in spans] for spans in preds.spans],
             [{t: _box(b) for t, b in boxes.items()} for boxes in preds.boxes],
             IOU_THRESHOLD,

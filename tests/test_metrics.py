@@ -321,3 +321,31 @@ def test_entity_kinds_name_each_entity_of_a_tweet() -> None:
     assert (e.correct, e.wrong_type, e.boundary, e.unseen) == (1, 1, 1, 1)
     assert (e.overlapping, e.spurious) == (2, 1)
     assert entity_kinds([], []) == ({}, {})
+
+
+def test_grounded_f1_asks_no_box_of_a_tweet_without_an_image() -> None:
+    """A box file whose image is missing: no box is asked of the tweet.
+
+    The tweet is text-only for the model and for ``grounding_acc``; ``grounded_f1`` used to
+    demand its box, so its entities could never count.
+    """
+    from pathlib import Path
+
+    from mnerqg_graph.data.types import Box, Sample, Span, Tweet
+    from mnerqg_graph.decoding import Predictions
+    from mnerqg_graph.evaluation import score_predictions
+
+    span = Span(0, 1, "PER")
+    box = Box(0.0, 0.0, 10.0, 10.0)
+    seen = Sample(Tweet("a", ["Kelvo"], ["B-PER"]), Path("a.jpg"), (20, 20), {span: [box]})
+    blind = Sample(Tweet("b", ["Kelvo"], ["B-PER"]), None, None, {span: [box]})
+    preds = Predictions(
+        spans=[[(span, 0.9)], [(span, 0.9)]],
+        tags=[["B-PER"], ["B-PER"]],
+        boxes=[{"PER": ([0.0, 0.0, 10.0, 10.0], 0.8)}, {}],
+        grounding_conf=[{"PER": 0.8}, {}],
+        samples=[seen, blind],
+    )
+    scores = score_predictions([seen, blind], preds, ["PER"])
+    assert scores["f1"] == 1.0 and scores["grounding_acc"] == 1.0
+    assert scores["grounded_f1"] == 1.0  # was 0.5: the blind tweet's entity never counted
