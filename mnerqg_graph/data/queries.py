@@ -17,6 +17,7 @@ end, for packed queries without separators (``ModelConfig.packed_separators``).
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,8 @@ def load_queries(path: str | Path | None = None) -> dict[str, str]:
     Raises:
         DataError: the file is missing or unreadable, is not a JSON object, is empty, has an empty
             or whitespace-containing type name, a type given twice (``MISC`` and ``OTHER`` count as
-            the same), or a query that is not a non-empty string. The message names the file and
-            the key at fault.
+            the same), or a query that is not a string with a visible character. The message
+            names the file and the key at fault.
     """
     file = DEFAULT_QUERIES_PATH if path is None else Path(path)
     if path is not None and not file.exists() and str(path) in PACKAGED_QUERIES:
@@ -87,8 +88,9 @@ def load_queries(path: str | Path | None = None) -> dict[str, str]:
         if not isinstance(value, str):
             kind = "object" if isinstance(value, _Pairs) else type(value).__name__
             raise DataError(file, f"the query must be a string, not {kind}", field=key)
-        if not value.strip():
-            raise DataError(file, "the query is empty", field=key)
+        if not any(unicodedata.category(ch)[0] in "LNPS" for ch in value):
+            # (U+200B, U+FE0F and the like survive strip() but give no word piece)
+            raise DataError(file, "the query is empty or only invisible characters", field=key)
         queries[typ] = value.strip()
     return queries
 

@@ -70,6 +70,7 @@ def test_misc_is_read_as_other_and_order_is_kept(tmp_path: Path) -> None:
         ('{"LOC": {"a": "b"}}', "LOC", "not object"),
         ('{"PER": "   "}', "PER", "empty"),
         ('{"PER": ""}', "PER", "empty"),
+        ('{"PER": "\\u200b \\ufe0f"}', "PER", "only invisible characters"),  # no word piece
         ('{"": "q"}', "", "type name"),
         ('{"A B": "q"}', "A B", "type name"),
         ('{"OTHER": "a", "MISC": "b"}', "MISC", "twice"),
