@@ -69,6 +69,7 @@ from mnerqg_graph.boxes import NormBox
 from mnerqg_graph.data.mrc import MrcExample
 from mnerqg_graph.data.types import Sample, Span
 from mnerqg_graph.graph.schema import CROSS, QUERY, TOKEN, EdgeType, is_query_token, region_types
+from mnerqg_graph.io import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -640,13 +641,13 @@ def write_graph(al: Alignment, out_dir: str | Path, stem: str | None = None) -> 
     g = to_networkx(al)
     data = nx.node_link_data(g, edges="edges")
     json_path = out / f"{stem}.json"
-    json_path.write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(json_path, json.dumps(data, ensure_ascii=False) + "\n")
     flat = g.copy()
     for _, attrs in flat.nodes(data=True):
         if "box" in attrs:
             attrs["box"] = json.dumps(attrs["box"])
     graphml_path = out / f"{stem}.graphml"
-    graphml_path.write_text("\n".join(nx.generate_graphml(flat)) + "\n", encoding="utf-8")
+    atomic_write_text(graphml_path, "\n".join(nx.generate_graphml(flat)) + "\n")
     return [graphml_path, json_path]
 
 

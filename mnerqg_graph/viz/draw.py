@@ -35,6 +35,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
 from mnerqg_graph.data.types import Sample
+from mnerqg_graph.io import atomic_write_bytes
 from mnerqg_graph.viz.alignment import Alignment, TweetExplanation, graph_layout, grid_frame
 
 #: Colour of each entity type (others get a colour of the tab10 cycle).
@@ -133,14 +134,16 @@ def save_png(fig: Figure, path: str | Path, dpi: int = DPI, compact: bool = Fals
             buf, dpi=dpi, format="png", facecolor="white", bbox_inches="tight", pad_inches=0.15
         )
     if not compact:
-        path.write_bytes(buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
         return path
     from PIL import Image
 
     buf.seek(0)
     with Image.open(buf) as image:
         rgb = image.convert("RGB")
-    rgb.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, format="PNG", optimize=True)
+    small = io.BytesIO()
+    rgb.quantize(256, method=Image.Quantize.MEDIANCUT).save(small, format="PNG", optimize=True)
+    atomic_write_bytes(path, small.getvalue())
     return path
 
 
