@@ -32,6 +32,8 @@ from mnerqg_graph.errors import MnerqgError
 PROG = "mnerqg"
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+#: Exit code when the reader of stdout went away (``mnerqg predict ... | head``): 128 + SIGPIPE.
+EXIT_BROKEN_PIPE = 141
 
 CommandMain = Callable[[list[str]], "int | None"]
 
@@ -198,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         argv: the arguments after the program name; ``sys.argv[1:]`` when ``None``.
 
     Returns:
-        The exit code: the command's own, 2 for a user error, 130 when interrupted.
+        The exit code: the command's own, 2 for a user error, 130 when interrupted, 141 when
+        the reader of stdout went away.
     """
     head, rest = split_argv(list(sys.argv[1:] if argv is None else argv))
     parser = build_parser()
@@ -214,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for plugin in args.plugin:
             load_plugin(plugin)
-        return _exit_code(resolve(args.command)(rest))
+        code = _exit_code(resolve(args.command)(rest))
+        sys.stdout.flush()  # a broken pipe met here, not at the interpreter's exit
+        return code
     except SystemExit as exc:  # the command's own argparse: --help or a usage error
         return _exit_code(exc)
     except KeyboardInterrupt:
@@ -222,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _print_error(args.command, "interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader stopped early, as shell pipelines expect: no message
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (MnerqgError, OSError, ModuleNotFoundError) as exc:
         if debug:
             raise
@@ -243,6 +251,15 @@ def describe(exc: BaseException) -> str:
     else:
         message = str(exc) or type(exc).__name__
     return " | ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _silence_stdout() -> None:
+    """Point stdout at the null device, so that Python's flush at exit meets no broken pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced, e.g. captured)
+        pass
 
 
 def _print_error(command: str, message: str) -> None:

@@ -173,6 +173,18 @@ def test_command_returning_none_or_exiting(monkeypatch: pytest.MonkeyPatch) -> N
     assert cli.main(["evaluate"]) == 3
 
 
+def test_a_reader_that_stops_early_ends_the_command_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mnerqg predict ... | head``: exit 141 (SIGPIPE's), no "error: Broken pipe" line."""
+    fake_command(monkeypatch, "predict", raiser(BrokenPipeError(32, "Broken pipe")))
+    assert cli.main(["predict"]) == 141
+    assert capsys.readouterr().err == ""
+    fake_command(monkeypatch, "predict", raiser(PermissionError(13, "Permission denied", "o")))
+    assert cli.main(["predict"]) == 2  # other OS errors are still one line
+    assert "Permission denied: o" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("exc", "code", "text"),
     [
