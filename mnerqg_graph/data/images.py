@@ -118,6 +118,25 @@ def probe_image(path: str | Path, verify: bool = True) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def read_rgb(path: str | Path, side: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode an image as the model sees it (8-bit RGB, transparency on white), for drawing.
+
+    Args:
+        path: the image file.
+        side: the picture is wanted at about this many pixels a side (a JPEG is then decoded at
+            a reduced scale); None: full size.
+
+    Returns:
+        ``(RGB image, (width, height) of the stored image)``.
+
+    Raises:
+        DataError: the file is missing, not an image, truncated or too large (names the file).
+    """
+    with _open(path) as image:
+        size = (int(image.size[0]), int(image.size[1]))
+        return _decode(image, path, side), size
+
+
 def load_image(path: str | Path, size: int) -> torch.Tensor:
     """Load an image as an RGB float tensor, resized to ``size`` x ``size``.
 

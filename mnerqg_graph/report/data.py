@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from mnerqg_graph.data.types import Sample, Span
+from mnerqg_graph.errors import DataError
 from mnerqg_graph.pipeline import Predictions
 
 #: Version of the data layout above (the page checks it).
@@ -88,13 +89,13 @@ def encode_image(sample: Sample, side: int) -> tuple[str | None, list[int] | Non
         return None, None
     from PIL import Image
 
-    try:
-        with Image.open(sample.image_path) as image:
-            size = list(sample.image_size or image.size)
-            image.draft("RGB", (side, side))  # a JPEG is decoded at a reduced scale
-            rgb = image.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+    from mnerqg_graph.data.images import read_rgb
+
+    try:  # as the model reads it (a JPEG decoded at a reduced scale)
+        rgb, stored = read_rgb(sample.image_path, side)
+    except DataError:
         return None, None  # the processor counted it: the tweet ran text-only
+    size = list(sample.image_size or stored)
     rgb.thumbnail((side, side), Image.Resampling.BILINEAR)
     buf = io.BytesIO()
     rgb.save(buf, format="JPEG", quality=80)

@@ -35,6 +35,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FormatStrFormatter, LogLocator
 
 from mnerqg_graph.data.types import Sample
+from mnerqg_graph.errors import DataError
 from mnerqg_graph.io import atomic_write_bytes
 from mnerqg_graph.viz.alignment import Alignment, TweetExplanation, graph_layout, grid_frame
 
@@ -68,16 +69,13 @@ def load_picture(sample: Sample, max_side: int = 480) -> tuple[np.ndarray, tuple
     """
     if sample.image_path is None:
         return None
-    from PIL import Image
+    from mnerqg_graph.data.images import read_rgb
 
-    try:
-        with Image.open(sample.image_path) as image:
-            if image.format == "JPEG":
-                image.draft("RGB", (max_side, max_side))
-            size = sample.image_size or image.size
-            rgb = image.convert("RGB")
-    except (OSError, ValueError, SyntaxError):
+    try:  # as the model reads it: transparency on white, 16-bit scaled (not black, not white)
+        rgb, stored = read_rgb(sample.image_path, max_side)
+    except DataError:
         return None
+    size = sample.image_size or stored
     rgb.thumbnail((max_side, max_side))
     return np.asarray(rgb, dtype=np.uint8), (int(size[0]), int(size[1]))
 

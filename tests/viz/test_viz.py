@@ -535,3 +535,34 @@ def test_explain_runs_at_predicts_precision(setup: Setup, monkeypatch: pytest.Mo
         hook.remove()
     assert seen and all(seen)
     assert all(al.edge_weight.dtype == np.float32 for e in expl for al in e.alignments.values())
+
+
+def test_pictures_are_drawn_as_the_model_reads_them(tmp_path: Path) -> None:
+    """Transparency on white and 16-bit images scaled, in ``visualize`` and ``report`` alike.
+
+    Both converted with PIL's plain ``convert("RGB")``: transparent areas came out black and a
+    16-bit image almost white, unlike the picture the model read (one decoder now:
+    ``data.images.read_rgb``).
+    """
+    import base64
+    import io
+
+    from mnerqg_graph.data.images import load_image
+    from mnerqg_graph.data.types import Tweet
+    from mnerqg_graph.report.data import encode_image
+    from mnerqg_graph.viz.draw import load_picture
+
+    clear = tmp_path / "clear.png"
+    Image.new("RGBA", (40, 30), (0, 0, 0, 0)).save(clear)
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.full((30, 40), 32768, dtype=np.uint16)).save(wide)
+    for path, value in ((clear, 255), (wide, 128)):
+        sample = Sample(Tweet("t", ["a"], ["O"]), path, (40, 30))
+        picture = load_picture(sample, max_side=64)
+        assert picture is not None and picture[1] == (40, 30)
+        assert abs(float(picture[0].mean()) - value) <= 1, path.name
+        assert abs(float(load_image(path, 8).mean()) * 255 - value) <= 1  # what the model reads
+        uri, size = encode_image(sample, 32)
+        assert uri is not None and size == [40, 30]
+        jpeg = base64.b64decode(uri.split(",", 1)[1])
+        assert abs(float(np.asarray(Image.open(io.BytesIO(jpeg))).mean()) - value) <= 2
