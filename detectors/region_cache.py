@@ -463,8 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-size", type=int, default=64, metavar="PX")
     parser.add_argument("--num-scales", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="seeds a random backbone")
-    parser.add_argument("--max-regions", type=int, default=16, help="detector: boxes per image")
-    parser.add_argument("--score-threshold", type=float, default=0.3, help="detector: min score")
+    parser.add_argument(
+        "--max-regions", type=int, default=None, help="with --detector: boxes per image (16)"
+    )
+    parser.add_argument(
+        "--score-threshold", type=float, default=None, help="with --detector: min score (0.3)"
+    )
     parser.add_argument(
         "--splits", default="train,valid,test", help="splits to read (default %(default)s)"
     )
@@ -490,11 +494,18 @@ def main(argv: list[str] | None = None) -> int:
     detector = None
     region_kwargs: dict[str, Any] = {}
     detector_spec = None
+    detector_only = {"--max-regions": args.max_regions, "--score-threshold": args.score_threshold}
+    given = [flag for flag, value in detector_only.items() if value is not None]
+    if args.detector is None and given:  # they would be ignored by the grid
+        raise ConfigError(f"{', '.join(given)} only apply with --detector")
     if args.detector is not None:
         from detectors.detection import load_detector
 
         detector = load_detector(args.detector, args.device)
-        region_kwargs = {"max_regions": args.max_regions, "score_threshold": args.score_threshold}
+        region_kwargs = {
+            "max_regions": 16 if args.max_regions is None else args.max_regions,
+            "score_threshold": 0.3 if args.score_threshold is None else args.score_threshold,
+        }
         detector_spec = {"path": str(args.detector), "config": detector.config()}
         source = build_region_source(
             "detector",

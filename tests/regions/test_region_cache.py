@@ -242,6 +242,8 @@ def test_bad_outputs_and_inputs_are_one_line_errors(
     for flag in ("--batch-size", "--shard-size", "--image-size"):
         with pytest.raises(ConfigError, match=f"{flag[2:].replace('-', '_')} must be an integer"):
             main([*argv, "--out", str(tmp_path / "c2"), flag, "0"])
+    with pytest.raises(ConfigError, match="--max-regions only apply with --detector"):
+        main([*argv, "--out", str(tmp_path / "c3"), "--max-regions", "4"])  # ignored by a grid
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]  # nothing half-written
     broken = tmp_path / "broken"
     shutil.copytree(grid_cache, broken)
