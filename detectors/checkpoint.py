@@ -50,7 +50,7 @@ def save_checkpoint(module: nn.Module, config: dict[str, Any], out_dir: str | Pa
         state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_NAME), metadata={"kind": str(config["kind"])})
         atomic_write_text(tmp / CONFIG_NAME, json.dumps(config, indent=1, sort_keys=True) + "\n")
-        replace_dir(tmp, out, CONFIG_NAME)
+        replace_dir(tmp, out, WEIGHTS_NAME)
     except BaseException as exc:  # a write error names the file of out that failed
         abandon_dir(tmp, out, exc)
         raise

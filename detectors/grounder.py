@@ -44,7 +44,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from detectors.checkpoint import load_checkpoint_weights, read_checkpoint_config, save_checkpoint
+from detectors.checkpoint import (
+    WEIGHTS_NAME,
+    load_checkpoint_weights,
+    read_checkpoint_config,
+    save_checkpoint,
+)
 from detectors.command import (
     json_object_option,
     option_values,
@@ -61,6 +66,7 @@ from mnerqg_graph.encoders.image import build_backbone
 from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import CheckpointError, ConfigError, DataError, check_counts
 from mnerqg_graph.heads.grounding import GroundingHead
+from mnerqg_graph.io import check_replaceable
 from mnerqg_graph.metrics import GroundingScores, grounding_accuracy
 
 __all__ = [
@@ -619,6 +625,8 @@ def _train_stage(
     Returns:
         What the training did (with the checkpoint when saved).
     """
+    if out is not None:  # refused before the training, not after it
+        check_replaceable(out, WEIGHTS_NAME)
     result = fit_grounder(
         model,
         data,

@@ -22,7 +22,13 @@ from mnerqg_graph.config import CONFIG_VERSION, ModelConfig
 from mnerqg_graph.data.types import Sample
 from mnerqg_graph.environment import describe, environment
 from mnerqg_graph.errors import ConfigError, DataError
-from mnerqg_graph.io import abandon_dir, atomic_write_text, replace_dir, temp_dir_beside
+from mnerqg_graph.io import (
+    abandon_dir,
+    atomic_write_text,
+    check_replaceable,
+    replace_dir,
+    temp_dir_beside,
+)
 
 SPLITS = ("train", "valid", "test")
 SPAN_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 15))  # 0.10, 0.15, ..., 0.70
@@ -273,6 +279,8 @@ def run_experiment(
     TrainConfig(seed=seed, **optim)  # and so does a bad optimisation setting
     if resume and not output_dir:  # a fresh temporary folder never holds a state to resume
         raise ConfigError("resume=True needs output_dir: the folder whose state/ it continues")
+    if output_dir:  # its checkpoint/ is replaced at the end: refuse a foreign one before training
+        check_replaceable(Path(output_dir) / "checkpoint", "model.safetensors")
     t_start = time.perf_counter()
     torch.manual_seed(seed)
     random.seed(seed)
@@ -426,7 +434,7 @@ def run_experiment(
             tmp_ckpt = temp_dir_beside(ckpt)
             try:
                 shutil.copytree(work / "best", tmp_ckpt, dirs_exist_ok=True)
-                replace_dir(tmp_ckpt, ckpt, "config.json")
+                replace_dir(tmp_ckpt, ckpt, "model.safetensors")
             except BaseException as exc:  # a full disk: one line naming the checkpoint
                 abandon_dir(tmp_ckpt, ckpt, exc)
                 raise

@@ -227,9 +227,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _print_error(args.command, "interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # the reader stopped early, as shell pipelines expect: no message
-        _silence_stdout()
-        return EXIT_BROKEN_PIPE
+    except BrokenPipeError as exc:
+        if _stdout_broken():  # the reader stopped early, as shell pipelines expect: no message
+            _silence_stdout()
+            return EXIT_BROKEN_PIPE
+        if debug:  # another pipe (a worker's): an error like any other
+            raise
+        _print_error(args.command, describe(exc))
+        return EXIT_ERROR
     except (MnerqgError, OSError, ModuleNotFoundError) as exc:
         if debug:
             raise
@@ -251,6 +256,24 @@ def describe(exc: BaseException) -> str:
     else:
         message = str(exc) or type(exc).__name__
     return " | ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _stdout_broken() -> bool:
+    """Whether stdout's reader has gone (its pipe reports an error), not some other pipe."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLERR)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor, or no poll() (Windows)
+        return False
 
 
 def _silence_stdout() -> None:

@@ -21,6 +21,7 @@ final one, the writer fills it, :func:`replace_dir` swaps it in, and on any erro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -131,7 +132,18 @@ def writing(path: str | Path) -> Iterator[None]:
 
 
 def current_umask() -> int:
-    """The process's file-mode creation mask (read by setting it and putting it back)."""
+    """The process's file-mode creation mask.
+
+    Read from ``/proc/self/status`` where there is one (changing it, even for a moment, could
+    give another thread's new file the wrong mode); else by setting it and putting it back.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -147,10 +159,13 @@ def _chmod_new_file(fd: int, path: Path) -> None:
     if not hasattr(os, "fchmod"):  # (Windows before Python 3.13: no modes to keep)
         return
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        mode = stat.S_IMODE(path.stat().st_mode) & 0o777  # (no setuid/setgid bits carried)
     except OSError:
         mode = 0o666 & ~current_umask()
-    os.fchmod(fd, mode)
+    try:
+        os.fchmod(fd, mode)
+    except OSError:  # a file system without modes (some FUSE or network mounts): as created
+        pass
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -164,8 +179,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            _chmod_new_file(fd, path)
             with os.fdopen(fd, "wb") as handle:
+                _chmod_new_file(handle.fileno(), path)
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -200,12 +215,7 @@ class AtomicTextOutput:
         with writing(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-            try:
-                _chmod_new_file(fd, self.path)
-            except BaseException:
-                os.close(fd)
-                os.unlink(tmp)
-                raise
+            _chmod_new_file(fd, self.path)
         self._tmp: str | None = tmp
         self._fh: IO[str] = os.fdopen(fd, "w", encoding=encoding, newline="\n")
 
@@ -257,17 +267,20 @@ def temp_dir_beside(final_dir: str | Path) -> Path:
     with writing(final_dir):
         final_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final_dir.name}.", dir=final_dir.parent))
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp's 0700 would stay on the final folder
+        with contextlib.suppress(OSError):  # mkdtemp's 0700 would stay on the final folder
+            os.chmod(tmp, 0o777 & ~current_umask())
         return tmp
 
 
 def check_replaceable(final_dir: str | Path, marker: str, *also: str) -> None:
-    """Refuse to replace what is not a folder of the kind about to be written.
+    """Refuse to replace a file, or a non-empty folder without the file that marks its kind.
 
     :func:`replace_dir` replaces ``final_dir`` as a whole, so an existing file there, or a
-    non-empty folder without ``marker`` (the file every folder of that kind holds), e.g. a
-    user's own folder given as ``--out`` by mistake, would be deleted. Writers call this before
-    their work, and :func:`replace_dir` again before it moves anything.
+    user's own folder given as ``--out`` by mistake, would be deleted. The check is by name
+    only: a non-empty folder must hold ``marker`` (or one of ``also``), the file every folder of
+    the kind holds (``model.safetensors`` for model folders, so that e.g. a Sacred run folder,
+    which has a ``config.json``, is refused). Writers call this before their work, and
+    :func:`replace_dir` again before it moves anything.
 
     Args:
         final_dir: the folder about to be written.
@@ -285,8 +298,8 @@ def check_replaceable(final_dir: str | Path, marker: str, *also: str) -> None:
         raise ConfigError(f"{final_dir}: exists and is not a folder; choose a new folder")
     if not any((final_dir / m).is_file() for m in (marker, *also)) and any(final_dir.iterdir()):
         raise ConfigError(
-            f"{final_dir}: a folder that this would replace as a whole, but it is not one this "
-            f"toolkit wrote (no {marker} in it); choose an empty or new folder"
+            f"{final_dir}: a folder that this would replace as a whole, but not one of its kind "
+            f"(no {marker} in it); choose an empty or new folder"
         )
 
 

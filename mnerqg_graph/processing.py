@@ -200,8 +200,8 @@ class MnerqgProcessor:
         url_word: the encoder reads this word in place of every URL token (``""``: as is).
         query_encoding: ``per_type`` or ``packed``.
         packed_positions: ``sequential`` or ``per_query`` position ids of a packed sequence.
-        max_positions: the encoder's position limit, checked for packed sequences (None: not
-            checked).
+        max_positions: the encoder's position limit, checked against ``max_length`` (per type)
+            or the longest packed position id (None: not checked).
         packed_separators: a separator after every packed query (True) or only after the last.
     """
 
@@ -362,9 +362,17 @@ class MnerqgProcessor:
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``processor.json``, ``queries.json`` and the tokenizer files into ``directory``.
 
-        Other files there (a model's) are kept; each file is replaced atomically.
+        Other files there (a model's) are kept; each file is replaced atomically. A non-empty
+        folder that holds neither a model's weights nor a processor is refused: the model saved
+        next into it replaces the folder as a whole.
+
+        Raises:
+            ConfigError: ``directory`` is a file, or a folder of something else.
         """
+        from mnerqg_graph.io import check_replaceable
+
         directory = Path(directory)
+        check_replaceable(directory, "model.safetensors", PROCESSOR_FILE)
         directory.mkdir(parents=True, exist_ok=True)
         self.write_files(directory)
         return directory

@@ -178,8 +178,12 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(
 ) -> None:
     """``mnerqg predict ... | head``: exit 141 (SIGPIPE's), no "error: Broken pipe" line."""
     fake_command(monkeypatch, "predict", raiser(BrokenPipeError(32, "Broken pipe")))
+    monkeypatch.setattr(cli, "_stdout_broken", lambda: True)
     assert cli.main(["predict"]) == 141
     assert capsys.readouterr().err == ""
+    monkeypatch.setattr(cli, "_stdout_broken", lambda: False)  # another pipe broke: an error
+    assert cli.main(["predict"]) == 2
+    assert "Broken pipe" in capsys.readouterr().err
     fake_command(monkeypatch, "predict", raiser(PermissionError(13, "Permission denied", "o")))
     assert cli.main(["predict"]) == 2  # other OS errors are still one line
     assert "Permission denied: o" in capsys.readouterr().err

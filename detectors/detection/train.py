@@ -8,12 +8,14 @@ from typing import Any
 
 import torch
 
+from detectors.checkpoint import WEIGHTS_NAME
 from detectors.detection.base import DetectorBackend, build_detector
 from detectors.detection.data import detection_targets
 from detectors.images import load_image_set
 from detectors.training import Schedule, TrainResult, train_on_indices
 from mnerqg_graph.environment import resolve_device
 from mnerqg_graph.errors import DataError, check_counts
+from mnerqg_graph.io import check_replaceable
 
 
 def train_detector(
@@ -71,6 +73,8 @@ def train_detector(
     from mnerqg_graph.data.queries import load_queries
 
     check_counts(epochs=epochs, batch_size=batch_size, limit=limit, image_size=image_size)
+    if out is not None:  # refused before the training, not after it
+        check_replaceable(out, WEIGHTS_NAME)
     say = log or (lambda _msg: None)
     types = list(types) if types is not None else list(load_queries())
     dev = resolve_device(device)

@@ -59,16 +59,17 @@ def _to_8bit(image: Image.Image) -> Image.Image:
 
     PIL's ``convert("RGB")`` clips these modes at 255, which turns a 16-bit image almost white.
     ``I;16*`` is scaled from 0..65535; ``I`` and ``F`` from the range their largest value says
-    (0..1 for a float image up to 1, else 0..255, else 0..65535, else 0..max); negatives are 0.
+    (0..1 for a float image up to 1, else 0..255, else 0..65535, else 0..max); negatives, NaN
+    and infinities are 0.
     """
     import numpy as np
 
-    values = np.asarray(image, dtype=np.float64)
+    values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     if image.mode.startswith("I;16"):
         full = 65535.0
     else:
         top = float(values.max()) if values.size else 0.0
-        full = next(f for f in (1.0, 255.0, 65535.0, top) if top <= f)
+        full = next((f for f in (1.0, 255.0, 65535.0) if top <= f), top)
         if image.mode != "F" and full == 1.0:
             full = 255.0  # an integer image up to 1 is a dark 8-bit one, not a 0..1 one
     scaled = np.clip(values * (255.0 / max(full, 1e-12)), 0.0, 255.0).round().astype(np.uint8)

@@ -172,7 +172,7 @@ def build_tiny_encoder(
         tokenizer.save_pretrained(str(tmp))
         atomic_write_text(tmp / "vocab.txt", "".join(w + "\n" for w, _ in vocab))
         model.save_pretrained(str(tmp), safe_serialization=True)
-        replace_dir(tmp, out, "config.json")
+        replace_dir(tmp, out, "model.safetensors")
     except BaseException as exc:
         abandon_dir(tmp, out, exc)
         raise

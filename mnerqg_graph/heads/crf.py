@@ -84,8 +84,8 @@ class BioCrf(nn.Module):
         tags = tags.gather(1, order)
         trans, start, end = self.scores()
         n, w, _ = emissions.shape
-        if w == 0:  # no token in any row (empty tweets)
-            return emissions.new_zeros(n)
+        if w == 0:  # no token in any row (empty tweets): 0, still part of the autograd graph
+            return emissions.sum((1, 2)) * 0.0
         rows = torch.arange(n, device=emissions.device)
         # the gold path's score
         gold = start[tags[:, 0]] + emissions[rows, 0, tags[:, 0]]

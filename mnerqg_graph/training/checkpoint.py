@@ -93,7 +93,7 @@ def write_checkpoint(
     from mnerqg_graph.processing import PROCESSOR_FILE
 
     out_dir = Path(out_dir)
-    check_replaceable(out_dir, "config.json", PROCESSOR_FILE)
+    check_replaceable(out_dir, "model.safetensors", PROCESSOR_FILE)
     tmp = temp_dir_beside(out_dir)
     try:
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -112,7 +112,7 @@ def write_checkpoint(
         cfg.encoder.name = "text_encoder"
         cfg.plugins = plugins_of(config, model)  # imported again by read_model
         cfg.save(tmp / "config.json")
-        replace_dir(tmp, out_dir, "config.json", PROCESSOR_FILE)  # (a processor saved first)
+        replace_dir(tmp, out_dir, "model.safetensors", PROCESSOR_FILE)  # (or a processor alone)
     except BaseException as exc:  # a write error names the file of out_dir that failed
         abandon_dir(tmp, out_dir, exc)
         raise

@@ -166,6 +166,29 @@ def test_bad_grounder_and_output_folder(
         load_weak_boxes(tmp_path / "nowhere", [], log=None)
 
 
+def test_trainers_refuse_a_foreign_output_folder_before_training(
+    synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder of something else as the grounder's or detector's output is refused early.
+
+    They save by replacing the folder as a whole; the refusal used to come after the training.
+    """
+    import detectors.grounder as grounder_mod
+    from detectors.detection.train import train_detector
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine")
+    monkeypatch.setattr(
+        grounder_mod, "fit_grounder", lambda *a, **k: pytest.fail("trained before the check")
+    )
+    with pytest.raises(ConfigError, match="no model.safetensors in it"):
+        grounder_mod.pretrain(TweetSplit(synth, limit=4), foreign, log=None)
+    with pytest.raises(ConfigError, match="no model.safetensors in it"):  # before the data
+        train_detector(tmp_path / "nowhere", foreign)
+    assert [p.name for p in foreign.iterdir()] == ["keep.txt"]
+
+
 def test_cli_and_runner_use_the_same_labels(
     synth: Path,
     train: list[Sample],

@@ -74,7 +74,7 @@ def test_save_and_load_pretrained_predict_identically(tmp_path: Path, encoder_di
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(ConfigError, match="no config.json in it"):
+    with pytest.raises(ConfigError, match="no model.safetensors in it"):
         model.save_pretrained(mine)
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 

@@ -55,6 +55,26 @@ def test_resume_without_an_output_folder_is_refused_before_any_data_is_read(
         )  # fmt: skip
 
 
+def test_a_foreign_checkpoint_folder_in_output_dir_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    """A folder of something else at ``OUTPUT_DIR/checkpoint`` is refused at the start, and kept.
+
+    The folder is replaced as a whole at the end: the check used to come after the training.
+    """
+    from experiments.runner import run_experiment
+
+    (tmp_path / "out" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "out" / "checkpoint" / "notes.txt").write_text("mine")
+    missing = tmp_path / "nowhere"  # would be a one-line data error if it were read first
+    with pytest.raises(ConfigError, match="no model.safetensors in it"):
+        run_experiment(
+            {"root": str(missing)}, {}, {}, {}, 0, str(tmp_path / "out"), False, 0,
+            lambda *a: None, None, {},
+        )  # fmt: skip
+    assert (tmp_path / "out" / "checkpoint" / "notes.txt").read_text() == "mine"
+
+
 def test_the_training_state_keeps_and_restores_each_gpus_generator(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
