@@ -45,19 +45,25 @@ FUZZ = settings(
 
 
 def _lines(data: bytes) -> int:
+    if b"\r" in data and b"\n" not in data:  # CR-only line endings are read as line breaks
+        return data.count(b"\r") + 1
     return data.count(b"\n") + 1
 
 
 def _token_lines(data: bytes) -> int:
     """Lines the reader must turn into tokens when it accepts a file (its own line rules)."""
     text = data.decode("utf-8").removeprefix("\ufeff")
+    if "\r" in text and "\n" not in text:  # CR-only line endings
+        text = text.replace("\r", "\n")
     n = 0
     for line in text.split("\n"):
         line = line.removesuffix("\r")
         if not line or not line.strip(" \t"):
             continue  # blank, or whitespace-only (a warning, read as blank)
-        if line.startswith("IMGID:") and "\t" not in line:
-            continue
+        if line.startswith("IMGID:") and not line.partition("\t")[2].strip(" \t"):
+            continue  # an IMGID line (a TAB at its end is ignored)
+        if line.startswith("\ufeffIMGID:") and "\t" not in line:
+            continue  # one after a BOM inside the file (files joined with cat)
         n += 1
     return n
 
